@@ -1,0 +1,115 @@
+"""Generator configuration and band layouts.
+
+The configuration is plain data: it is written next to the weights in every checkpoint the
+project saves, so a model can always be rebuilt from its file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+BAND_LAYOUTS = ("v1", "paper")
+
+
+@dataclass(frozen=True)
+class ApolloConfig:
+    """Hyper-parameters of the Apollo generator (paper Sec. II, released defaults)."""
+
+    sample_rate: int = 44100
+    win_ms: int = 20
+    feature_dim: int = 256
+    num_blocks: int = 6
+    num_heads: int = 8
+    band_layout: str = "v1"  # "v1": released checkpoints; "paper": 160 Hz bands
+    band_hz: float = 160.0  # bandwidth of the paper layout
+    tcn_blocks: int = 3
+    tcn_kernel: int = 7
+    rope_positions: int = 100  # rows of the rotary tables (released: 100)
+
+    def __post_init__(self) -> None:
+        if self.band_layout not in BAND_LAYOUTS:
+            raise ValueError(f"band_layout must be one of {BAND_LAYOUTS}, got {self.band_layout!r}")
+        if self.feature_dim % self.num_heads:
+            raise ValueError("feature_dim must be divisible by num_heads")
+        if (self.feature_dim // self.num_heads) % 2:
+            raise ValueError("feature_dim / num_heads must be even for rotary embeddings")
+        if self.sample_rate < 1000 or self.win_ms <= 0:
+            raise ValueError("sample_rate must be >= 1000 Hz and win_ms positive")
+        if self.tcn_kernel % 2 == 0:
+            raise ValueError("tcn_kernel must be odd")
+
+    @property
+    def window(self) -> int:
+        """STFT window (= n_fft) in samples, as the released code computes it."""
+        return int(self.sample_rate * self.win_ms // 1000)
+
+    @property
+    def hop(self) -> int:
+        return self.window // 2
+
+    @property
+    def num_bins(self) -> int:
+        return self.window // 2 + 1
+
+    @property
+    def bands(self) -> list[tuple[int, int]]:
+        """Band layout as (number of bands, bins per band) groups, low to high frequency."""
+        if self.band_layout == "v1":
+            return v1_layout(self.window)
+        return paper_layout(self.window, self.sample_rate, self.band_hz)
+
+    @property
+    def num_bands(self) -> int:
+        return sum(count for count, _ in self.bands)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ApolloConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+def _merge(widths: list[int]) -> list[tuple[int, int]]:
+    groups: list[tuple[int, int]] = []
+    for width in widths:
+        if groups and groups[-1][1] == width:
+            groups[-1] = (groups[-1][0] + 1, width)
+        else:
+            groups.append((1, width))
+    return groups
+
+
+def v1_layout(window: int) -> list[tuple[int, int]]:
+    """79 bands of int(window/160) bins plus one band with the remaining bins (released)."""
+    bins = window // 2 + 1
+    width = int(window / 160)
+    if width < 1 or bins - 79 * width < 1:
+        raise ValueError(f"window of {window} samples is too short for the v1 band layout")
+    return _merge([width] * 79 + [bins - 79 * width])
+
+
+def paper_layout(window: int, sample_rate: int, band_hz: float = 160.0) -> list[tuple[int, int]]:
+    """Bands of `band_hz` (rounded to whole bins); the last band takes the remaining bins."""
+    bins = window // 2 + 1
+    width = max(1, round(band_hz * window / sample_rate))
+    count = max(1, bins // width)
+    return _merge([width] * (count - 1) + [bins - (count - 1) * width])
+
+
+# Built-in configurations: "tiny" lets tests and CI run the whole tool in seconds.
+PRESETS: dict[str, ApolloConfig] = {
+    "apollo-v1": ApolloConfig(),
+    "apollo-paper": ApolloConfig(band_layout="paper"),
+    "tiny": ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2),
+}

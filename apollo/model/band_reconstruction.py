@@ -1,0 +1,39 @@
+"""Band reconstruction (paper Fig. 1d): per-band RMSNorm + FC + GLU -> complex sub-band spectra."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..layers import BandLinear, rms_norm
+
+
+class BandReconstructionGroup(nn.Module):
+    """Reconstruction layers for a run of bands that share one width."""
+
+    def __init__(self, bands: int, width: int, feature_dim: int) -> None:
+        super().__init__()
+        self.width = width
+        self.norm = nn.Parameter(torch.ones(bands, feature_dim))
+        self.proj = BandLinear(bands, feature_dim, 4 * width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, T, K, N) -> spectrum (B, T, K*width, 2)."""
+        out = F.glu(self.proj(rms_norm(z, self.norm)), dim=-1)  # (B, T, K, 2w): [Re..., Im...]
+        b, t, k = out.shape[:3]
+        return out.reshape(b, t, k, 2, self.width).transpose(-1, -2).reshape(b, t, k * self.width, 2)
+
+
+class BandReconstruction(nn.Module):
+    """Maps band-sequence features back to the full complex spectrogram (no mask)."""
+
+    def __init__(self, layout: list[tuple[int, int]], feature_dim: int) -> None:
+        super().__init__()
+        self.layout = list(layout)
+        self.groups = nn.ModuleList(BandReconstructionGroup(n, w, feature_dim) for n, w in layout)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, T, K, N) -> spectrum (B, T, F, 2)."""
+        parts = torch.split(z, [n for n, _ in self.layout], dim=2)
+        return torch.cat([g(p) for g, p in zip(self.groups, parts)], dim=2)

@@ -1,0 +1,65 @@
+"""The Apollo generator: STFT -> band split -> band-sequence blocks -> band reconstruction -> iSTFT."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import ApolloConfig
+from .band_reconstruction import BandReconstruction
+from .band_sequence import BandSequenceBlock
+from .band_split import BandSplit
+
+
+class Apollo(nn.Module):
+    """Restores a waveform (batch, channels, samples); each channel is processed on its own."""
+
+    def __init__(self, config: ApolloConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ApolloConfig()
+        layout = config.bands
+        positions = max(config.rope_positions, config.num_bands)
+        self.band_split = BandSplit(layout, config.feature_dim)
+        self.blocks = nn.Sequential(
+            *(
+                BandSequenceBlock(config.feature_dim, config.num_heads, config.tcn_blocks, config.tcn_kernel, positions)
+                for _ in range(config.num_blocks)
+            )
+        )
+        self.band_reconstruction = BandReconstruction(layout, config.feature_dim)
+        self.register_buffer("window", torch.hann_window(config.window), persistent=False)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, T, F, 2) real/imag spectrogram."""
+        spec = torch.stft(
+            wav, self.config.window, self.config.hop, window=self.window.to(wav.dtype),
+            center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
+        )
+        return torch.view_as_real(spec).transpose(1, 2)
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """(B, T, F, 2) -> (B, length)."""
+        spec = torch.view_as_complex(spec.float().transpose(1, 2).contiguous())
+        return torch.istft(
+            spec, self.config.window, self.config.hop, window=self.window.float(),
+            center=True, normalized=False, onesided=True, length=length,
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.dim() != 3:
+            raise ValueError(f"expected (batch, channels, samples), got shape {tuple(wav.shape)}")
+        batch, channels, length = wav.shape
+        x = wav.reshape(batch * channels, length)
+        # reflect padding needs more samples than half a window: zero-pad very short inputs
+        padded = max(length, self.config.window)
+        if padded > length:
+            x = F.pad(x, (0, padded - length))
+        z = self.band_split(self.stft(x))
+        z = self.blocks(z)
+        y = self.istft(self.band_reconstruction(z), padded)[:, :length]
+        return y.reshape(batch, channels, length).to(wav.dtype)

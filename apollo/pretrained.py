@@ -1,0 +1,65 @@
+"""Getting a ready generator from a checkpoint file, a state dict or a built-in name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from . import convert
+from .config import PRESETS, ApolloConfig
+from .model import Apollo
+from .states import CheckpointError, read_checkpoint, strip_prefix
+
+TEST_MODEL = "tiny-test"
+TEST_SEED = 1234
+
+
+def build_test_model() -> Apollo:
+    """A tiny generator with seeded random weights: lets CI run the whole tool without weights."""
+    generator = torch.Generator().manual_seed(TEST_SEED)
+    model = Apollo(PRESETS["tiny"])
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.empty_like(param).uniform_(-0.5, 0.5, generator=generator) if param.dim() > 1
+                        else 1 + 0.1 * torch.empty_like(param).uniform_(-1, 1, generator=generator))
+    return model.eval()
+
+
+def model_from_state(state: Mapping[str, torch.Tensor], config: ApolloConfig | None = None) -> Apollo:
+    """Builds a generator from a state dict in our names or the released names (strict)."""
+    state = strip_prefix(state)
+    if convert.is_released(state):
+        config = config or convert.infer_config(state)
+        state = convert.from_released(state, config)
+    elif config is None:
+        raise CheckpointError("state dict in the project's names needs its config (use save_checkpoint files)")
+    model = Apollo(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"weights do not fit the {config.band_layout} generator: {err}") from err
+    return model.eval()
+
+
+def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> Apollo:
+    """A ready generator (eval mode) from a checkpoint path, a state dict or a built-in name.
+
+    Accepts the project's safetensors files, released `pytorch_model.bin` state dicts, the
+    authors' training dicts, and Lightning / toolkit checkpoints (`audio_model.` / `model.`).
+    Sizes and sample rate of released checkpoints are read off their tensor shapes.
+    """
+    if isinstance(source, Mapping):
+        model = model_from_state(source)
+    elif str(source) == TEST_MODEL and not Path(source).exists():
+        model = build_test_model()
+    else:
+        state, config = read_checkpoint(source)
+        model = model_from_state(state, config)
+    return model.to(device)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,114 @@
+"""Generator behaviour: shapes, layouts, gradients, own-format round trips, edge inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import apollo
+from apollo.config import PRESETS, ApolloConfig, paper_layout, v1_layout
+from apollo.model import gain_shape
+from apollo.pretrained import build_test_model
+
+
+def test_v1_layout_matches_released_bands():
+    assert v1_layout(882) == [(79, 5), (1, 47)]
+    assert v1_layout(960) == [(79, 6), (1, 7)]
+
+
+def test_paper_layout_is_160_hz():
+    layout = paper_layout(882, 44100)
+    assert sum(n * w for n, w in layout) == 442
+    width = layout[0][1]
+    assert width * 44100 / 882 == pytest.approx(150.0)  # 160 Hz rounded to whole 50 Hz bins
+    assert layout[-1][1] >= width
+    assert sum(n for n, _ in layout) == 147
+
+
+def test_gain_shape_by_hand():
+    bands = torch.tensor([[[3.0, 0.0], [4.0, 0.0]]])  # one band: Re = [3, 0], Im = [4, 0]
+    feats = gain_shape(bands)
+    gain = math.sqrt(25 + torch.finfo(torch.float32).eps)
+    expected = torch.tensor([[3 / gain, 0.0, 4 / gain, 0.0, math.log(gain)]])
+    assert torch.allclose(feats, expected, atol=1e-7)
+
+
+CONFIGS = {
+    "v1-tiny": PRESETS["tiny"],
+    "paper-tiny": ApolloConfig(feature_dim=16, num_blocks=2, num_heads=2, band_layout="paper"),
+    "v1-48k": ApolloConfig(sample_rate=48000, feature_dim=24, num_blocks=1, num_heads=4),
+    "paper-16k": ApolloConfig(sample_rate=16000, feature_dim=16, num_blocks=1, num_heads=2, band_layout="paper"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("channels", [1, 2])
+def test_forward_backward_and_roundtrip(name, channels, tmp_path):
+    config = CONFIGS[name]
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    wav = torch.randn(2, channels, config.sample_rate // 4)
+    out = model(wav)
+    assert out.shape == wav.shape
+    out.pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+    path = tmp_path / "model.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), config)
+    loaded = apollo.load_model(path)
+    assert loaded.config == config
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    model.eval()
+    with torch.inference_mode():
+        assert torch.equal(loaded(wav), model(wav))
+
+
+def test_channels_are_independent():
+    model = build_test_model()
+    torch.manual_seed(1)
+    wav = torch.randn(1, 3, 8000)
+    with torch.inference_mode():
+        together = model(wav)
+        alone = model(wav[:, 1:2])
+    assert torch.allclose(together[:, 1:2], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 100, 440, 881, 882, 2000])
+def test_short_inputs_are_finite(length):
+    model = build_test_model()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 2, length))
+    assert out.shape == (1, 2, length)
+    assert torch.isfinite(out).all()
+
+
+def test_silence_gives_finite_output():
+    model = build_test_model()
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 2, 44100))
+    assert torch.isfinite(out).all()
+
+
+def test_rejects_wrong_rank():
+    with pytest.raises(ValueError, match="batch, channels, samples"):
+        build_test_model()(torch.zeros(100))
+
+
+def test_test_model_is_deterministic():
+    a, b = build_test_model(), build_test_model()
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError):
+        ApolloConfig(band_layout="mel")
+    with pytest.raises(ValueError):
+        ApolloConfig(feature_dim=100, num_heads=8)
+    with pytest.raises(ValueError):
+        ApolloConfig.from_dict({"sample_rate": 44100, "colour": "red"})
