@@ -32,3 +32,16 @@ def test_inferred_config_matches_fixture(reference, entry):
     assert config.sample_rate == item["config"]["sr"]
     assert config.win_ms == item["config"]["win_ms"]
     assert config.num_bands == 80
+
+
+@pytest.mark.parametrize("entry", ["small44k", "small48k"])
+def test_loop_reference_agrees(reference, entry):
+    """The per-band-loop baseline loads the released names as they are and gives the same output."""
+    from apollo.reference import LoopApollo
+
+    item = reference[entry]
+    loop = LoopApollo(infer_config(item["state_dict"])).eval()
+    loop.load_state_dict(item["state_dict"], strict=True)
+    with torch.inference_mode():
+        out = loop(item["input"])
+    assert (out - item["output"]).abs().max().item() < 1e-4

@@ -11,7 +11,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers import RMSNorm, apply_rotary, rotary_tables
+from ..layers import RMSNorm, apply_rotary, map_tiles, rotary_tables
+
+TILE_ROWS = 1024  # rows (frames x bands) per tile on CPU
+
+
+def tile_rows(x: torch.Tensor) -> int | None:
+    return TILE_ROWS if x.device.type == "cpu" else None
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place when no gradient is needed (avoids a large allocation)."""
+    return F.silu(x, inplace=not torch.is_grad_enabled())
 
 
 class BandRoformer(nn.Module):
@@ -32,16 +43,22 @@ class BandRoformer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b, t, k, n = z.shape
+        rows = tile_rows(z)
+        frames = None if rows is None else max(1, rows // k)
+        return map_tiles(self._frames, z.reshape(b * t, k, n), rows=frames).view(b, t, k, n)
+
+    def _frames(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (frames, K, N), each frame an independent sequence of K bands."""
+        f, k, n = z.shape
         d = n // self.heads
         # rows of the projection are grouped per head as [Q, K, V] (released layout)
-        qkv = self.qkv(self.attn_norm(z)).view(b * t, k, self.heads, 3, d)
-        q, key, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (B*T, H, K, d)
+        qkv = self.qkv(self.attn_norm(z)).view(f, k, self.heads, 3, d)
+        q, key, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (frames, H, K, d)
         cos, sin = self.rope_cos[:k].to(q.dtype), self.rope_sin[:k].to(q.dtype)
         q, key = apply_rotary(q, cos, sin), apply_rotary(key, cos, sin)
         att = F.scaled_dot_product_attention(q, key, v)
-        att = att.transpose(1, 2).reshape(b, t, k, n)
-        z = z + self.attn_out(att)
-        hidden = F.silu(self.ffn_in(self.ffn_norm(z)))
+        z = z + self.attn_out(att.transpose(1, 2).reshape(f, k, n))
+        hidden = _silu(self.ffn_in(self.ffn_norm(z)))
         gate, value = hidden.chunk(2, dim=-1)
         return z + self.ffn_out(F.silu(gate) * value)
 
@@ -69,8 +86,12 @@ class TCNBlock(nn.Module):
         return y.permute(0, 2, 3, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        y = self.norm(self.temporal_conv(z))
-        return z + self.fc2(F.silu(self.fc1(y)))
+        n = z.shape[-1]
+        y = self.temporal_conv(z).reshape(-1, n)
+        return map_tiles(self._mlp, z.reshape(-1, n), y, rows=tile_rows(z)).view(z.shape)
+
+    def _mlp(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return z + self.fc2(_silu(self.fc1(self.norm(y))))
 
 
 class BandSequenceBlock(nn.Module):

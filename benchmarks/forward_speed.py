@@ -1,0 +1,67 @@
+"""Times the full-size generator against the per-band-loop reference in the same run.
+
+    python benchmarks/forward_speed.py [--seconds 1 10] [--repeats 5] [--threads 2] [--json OUT]
+
+RTF = seconds of compute per second of stereo 44.1 kHz audio (lower is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from apollo.config import ApolloConfig
+from apollo.model import Apollo
+from apollo.reference import LoopApollo
+from apollo import convert
+
+
+def time_forward(model: torch.nn.Module, wav: torch.Tensor, repeats: int) -> list[float]:
+    with torch.inference_mode():
+        model(wav)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(wav)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = ApolloConfig()
+    torch.manual_seed(0)
+    model = Apollo(config).eval()
+    loop = LoopApollo(config).eval()
+    loop.load_state_dict(convert.to_released(model.state_dict(), config))
+    results = {"torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+               "runs": []}
+    for seconds in args.seconds:
+        wav = torch.randn(1, 2, int(seconds * config.sample_rate)) * 0.1
+        with torch.inference_mode():
+            err = (model(wav) - loop(wav)).abs().max().item()
+        ours = statistics.median(time_forward(model, wav, args.repeats)) / seconds
+        ref = statistics.median(time_forward(loop, wav, max(1, args.repeats // 2))) / seconds
+        row = {"seconds": seconds, "rtf_apollo": round(ours, 3), "rtf_loop_reference": round(ref, 3),
+               "speedup": round(ref / ours, 2), "max_abs_diff": err}
+        results["runs"].append(row)
+        print(f"{seconds:5.1f} s stereo: apollo RTF {ours:.3f} | loop reference RTF {ref:.3f} | "
+              f"{ref / ours:.2f}x faster | max |diff| {err:.2e}", flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
