@@ -1,0 +1,169 @@
+"""The Python API: `Restorer` restores arrays and files; the CLI is a thin layer over it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import audio
+from .apply import ChunkPlan, restore_stream
+from .pretrained import load_model
+from .states import CheckpointError, atomic_write
+
+CLIP_MODES = ("rescale", "clamp", "none")
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "apollo-default.safetensors"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; an unavailable device is an error."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but PyTorch sees no CUDA GPU")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available")
+    return torch.device(name)
+
+
+def default_checkpoint() -> Path:
+    if not DEFAULT_WEIGHTS.is_file():
+        raise CheckpointError(
+            "this version of apollo ships no default weights yet: pass --checkpoint PATH "
+            "(a released pytorch_model.bin or an apollo .safetensors), or 'tiny-test' to try the pipeline"
+        )
+    return DEFAULT_WEIGHTS
+
+
+class Restorer:
+    """Restores MP3-damaged audio of any length, rate and channel count.
+
+    segment: seconds kept per chunk (0 = whole input at once); overlap: crossfade seconds
+    between chunks; context: discarded seconds computed around each chunk (None = enough for
+    the model's receptive field, at least 0.6 s); clip: what to do with samples beyond +-1
+    when writing files ("rescale" the whole file, "clamp", or "none").
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "auto",
+        segment: float = 10.0,
+        overlap: float = 0.05,
+        context: float | None = None,
+        batch_size: int = 1,
+        clip: str = "rescale",
+    ) -> None:
+        if clip not in CLIP_MODES:
+            raise ValueError(f"clip must be one of {CLIP_MODES}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.device = resolve_device(device)
+        self.model = load_model(checkpoint if checkpoint is not None else default_checkpoint(), self.device)
+        self.plan = ChunkPlan.from_seconds(self.model.config, segment, overlap, context)
+        self.batch_size = batch_size
+        self.clip = clip
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.config.sample_rate
+
+    # -- arrays -------------------------------------------------------------------------------
+
+    def restore(self, waveform: Any, sample_rate: int) -> tuple[Any, int]:
+        """(channels, samples) or (samples,) numpy/torch array -> (restored, model rate).
+
+        Returns the same kind of array; no clipping is applied to arrays.
+        """
+        is_torch = isinstance(waveform, torch.Tensor)
+        wav = waveform.detach().cpu().numpy() if is_torch else np.asarray(waveform)
+        mono = wav.ndim == 1
+        wav = wav[None] if mono else wav
+        if wav.ndim != 2 or wav.shape[1] == 0:
+            raise ValueError(f"expected (channels, samples) or (samples,) with samples > 0, got {wav.shape}")
+        if not np.isfinite(wav).all():
+            raise ValueError("waveform contains NaN or infinite values")
+        wav = audio.resample(wav.astype(np.float32), int(sample_rate), self.sample_rate)
+        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0])), axis=1)
+        out = out[0] if mono else out
+        return (torch.from_numpy(out) if is_torch else out), self.sample_rate
+
+    def restore_blocks(self, blocks: Any, channels: int,
+                       on_progress: Callable[[int], None] | None = None) -> Any:
+        """Streams (channels, n) blocks at the model's rate through the chunked model."""
+        return restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def restore_file(
+        self,
+        src: str | os.PathLike[str],
+        dst: str | os.PathLike[str],
+        fmt: str | None = None,
+        bits: str = "24",
+        overwrite: bool = False,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Path:
+        """Restores src into dst (FLAC or WAV, at the model's rate), atomically.
+
+        on_progress(seconds) reports seconds of input audio finished. Raises audio.AudioError
+        with a one-line message for unusable input or output.
+        """
+        src, dst = Path(src), Path(dst)
+        fmt = (fmt or dst.suffix.lstrip(".") or "flac").lower()
+        if fmt not in ("flac", "wav"):
+            raise audio.AudioError(f"{dst}: output format must be flac or wav")
+        subtype = audio.subtype_for(fmt, bits)
+        if dst.exists() and not overwrite:
+            raise audio.AudioError(f"{dst}: exists (use --overwrite to replace it)")
+        if dst.exists() and src.resolve() == dst.resolve():
+            raise audio.AudioError(f"{dst}: refusing to overwrite the input file")
+        info = audio.probe(src)
+        _check_writable(dst.parent)
+        blocks = audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
+        seconds_per_sample = 1.0 / self.sample_rate
+        progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
+        restored = self.restore_blocks(blocks, info.channels, progress)
+
+        import soundfile as sf
+
+        def write(tmp: str) -> None:
+            # pass 1: float32 scratch file and the peak; pass 2: final format with clipping
+            scratch = Path(tmp).with_name(Path(tmp).name + ".f32.wav")
+            peak = 0.0
+            try:
+                with sf.SoundFile(str(scratch), "w", self.sample_rate, info.channels, "FLOAT", format="WAV") as out:
+                    for block in restored:
+                        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                        out.write(block.T)
+                scale = 1.0 / peak if self.clip == "rescale" and peak > 1.0 else 1.0
+                with sf.SoundFile(str(scratch)) as inp, \
+                        sf.SoundFile(tmp, "w", self.sample_rate, info.channels, subtype, format=fmt.upper()) as out:
+                    for block in inp.blocks(audio.BLOCK, dtype="float32", always_2d=True):
+                        block = block * scale if scale != 1.0 else block
+                        out.write(np.clip(block, -1.0, 1.0) if self.clip == "clamp" else block)
+            finally:
+                scratch.unlink(missing_ok=True)
+
+        try:
+            atomic_write(dst, write, suffix=f".{fmt}")
+        except OSError as err:
+            raise audio.AudioError(f"{dst}: cannot write ({err.strerror or err})") from err
+        return dst
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise audio.AudioError(f"{folder}: output folder is not writable")

@@ -1,0 +1,190 @@
+"""Chunked inference for audio of any length with flat memory and no seams.
+
+Every kept region of `segment` samples is computed with `context` extra samples on both sides
+that are thrown away, so each output sample sees the same neighbourhood as in one pass over
+the whole file; neighbouring regions then overlap by `crossfade` samples and are blended
+linearly. Chunk starts lie on the STFT hop grid, so chunked and one-pass outputs agree to
+float rounding. The released inference script crossfades without discarding context, which
+leaves audible dips at every seam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ApolloConfig
+
+MIN_CONTEXT_SECONDS = 0.6
+
+
+def receptive_context(config: ApolloConfig) -> int:
+    """Samples of context that cover the generator's temporal receptive field (+ margin)."""
+    frames = config.num_blocks * config.tcn_blocks * (config.tcn_kernel // 2)
+    return (frames + 2) * config.hop + config.window
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """Chunking in samples at the model's rate; all values are multiples of the STFT hop."""
+
+    segment: int  # kept samples per chunk; 0 = whole input in one pass
+    context: int  # discarded samples computed on each side
+    crossfade: int  # overlap of neighbouring kept regions
+
+    @classmethod
+    def from_seconds(cls, config: ApolloConfig, segment: float, crossfade: float = 0.05,
+                     context: float | None = None) -> "ChunkPlan":
+        if segment < 0 or crossfade < 0 or (context is not None and context < 0):
+            raise ValueError("segment, crossfade and context must not be negative")
+        hop, rate = config.hop, config.sample_rate
+
+        def on_grid(seconds: float) -> int:
+            return int(np.ceil(seconds * rate / hop)) * hop
+
+        ctx = max(on_grid(MIN_CONTEXT_SECONDS if context is None else context), 0)
+        if context is None:
+            ctx = max(ctx, on_grid(receptive_context(config) / rate))
+        seg = on_grid(segment) if segment > 0 else 0
+        fade = min(on_grid(crossfade), seg // 2) if seg else 0
+        fade -= fade % (2 * hop)  # half of it on each side of a boundary, still on the grid
+        return cls(seg, ctx, fade)
+
+
+class _Accumulator:
+    """Overlap-add buffer that releases samples once no later chunk can touch them."""
+
+    def __init__(self, channels: int) -> None:
+        self.buf = np.zeros((channels, 0), np.float32)
+        self.start = 0  # absolute position of buf[:, 0]
+
+    def add(self, pos: int, data: np.ndarray) -> None:
+        end = pos + data.shape[1] - self.start
+        if end > self.buf.shape[1]:
+            grow = np.zeros((self.buf.shape[0], end - self.buf.shape[1]), np.float32)
+            self.buf = np.concatenate([self.buf, grow], axis=1)
+        self.buf[:, pos - self.start:end] += data
+
+    def pop(self, until: int) -> np.ndarray:
+        cut = until - self.start
+        out, self.buf = self.buf[:, :cut], self.buf[:, cut:].copy()
+        self.start = until
+        return out
+
+
+@dataclass
+class _Chunk:
+    x: np.ndarray  # model input, starting at absolute sample `lo`
+    lo: int
+    keep_lo: int
+    weights: np.ndarray  # crossfade weights over [keep_lo, keep_lo + len(weights))
+    release: int  # output before this position is final once this chunk is added
+
+
+def _weights(keep_lo: int, keep_hi: int, index: int, segment: int, half: int, last: int) -> np.ndarray:
+    """Linear ramps of 2*half samples centred on chunk boundaries; neighbours sum to 1."""
+    t = np.arange(keep_lo, keep_hi, dtype=np.float64) + 0.5
+    w = np.ones(keep_hi - keep_lo, np.float64)
+    if half:
+        if index > 0:
+            w = np.minimum(w, (t - (index * segment - half)) / (2 * half))
+        if not last:
+            w = np.minimum(w, ((index + 1) * segment + half - t) / (2 * half))
+    return np.clip(w, 0.0, 1.0).astype(np.float32)
+
+
+def restore_stream(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    blocks: Iterable[np.ndarray],
+    plan: ChunkPlan,
+    channels: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Restores a stream of (channels, n) blocks at the model's rate; yields restored blocks.
+
+    The output has exactly as many samples as the input. on_progress(n) is called with the
+    number of samples whose output became final.
+    """
+    if plan.segment == 0:
+        data = np.concatenate(list(blocks), axis=1)
+        out = _run(model, [data], device)[0]
+        if on_progress:
+            on_progress(data.shape[1])
+        yield out
+        return
+
+    seg, ctx, half = plan.segment, plan.context, plan.crossfade // 2
+    source = iter(blocks)
+    buf, buf_start, exhausted = np.zeros((channels, 0), np.float32), 0, False
+    acc, done, pending = _Accumulator(channels), 0, []
+
+    def flush() -> Iterator[np.ndarray]:
+        nonlocal done
+        while pending:
+            # one forward for chunks of equal length (the output does not depend on the batch)
+            group = [c for c in pending[:batch_size] if c.x.shape[1] == pending[0].x.shape[1]]
+            del pending[:len(group)]
+            for chunk, y in zip(group, _run(model, [c.x for c in group], device)):
+                start = chunk.keep_lo - chunk.lo
+                acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)
+                if chunk.release > done:
+                    yield acc.pop(chunk.release)
+                    if on_progress:
+                        on_progress(chunk.release - done)
+                    done = chunk.release
+
+    k = 0
+    while True:
+        lo, hi = max(k * seg - half - ctx, 0), (k + 1) * seg + half + ctx
+        # read one sample past `hi`, so that a chunk that is not last is known not to be
+        while not exhausted and buf_start + buf.shape[1] <= hi:
+            try:
+                buf = np.concatenate([buf, np.asarray(next(source), np.float32)], axis=1)
+            except StopIteration:
+                exhausted = True
+        length = buf_start + buf.shape[1]
+        if k * seg >= length:
+            break
+        last = exhausted and (k + 1) * seg >= length
+        keep_lo = max(k * seg - half, 0)
+        keep_hi = length if last else min((k + 1) * seg + half, length)
+        pending.append(_Chunk(
+            x=buf[:, lo - buf_start:min(hi, length) - buf_start],
+            lo=lo,
+            keep_lo=keep_lo,
+            weights=_weights(keep_lo, keep_hi, k, seg, half, last),
+            release=length if last else (k + 1) * seg - half,
+        ))
+        k += 1
+        if len(pending) >= batch_size or last:
+            yield from flush()
+        if last:
+            break
+        next_lo = max(k * seg - half - ctx, 0)
+        if next_lo > buf_start:  # drop input no later chunk needs (pending chunks hold views)
+            buf, buf_start = buf[:, next_lo - buf_start:].copy(), next_lo
+    yield from flush()
+
+
+def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
+    """True where a channel is exactly zero within +-radius samples (digital silence)."""
+    nonzero = np.concatenate([np.zeros((x.shape[0], 1), np.int64), np.cumsum(x != 0, axis=1)], axis=1)
+    idx = np.arange(x.shape[1])
+    lo, hi = np.maximum(idx - radius, 0), np.minimum(idx + radius + 1, x.shape[1])
+    return (nonzero[:, hi] - nonzero[:, lo]) == 0
+
+
+def _run(model: Callable[[torch.Tensor], torch.Tensor], chunks: list[np.ndarray], device: torch.device | str) -> list[np.ndarray]:
+    """One forward pass; digital silence in the input stays exactly silent in the output."""
+    with torch.inference_mode():
+        x = torch.from_numpy(np.stack(chunks)).to(device)
+        y = model(x).float().cpu().numpy()
+    radius = getattr(getattr(model, "config", None), "window", 0)
+    for chunk, out in zip(chunks, y):
+        out[silence_mask(chunk, radius)] = 0.0
+    return list(y)

@@ -1,0 +1,273 @@
+"""Reading, resampling and writing audio as streams of blocks, so memory stays flat in length.
+
+Blocks are float32 numpy arrays shaped (channels, samples). MP3, FLAC, WAV, OGG/Opus and AIFF
+are read with libsndfile (soundfile); AAC/M4A and anything else with FFmpeg (PyAV).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_EXTENSIONS = {".mp3", ".flac", ".wav", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".aif", ".aiff",
+                    ".wma", ".wv", ".caf", ".w64"}
+FFMPEG_FIRST = {".m4a", ".aac", ".mp4", ".wma"}
+BLOCK = 1 << 16  # samples per block read
+
+
+class AudioError(ValueError):
+    """An input or output file cannot be used; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int  # declared length in samples (may be an estimate for compressed files)
+    backend: str  # "soundfile" or "ffmpeg"
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silences C libraries (mpg123, FFmpeg) that print notes straight to file descriptor 2."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Opens a file just enough to know its rate, channels and length; AudioError if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    errors = []
+    backends = ("ffmpeg", "soundfile") if path.suffix.lower() in FFMPEG_FIRST else ("soundfile", "ffmpeg")
+    for backend in backends:
+        try:
+            info = _probe_soundfile(path) if backend == "soundfile" else _probe_ffmpeg(path)
+        except Exception as err:  # each library has its own error types
+            errors.append(err)
+            continue
+        if info.sample_rate <= 0 or info.channels <= 0:
+            continue
+        return info
+    raise AudioError(f"{path}: not a recognised audio file")
+
+
+def _probe_soundfile(path: Path) -> AudioInfo:
+    import soundfile as sf
+
+    with quiet_native_stderr():
+        info = sf.info(str(path))
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
+
+
+def _probe_ffmpeg(path: Path) -> AudioInfo:
+    import av
+
+    av.logging.set_level(av.logging.PANIC)
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise AudioError("no audio stream")
+        stream = container.streams.audio[0]
+        rate = int(stream.rate or stream.codec_context.sample_rate)
+        channels = int(stream.codec_context.channels)
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / 1_000_000
+        else:
+            seconds = 0.0
+    return AudioInfo(path, rate, channels, int(round(seconds * rate)), "ffmpeg")
+
+
+def read_blocks(info: AudioInfo, block: int = BLOCK) -> Iterator[np.ndarray]:
+    """Yields (channels, n) float32 blocks; AudioError on truncation, NaN/inf or no samples."""
+    reader = _soundfile_blocks(info, block) if info.backend == "soundfile" else _ffmpeg_blocks(info)
+    total = 0
+    for data in reader:
+        if not np.isfinite(data).all():
+            raise AudioError(f"{info.path}: contains NaN or infinite samples")
+        total += data.shape[1]
+        yield data
+    if total == 0:
+        raise AudioError(f"{info.path}: contains no audio samples")
+    if info.path.suffix.lower() == ".mp3" or info.backend == "soundfile" and _is_mpeg(info.path):
+        # libsndfile decodes a cut MP3 silently; compare with the declared length (Xing/LAME
+        # tag or size estimate) and check that the last frame is whole
+        if info.frames - total > 1152 or mp3_is_truncated(info.path):
+            raise AudioError(f"{info.path}: truncated MP3 (decoded {total} of {info.frames} samples)")
+
+
+def _is_mpeg(path: Path) -> bool:
+    import soundfile as sf
+
+    with quiet_native_stderr():
+        return sf.info(str(path)).format == "MPEG"
+
+
+def _soundfile_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
+    import soundfile as sf
+
+    try:
+        with quiet_native_stderr():
+            handle = sf.SoundFile(str(info.path))
+        with handle:
+            while True:
+                with quiet_native_stderr():
+                    data = handle.read(block, dtype="float32", always_2d=True)
+                if not len(data):
+                    break
+                yield np.ascontiguousarray(data.T)
+    except sf.LibsndfileError as err:
+        raise AudioError(f"{info.path}: cannot decode ({err})") from err
+
+
+def _ffmpeg_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
+    import av
+
+    av.logging.set_level(av.logging.PANIC)  # FFmpeg's notes would break the one-line errors
+    try:
+        with av.open(str(info.path)) as container:
+            stream = container.streams.audio[0]
+            resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        yield out.to_ndarray().astype(np.float32, copy=False)
+            for out in resampler.resample(None):
+                yield out.to_ndarray().astype(np.float32, copy=False)
+    except av.error.FFmpegError as err:
+        raise AudioError(f"{info.path}: cannot decode ({err})") from err
+
+
+# --- MPEG audio frame walk -------------------------------------------------------------------
+
+_BITRATES = {  # (mpeg1?, layer) -> kbps by index
+    (True, 3): [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+    (False, 3): [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    (True, 2): [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+    (True, 1): [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+    (False, 1): [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+}
+_RATES = {3: [44100, 48000, 32000], 2: [22050, 24000, 16000], 0: [11025, 12000, 8000]}
+
+
+def _frame_length(header: int) -> int | None:
+    if header >> 21 != 0x7FF:
+        return None
+    version, layer_bits = (header >> 19) & 3, (header >> 17) & 3
+    bitrate_index, rate_index, padding = (header >> 12) & 15, (header >> 10) & 3, (header >> 9) & 1
+    if version == 1 or layer_bits == 0 or bitrate_index in (0, 15) or rate_index == 3:
+        return None
+    layer = 4 - layer_bits
+    mpeg1 = version == 3
+    table = _BITRATES.get((mpeg1, layer)) or _BITRATES[(False, 3)]
+    bitrate = table[bitrate_index] * 1000
+    rate = _RATES[version][rate_index]
+    if layer == 1:
+        return (12 * bitrate // rate + padding) * 4
+    factor = 144 if mpeg1 or layer == 2 else 72
+    return factor * bitrate // rate + padding
+
+
+def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
+    """True when the MPEG frame chain runs past the end of the file (a cut download or copy)."""
+    data = Path(path).read_bytes()
+    end = len(data)
+    if end >= 128 and data[end - 128:end - 125] == b"TAG":
+        end -= 128
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
+        pos = 10 + size + (10 if data[5] & 0x10 else 0)
+    # find the first frame followed by a valid frame (avoids false syncs)
+    while pos + 4 <= end:
+        length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))
+        if length and pos + length + 4 <= end and _frame_length(int.from_bytes(data[pos + length:pos + length + 4], "big")):
+            break
+        pos += 1
+    else:
+        return False
+    while pos + 4 <= end:
+        length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))
+        if length is None:
+            return False  # trailing tag or junk after the last whole frame
+        if pos + length > end:
+            return True
+        pos += length
+    return pos < end and end - pos < 4
+
+
+# --- resampling and writing --------------------------------------------------------------------
+
+def resample_blocks(blocks: Iterator[np.ndarray], rate_in: int, rate_out: int, channels: int) -> Iterator[np.ndarray]:
+    """Streams blocks through the soxr very-high-quality resampler; output length is exact."""
+    if rate_in == rate_out:
+        yield from blocks
+        return
+    import soxr
+
+    stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="VHQ")
+    seen = emitted = 0
+    for data in blocks:
+        seen += data.shape[1]
+        out = stream.resample_chunk(np.ascontiguousarray(data.T))
+        if len(out):
+            emitted += len(out)
+            yield np.ascontiguousarray(out.T)
+    tail = stream.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+    target = int(round(seen * rate_out / rate_in))
+    tail = np.ascontiguousarray(tail.T)
+    missing = target - emitted
+    if missing >= 0:
+        tail = tail[:, :missing]
+        if tail.shape[1] < missing:
+            tail = np.pad(tail, ((0, 0), (0, missing - tail.shape[1])))
+        if tail.shape[1]:
+            yield tail
+    # soxr never emits more than the exact length before `last`; nothing to trim otherwise
+
+
+def resample(wav: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resamples a whole (channels, samples) array."""
+    if rate_in == rate_out:
+        return wav
+    parts = list(resample_blocks(iter([wav.astype(np.float32)]), rate_in, rate_out, wav.shape[0]))
+    return np.concatenate(parts, axis=1) if parts else np.zeros((wav.shape[0], 0), np.float32)
+
+
+SUBTYPES = {("flac", "16"): "PCM_16", ("flac", "24"): "PCM_24", ("wav", "16"): "PCM_16",
+            ("wav", "24"): "PCM_24", ("wav", "32f"): "FLOAT"}
+
+
+def subtype_for(fmt: str, bits: str) -> str:
+    try:
+        return SUBTYPES[(fmt, bits)]
+    except KeyError:
+        raise AudioError(f"{fmt.upper()} cannot store {bits}-bit samples (FLAC: 16 or 24; WAV: 16, 24 or 32f)") from None

@@ -1,0 +1,26 @@
+"""Small audio files generated on the fly for tests (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def tone(seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) -> np.ndarray:
+    """(samples, channels) float32 test music: a few partials plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    cols = [0.2 * np.sin(2 * np.pi * (220 * (c + 1)) * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+            + 0.01 * rng.standard_normal(t.size) for c in range(channels)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def write(path: Path, data: np.ndarray, rate: int = 44100, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".mp3":
+        kwargs.setdefault("format", "MP3")
+        kwargs.setdefault("subtype", "MPEG_LAYER_III")
+    sf.write(str(path), data, rate, **kwargs)
+    return path

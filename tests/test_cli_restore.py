@@ -1,0 +1,212 @@
+"""`apollo restore` end to end with the built-in tiny test model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apollo.audio import mp3_is_truncated
+from apollo.cli import main
+from apollo.states import atomic_write
+
+from audio_fixtures import tone, write
+
+RUN = ["restore", "--checkpoint", "tiny-test", "--quiet"]
+
+
+def restore(*args: str) -> int:
+    return main([*RUN, *map(str, args)])
+
+
+def test_restores_mp3_to_flac(tmp_path):
+    src = write(tmp_path / "song.mp3", tone(2.0))
+    out = tmp_path / "out"
+    assert restore(src, "-o", out) == 0
+    data, rate = sf.read(out / "song.flac")
+    info = sf.info(out / "song.flac")
+    assert rate == 44100 and data.shape == (88200, 2) and info.subtype == "PCM_24"
+    assert np.abs(data).max() > 0
+    assert oct(os.stat(out / "song.flac").st_mode & 0o777) != oct(0o600)
+
+
+def test_resampling_22k_mono_mp3(tmp_path):
+    src = write(tmp_path / "low.mp3", tone(3.0, rate=22050, channels=1), rate=22050)
+    assert sf.info(str(src)).samplerate == 22050
+    assert restore(src, "-o", tmp_path / "out") == 0
+    info = sf.info(str(tmp_path / "out" / "low.flac"))
+    assert info.samplerate == 44100 and info.channels == 1
+    assert info.frames == 3 * 44100  # same duration
+
+
+@pytest.mark.parametrize("fmt,bits,subtype", [("wav", "16", "PCM_16"), ("wav", "32f", "FLOAT"), ("flac", "16", "PCM_16")])
+def test_formats_and_multichannel(tmp_path, fmt, bits, subtype):
+    src = write(tmp_path / "surround.wav", tone(1.0, channels=6), subtype="FLOAT")
+    assert restore(src, "-o", tmp_path / "o", "--format", fmt, "--bits", bits) == 0
+    info = sf.info(str(tmp_path / "o" / f"surround.{fmt}"))
+    assert info.channels == 6 and info.subtype == subtype and info.frames == 44100
+
+
+def test_flac_cannot_hold_float(tmp_path, capsys):
+    src = write(tmp_path / "a.wav", tone(0.5))
+    assert restore(src, "-o", tmp_path / "o", "--bits", "32f") == 2
+    assert "FLAC" in capsys.readouterr().err
+
+
+def test_folder_mirroring_and_other_formats(tmp_path):
+    music = tmp_path / "music"
+    write(music / "a.mp3", tone(1.0))
+    write(music / "album" / "b.flac", tone(1.0, channels=1))
+    write(music / "album" / "disc2" / "c.ogg", tone(1.0), format="OGG", subtype="VORBIS")
+    (music / "notes.txt").write_text("not audio, skipped by extension")
+    out = tmp_path / "restored"
+    assert restore(music, "-o", out) == 0
+    found = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert found == ["a.flac", "album/b.flac", "album/disc2/c.flac"]
+
+
+def test_reads_m4a_through_ffmpeg(tmp_path):
+    av = pytest.importorskip("av")
+    src = tmp_path / "clip.m4a"
+    data = tone(1.0)
+    with av.open(str(src), "w") as container:
+        stream = container.add_stream("aac", rate=44100, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T), format="fltp", layout="stereo")
+        frame.rate = 44100
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    assert restore(src, "-o", tmp_path / "o") == 0
+    info = sf.info(str(tmp_path / "o" / "clip.flac"))
+    assert info.channels == 2 and abs(info.frames - 44100) <= 2048
+
+
+def test_no_clobber_then_overwrite(tmp_path, capsys):
+    src = write(tmp_path / "x.wav", tone(0.5))
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "x.flac").write_bytes(b"precious")
+    assert restore(src, "-o", out) == 1
+    assert (out / "x.flac").read_bytes() == b"precious"
+    assert "--overwrite" in capsys.readouterr().err
+    assert restore(src, "-o", out, "--overwrite") == 0
+    assert sf.info(str(out / "x.flac")).frames == 22050
+
+
+def test_never_overwrites_an_input(tmp_path, capsys):
+    src = write(tmp_path / "x.flac", tone(0.5))
+    before = src.read_bytes()
+    assert restore(src, "-o", tmp_path, "--overwrite") == 1
+    assert src.read_bytes() == before
+    assert "input" in capsys.readouterr().err
+
+
+def test_same_name_collision(tmp_path, capsys):
+    a = write(tmp_path / "a" / "song.wav", tone(0.5))
+    b = write(tmp_path / "b" / "song.mp3", tone(0.5))
+    assert restore(a, b, "-o", tmp_path / "o") == 1
+    assert "already the output" in capsys.readouterr().err
+    assert (tmp_path / "o" / "song.flac").exists()
+
+
+def _nan_wav(path):
+    data = tone(0.5)
+    data[100, 0] = np.nan
+    return write(path, data, subtype="FLOAT")
+
+
+def _truncated_mp3(path):
+    full = write(path.with_name("full.mp3"), tone(3.0)).read_bytes()
+    path.write_bytes(full[: len(full) // 2])
+    return path
+
+
+def _text(path, content):
+    path.write_text(content)
+    return path
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return path
+
+
+BAD_INPUTS = {
+    "missing": (lambda p: p / "nope.mp3", "no such file"),
+    "not audio": (lambda p: _text(p / "fake.mp3", "hello " * 200), "not a recognised audio"),
+    "empty file": (lambda p: _text(p / "empty.wav", ""), "empty file"),
+    "zero samples": (lambda p: write(p / "zero.wav", np.zeros((0, 2), np.float32)), "no audio samples"),
+    "truncated mp3": (lambda p: _truncated_mp3(p / "cut.mp3"), "truncated MP3"),
+    "nan samples": (lambda p: _nan_wav(p / "nan.wav"), "NaN"),
+    "unreadable (fifo)": (lambda p: _fifo(p / "pipe.wav"), "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_one_line_and_others_still_processed(tmp_path, capsys, case):
+    make, message = BAD_INPUTS[case]
+    bad = make(tmp_path)
+    good = write(tmp_path / "good.wav", tone(0.5))
+    out = tmp_path / "o"
+    assert restore(bad, good, "-o", out) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("apollo: error:")]
+    assert len(lines) == 1
+    assert (out / "good.flac").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["good.flac"]  # nothing half-written
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    src = write(tmp_path / "x.wav", tone(0.5))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert restore(src, "-o", blocker / "sub") == 1
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_missing_default_weights_message(tmp_path, capsys, monkeypatch):
+    import apollo.api
+
+    monkeypatch.setattr(apollo.api, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    src = write(tmp_path / "x.wav", tone(0.5))
+    assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+
+def test_mp3_frame_walk(tmp_path):
+    full = write(tmp_path / "f.mp3", tone(2.0))
+    assert not mp3_is_truncated(full)
+    cut = tmp_path / "c.mp3"
+    cut.write_bytes(full.read_bytes()[:-300])
+    assert mp3_is_truncated(cut)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.flac"
+
+    def boom(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, boom)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_and_progress(tmp_path):
+    src = write(tmp_path / "x.wav", tone(1.0))
+    proc = subprocess.run([sys.executable, "-m", "apollo.cli", "restore", str(src), "-o", str(tmp_path / "o"),
+                           "--checkpoint", "tiny-test"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "s audio" in proc.stderr and "restored" in proc.stdout + proc.stderr
+    quiet = subprocess.run([sys.executable, "-m", "apollo.cli", "restore", str(src), "-o", str(tmp_path / "q"),
+                            "--checkpoint", "tiny-test", "-q"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
