@@ -1,9 +1,11 @@
 """apollo: restores MP3-damaged music with the Apollo band-sequence generator."""
 
+from .api import Restorer
 from .config import ApolloConfig
 from .model import Apollo
 from .pretrained import load_model
 from .states import CheckpointError, UnsafeCheckpointError, save_checkpoint
 
 __version__ = "0.1.0"
-__all__ = ["Apollo", "ApolloConfig", "load_model", "save_checkpoint", "CheckpointError", "UnsafeCheckpointError"]
+__all__ = ["Apollo", "ApolloConfig", "Restorer", "load_model", "save_checkpoint", "CheckpointError",
+           "UnsafeCheckpointError"]

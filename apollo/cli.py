@@ -112,6 +112,176 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_degrade(args: argparse.Namespace) -> int:
+    import numpy as np
+    import soundfile as sf
+
+    from . import degrade
+    from .audio import AudioError, probe, read_blocks
+    from .states import atomic_write
+
+    src, dst = Path(args.input), Path(args.output)
+    try:
+        if dst.exists() and not args.overwrite:
+            raise AudioError(f"{dst}: exists (use --overwrite to replace it)")
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise AudioError(f"{dst}: refusing to overwrite the input file")
+        info = probe(src)
+        wav = np.concatenate(list(read_blocks(info)), axis=1)
+        kbps = None if args.vbr is not None else args.bitrate
+        if dst.suffix.lower() == ".mp3":
+            from .audio import resample
+
+            if wav.shape[0] > 2:
+                raise AudioError(f"{src}: an .mp3 output holds at most 2 channels")
+            rate = degrade.encode_rate(info.sample_rate, kbps)
+            coded = resample(wav, info.sample_rate, rate)
+            coded = coded / max(float(np.abs(coded).max()), 1.0)
+            data = degrade.encode_mp3(coded, rate, kbps, args.vbr)
+
+            def write(tmp: str) -> None:
+                Path(tmp).write_bytes(data)
+        else:
+            peak = float(np.abs(wav).max())
+            scale = peak if peak > 1 else 1.0
+            out = degrade.mp3(wav / scale, info.sample_rate, kbps, args.vbr) * scale
+            fmt = dst.suffix.lstrip(".").upper() or "WAV"
+            if fmt not in ("WAV", "FLAC"):
+                raise AudioError(f"{dst}: output must end in .wav, .flac or .mp3")
+
+            def write(tmp: str) -> None:
+                sf.write(tmp, out.T, info.sample_rate, subtype="FLOAT" if fmt == "WAV" else "PCM_24", format=fmt)
+        atomic_write(dst, write)
+    except (AudioError, ValueError) as err:
+        print(f"apollo: error: {err}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        what = f"VBR -V{args.vbr}" if args.vbr is not None else f"{args.bitrate} kbps"
+        print(f"wrote {dst} ({what} MP3 damage)")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from .data.synth import synth_corpus
+
+        count = synth_corpus(args.out, args.hours, seed=args.seed, track_seconds=args.track_seconds,
+                             workers=args.workers, progress=not args.quiet)
+        print(f"{count} tracks in {args.out}")
+        return 0
+    from .data.cache import prepare
+
+    index = prepare(args.source, args.out, layout=args.layout, sample_rate=args.sample_rate, progress=not args.quiet)
+    import json
+
+    tracks = json.loads(Path(index).read_text())["tracks"]
+    splits = {s: sum(t["split"] == s for t in tracks) for s in ("train", "valid", "test")}
+    print(f"{index}: {len(tracks)} tracks ({', '.join(f'{k} {v}' for k, v in splits.items())})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from . import metrics
+    from .audio import AudioError, probe, read_blocks, resample
+
+    if args.data:
+        if not args.checkpoint or not args.out:
+            print("apollo: error: --data needs --checkpoint and --out", file=sys.stderr)
+            return 2
+        from .evaluate import evaluate_dataset
+
+        bitrates = tuple(int(b) for b in args.bitrates.split(","))
+        summary = evaluate_dataset(args.data, args.checkpoint, args.out, bitrates=bitrates, workers=args.workers,
+                                   seconds=args.excerpt_seconds, per_track=args.per_track,
+                                   with_visqol=not args.no_visqol, progress=not args.quiet)
+        print((Path(args.out) / "table.md").read_text())
+        return 0 if summary["count"] else 1
+    if not (args.reference and args.estimate):
+        print("apollo: error: give --reference and --estimate, or --data", file=sys.stderr)
+        return 2
+    try:
+        ref_info, est_info = probe(args.reference), probe(args.estimate)
+        ref = np.concatenate(list(read_blocks(ref_info)), axis=1)
+        est = np.concatenate(list(read_blocks(est_info)), axis=1)
+    except AudioError as err:
+        print(f"apollo: error: {err}", file=sys.stderr)
+        return 1
+    est = resample(est, est_info.sample_rate, ref_info.sample_rate)
+    if est.shape[0] != ref.shape[0]:
+        est = np.repeat(est.mean(0, keepdims=True), ref.shape[0], axis=0)
+    est, lag = metrics.align(ref, est, max_lag=int(0.1 * ref_info.sample_rate))
+    degraded = None
+    if args.degraded:
+        d_info = probe(args.degraded)
+        degraded = resample(np.concatenate(list(read_blocks(d_info)), axis=1), d_info.sample_rate, ref_info.sample_rate)
+    result = {"lag_fixed_samples": lag, **metrics.score(ref, est, ref_info.sample_rate, degraded=degraded,
+                                                         with_visqol=not args.no_visqol)}
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key:18s} {value:.4f}" if isinstance(value, float) else f"{key:18s} {value}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    import json
+
+    from .benchmark import benchmark
+
+    try:
+        result = benchmark(args.checkpoint, args.config, seconds=args.seconds, device=args.device,
+                           channels=args.channels, repeats=args.repeats, threads=args.threads)
+    except ValueError as err:
+        print(f"apollo: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"model {result['model']}: {result['parameters']:,} parameters, "
+              f"{result['gmacs_per_second_stereo']} GMAC per stereo second")
+        print(f"RTF {result['rtf']:.3f} on {result['device']} ({result['threads']} threads, "
+              f"{result['seconds']} s x {result['channels']} ch, median of {result['repeats']}); "
+              f"peak memory {result['peak_memory_mb']} MB")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .training import Trainer, load_config
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if not _ or not key:
+            print(f"apollo: error: --set takes KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        overrides[key] = yaml.safe_load(value)
+    run_dir = Path(args.run_dir)
+    if not args.resume and (run_dir / "last.pt").exists():
+        print(f"apollo: error: {run_dir} already holds a run; pass --resume or choose another --run-dir",
+              file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config, overrides)
+        trainer = Trainer(config, args.run_dir, resume=args.resume, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"apollo: error: {err}", file=sys.stderr)
+        return 2
+    if trainer.rank == 0:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    result = trainer.fit()
+    if trainer.rank == 0 and not args.quiet:
+        print(f"stopped at step {result['step']} (epoch {result['epoch']}); best validation "
+              f"reconstruction {result['best_valid']:.4f}; weights: {run_dir / 'generator-best.safetensors'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -141,6 +311,70 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
     restore.set_defaults(func=_cmd_restore)
+
+    deg = sub.add_parser("degrade", help="apply real MP3 damage (LAME encode + decode, zero lag)")
+    deg.add_argument("input")
+    deg.add_argument("output", help=".wav/.flac: decoded and aligned audio; .mp3: the encoded stream")
+    rate = deg.add_mutually_exclusive_group()
+    rate.add_argument("--bitrate", type=int, default=128, help="CBR kbps, 8-320 (default: 128)")
+    rate.add_argument("--vbr", type=int, choices=range(10), metavar="0-9", help="LAME VBR quality -V instead of CBR")
+    deg.add_argument("--overwrite", action="store_true")
+    deg.add_argument("-q", "--quiet", action="store_true")
+    deg.set_defaults(func=_cmd_degrade)
+
+    data = sub.add_parser("data", help="build training data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="render an offline multi-stem corpus with FluidSynth")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--hours", type=float, default=1.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--track-seconds", type=float, default=30.0)
+    synth.add_argument("--workers", type=int, default=2)
+    synth.add_argument("-q", "--quiet", action="store_true")
+    prep = data_sub.add_parser("prepare", help="silence-trimmed training cache from a dataset folder")
+    prep.add_argument("source", help="MUSDB18-HQ, MoisesDB(-like) or a folder of lossless mixtures")
+    prep.add_argument("--out", required=True)
+    prep.add_argument("--layout", default="auto", choices=["auto", "musdb", "moisesdb", "folder"])
+    prep.add_argument("--sample-rate", type=int, default=44100)
+    prep.add_argument("-q", "--quiet", action="store_true")
+    data.set_defaults(func=_cmd_data)
+
+    ev = sub.add_parser("evaluate", help="score restorations (SDR, SI-SNR, LSD, ViSQOL) or run the paper's evaluation")
+    ev.add_argument("--reference", help="clean reference file")
+    ev.add_argument("--estimate", help="file to score (aligned to the reference first)")
+    ev.add_argument("--degraded", help="the MP3-damaged input, for LSD above its cutoff")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--data", help="dataset folder: degrade its test excerpts, restore and score them")
+    ev.add_argument("--checkpoint", nargs="+", help="models to evaluate with --data")
+    ev.add_argument("--bitrates", default="24,32,48,64,96,128")
+    ev.add_argument("--out", help="report folder (CSV, JSON, Markdown table, plots); resumable")
+    ev.add_argument("--workers", type=int, default=2)
+    ev.add_argument("--excerpt-seconds", type=float, default=10.0)
+    ev.add_argument("--per-track", type=int, default=1, help="excerpts per track and group")
+    ev.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow)")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    bench = sub.add_parser("benchmark", help="parameters, MACs, RTF and peak memory of a model")
+    which = bench.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint")
+    which.add_argument("--config", help="a built-in config: apollo-v1, apollo-paper, tiny")
+    bench.add_argument("--seconds", type=float, default=10.0)
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--channels", type=int, default=2)
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--threads", type=int)
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_cmd_benchmark)
+
+    train = sub.add_parser("train", help="train a generator with the paper's GAN recipe (torchrun for many GPUs)")
+    train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")
+    train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics, samples")
+    train.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set schedule.max_steps=100")
+    train.add_argument("-q", "--quiet", action="store_true")
+    train.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -1,0 +1,77 @@
+"""`apollo benchmark`: parameters, MACs per second of audio, RTF and peak memory of a model."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from .config import PRESETS
+from .model import Apollo
+from .pretrained import count_parameters, load_model
+
+
+def macs_per_second(model: Apollo, channels: int = 1) -> float:
+    """Multiply-accumulates for one second of audio (FLOPs / 2, counted by PyTorch)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    wav = torch.zeros(1, channels, model.config.sample_rate)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(wav)
+    return counter.get_total_flops() / 2
+
+
+def benchmark(checkpoint: str | None = None, config: str | None = None, seconds: float = 10.0,
+              device: str = "cpu", channels: int = 2, repeats: int = 5, threads: int | None = None) -> dict[str, Any]:
+    """RTF = median seconds of compute per second of audio, after one warm-up run."""
+    if threads:
+        torch.set_num_threads(threads)
+    if (checkpoint is None) == (config is None):
+        raise ValueError("give exactly one of checkpoint or config")
+    if config is not None:
+        if config not in PRESETS:
+            raise ValueError(f"unknown config {config!r}; choose from {', '.join(PRESETS)}")
+        torch.manual_seed(0)
+        model = Apollo(PRESETS[config]).eval()
+    else:
+        model = load_model(checkpoint)
+    dev = torch.device(device)
+    model = model.to(dev)
+    wav = torch.randn(1, channels, int(seconds * model.config.sample_rate), device=dev) * 0.1
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            start = time.perf_counter()
+            model(wav)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            if i:
+                times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    macs = macs_per_second(model.cpu(), channels=1)
+    return {
+        "model": checkpoint or config,
+        "config": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "macs_per_second_mono": macs,
+        "gmacs_per_second_stereo": round(2 * macs / 1e9, 2),
+        "seconds": seconds,
+        "channels": channels,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "rtf": statistics.median(times) / seconds,
+        "rtf_runs": [t / seconds for t in times],
+        "peak_memory_mb": round(peak / 2**20, 1),
+        "peak_memory_kind": "cuda max allocated" if dev.type == "cuda" else "process peak RSS",
+        "torch": torch.__version__,
+    }

@@ -1,0 +1,1 @@
+"""Training data: dataset readers, silence removal, the on-disk cache, training examples, synthesis."""

@@ -1,0 +1,115 @@
+"""The training cache: tracks resampled once to int16 .npy files plus an index of active windows.
+
+A DataLoader memory-maps these files, so no audio is decoded during training.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import resample
+from .readers import Track, read_tracks
+from .silence import active_windows
+
+INDEX = "index.json"
+
+
+def _load(paths: list[Path], rate: int) -> np.ndarray:
+    """Sums the files of one stem category -> (2, samples) float32 at `rate` (mono is doubled)."""
+    import soundfile as sf
+
+    total: np.ndarray | None = None
+    for path in paths:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data = resample(np.ascontiguousarray(data.T), file_rate, rate)
+        data = np.repeat(data, 2, axis=0) if data.shape[0] == 1 else data[:2]
+        if total is None:
+            total = data
+        else:
+            n = max(total.shape[1], data.shape[1])
+            total = np.pad(total, ((0, 0), (0, n - total.shape[1]))) + np.pad(data, ((0, 0), (0, n - data.shape[1])))
+    assert total is not None
+    return total
+
+
+def _to_int16(x: np.ndarray) -> tuple[np.ndarray, float]:
+    scale = float(max(np.abs(x).max(), 1e-9))
+    return (x / scale * 32767).round().astype(np.int16), scale / 32767
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
+
+
+def prepare(source: str | Path, out: str | Path, layout: str = "auto", sample_rate: int = 44100,
+            window: float = 6.0, hop: float = 3.0, progress: bool = True) -> Path:
+    """Builds (or extends) a cache from a dataset folder; returns the index path."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / INDEX
+    index: dict[str, Any] = json.loads(index_path.read_text()) if index_path.exists() else {
+        "sample_rate": sample_rate, "tracks": []}
+    if index["sample_rate"] != sample_rate:
+        raise ValueError(f"{out} holds a cache at {index['sample_rate']} Hz, not {sample_rate} Hz")
+    done = {t["name"] for t in index["tracks"]}
+    tracks = [t for t in read_tracks(source, layout) if t.name not in done]
+    for track in tqdm(tracks, desc="prepare", unit="track", disable=not progress):
+        entry = _prepare_track(track, out, sample_rate, window, hop)
+        if entry is not None:
+            index["tracks"].append(entry)
+            tmp = index_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(index, indent=1))
+            tmp.replace(index_path)  # resumable: the index only lists finished tracks
+    if not index_path.exists():
+        index_path.write_text(json.dumps(index, indent=1))
+    return index_path
+
+
+def _prepare_track(track: Track, out: Path, rate: int, window: float, hop: float) -> dict[str, Any] | None:
+    folder = out / _safe(track.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    stems = {cat: _load(paths, rate) for cat, paths in track.stems.items()}
+    length = max([s.shape[1] for s in stems.values()] + [0])
+    stems = {cat: np.pad(s, ((0, 0), (0, length - s.shape[1]))) for cat, s in stems.items()}
+    mixture = _load([track.mixture], rate) if track.mixture else (sum(stems.values()) if stems else None)
+    if mixture is None:
+        return None
+    windows = active_windows(mixture, rate, window, hop)
+    if not windows:
+        return None
+    entry: dict[str, Any] = {"name": track.name, "split": track.split, "length": int(mixture.shape[1]),
+                             "windows": windows, "stems": {}, "scales": {}}
+    for key, audio in [("mixture", mixture), *stems.items()]:
+        data, scale = _to_int16(audio)
+        np.save(folder / f"{_safe(key)}.npy", data)
+        if key == "mixture":
+            entry["mixture"], entry["mixture_scale"] = f"{folder.name}/{_safe(key)}.npy", scale
+        else:
+            entry["stems"][key], entry["scales"][key] = f"{folder.name}/{_safe(key)}.npy", scale
+    return entry
+
+
+class Cache:
+    """Read access to a prepared cache: memory-mapped int16 arrays, scaled on read."""
+
+    def __init__(self, root: str | Path, split: str | None = None) -> None:
+        self.root = Path(root)
+        index = json.loads((self.root / INDEX).read_text())
+        self.sample_rate = int(index["sample_rate"])
+        self.tracks = [t for t in index["tracks"] if split is None or t["split"] == split]
+        self._maps: dict[str, np.ndarray] = {}
+
+    def read(self, relpath: str, scale: float, start: int, length: int) -> np.ndarray:
+        if relpath not in self._maps:
+            self._maps[relpath] = np.load(self.root / relpath, mmap_mode="r")
+        data = self._maps[relpath][:, start:start + length].astype(np.float32) * scale
+        if data.shape[1] < length:
+            data = np.pad(data, ((0, 0), (0, length - data.shape[1])))
+        return data

@@ -1,0 +1,93 @@
+"""Training examples as in the paper: mixtures or random stem sums, real MP3 damage, 3-s crops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .. import degrade
+from .cache import Cache
+
+
+@dataclass(frozen=True)
+class ExampleConfig:
+    segment: float = 3.0
+    bitrates: tuple[int, ...] = degrade.PAPER_BITRATES
+    mixture_probability: float = 0.5
+    max_stems: int = 8
+    gain_db: int = 10  # integer gains in [-gain_db, gain_db]
+    examples_per_epoch: int = 40000
+
+
+class TrainingExamples(Dataset):
+    """Item i of epoch e draws from a generator seeded by (seed, e, i).
+
+    So every example, in every worker, has its own bitrate, stems and gains (the released
+    code froze the bitrate per worker), and a resumed run sees the same examples again.
+    Each item is (degraded, target, bitrate): (2, samples) float tensors peak-normalised together.
+    """
+
+    def __init__(self, cache: str | Path | Cache, config: ExampleConfig = ExampleConfig(), split: str | None = "train",
+                 seed: int = 0, epoch: int = 0, length: int | None = None) -> None:
+        self.cache = cache if isinstance(cache, Cache) else Cache(cache, split)
+        if not self.cache.tracks:
+            raise ValueError(f"no {split or ''} tracks in the cache {self.cache.root}")
+        self.config = config
+        self.seed = seed
+        self.epoch = epoch
+        self.length = length or config.examples_per_epoch
+        self.samples = int(config.segment * self.cache.sample_rate)
+        self.stem_pool = [(t, cat) for t in self.cache.tracks for cat in t["stems"]]
+        self.with_mixture = [t for t in self.cache.tracks if "mixture" in t]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _crop(self, rng: np.random.Generator, track: dict) -> int:
+        start, end = track["windows"][rng.integers(len(track["windows"]))]
+        return int(rng.integers(start, max(start + 1, end - self.samples)))
+
+    def draw(self, index: int) -> dict:
+        """The random choices of one example (exposed for tests and logging)."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        cfg = self.config
+        if self.with_mixture and (not self.stem_pool or rng.random() < cfg.mixture_probability):
+            track = self.with_mixture[rng.integers(len(self.with_mixture))]
+            parts = [("mixture", track, self._crop(rng, track), 0)]
+        else:
+            count = int(rng.integers(1, cfg.max_stems + 1))
+            picks = rng.integers(len(self.stem_pool), size=count)
+            parts = []
+            for p in picks:
+                track, cat = self.stem_pool[p]
+                parts.append((cat, track, self._crop(rng, track), int(rng.integers(-cfg.gain_db, cfg.gain_db + 1))))
+        bitrate = int(cfg.bitrates[rng.integers(len(cfg.bitrates))])
+        return {"parts": parts, "bitrate": bitrate}
+
+    def target(self, choice: dict) -> np.ndarray:
+        total = np.zeros((2, self.samples), np.float32)
+        for key, track, start, gain in choice["parts"]:
+            if key == "mixture":
+                audio = self.cache.read(track["mixture"], track["mixture_scale"], start, self.samples)
+            else:
+                audio = self.cache.read(track["stems"][key], track["scales"][key], start, self.samples)
+            total += audio * np.float32(10 ** (gain / 20))
+        return total
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        for attempt in range(10):
+            choice = self.draw(index + attempt * self.length)
+            clean = self.target(choice)
+            if np.abs(clean).max() > 1e-4:
+                break
+        degraded = degrade.mp3(clean / max(np.abs(clean).max(), 1.0), self.cache.sample_rate, choice["bitrate"])
+        degraded *= max(np.abs(clean).max(), 1.0)
+        peak = max(np.abs(clean).max(), np.abs(degraded).max(), 1e-8)
+        return torch.from_numpy(degraded / peak), torch.from_numpy(clean / peak), choice["bitrate"]

@@ -1,0 +1,244 @@
+"""The paper's evaluation: degrade test excerpts at each bitrate, restore, score, tabulate, plot.
+
+Excerpts are grouped as in Table II (vocals, single stem, multi-stem, multi-stem + vocals) when
+stems are known, and every excerpt also counts in "overall". Results go to a CSV one row per
+(excerpt, bitrate, system) as soon as they exist, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import degrade, metrics
+from .audio import resample
+
+GROUPS = ("vocals", "single_stem", "multi_stem", "multi_stem_vocals")
+METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_high")
+FIELDS = ("excerpt", "group", "bitrate", "system", *METRICS, "cutoff_hz")
+
+
+@dataclass(frozen=True)
+class Excerpt:
+    name: str
+    group: str
+    audio: np.ndarray  # (2, samples) at the evaluation rate, peak 0.9
+
+
+def _load_sum(paths: list[Path], rate: int) -> np.ndarray:
+    from .data.cache import _load
+
+    return _load(paths, rate)
+
+
+def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, per_track: int = 1,
+                  split: str = "test") -> list[Excerpt]:
+    """Test excerpts from a dataset folder (any layout the readers know), silence excluded."""
+    from .data.readers import read_tracks
+    from .data.silence import active_windows
+
+    tracks = read_tracks(data)
+    chosen = [t for t in tracks if t.split == split] or tracks
+    excerpts: list[Excerpt] = []
+    for track in chosen:
+        stems = {cat: _load_sum(paths, rate) for cat, paths in track.stems.items()}
+        mixture = _load_sum([track.mixture], rate) if track.mixture else sum(stems.values())
+        length = mixture.shape[1]
+        stems = {c: np.pad(s, ((0, 0), (0, length - s.shape[1])))[:, :length] for c, s in stems.items()}
+        candidates: list[tuple[str, np.ndarray]] = []
+        vocals = [c for c in stems if "vocal" in c]
+        others = [c for c in stems if c not in vocals]
+        if not stems:
+            candidates.append(("overall", mixture))
+        if vocals:
+            candidates.append(("vocals", sum(stems[c] for c in vocals)))
+        if others:
+            candidates.append(("single_stem", stems[others[0]]))
+        if len(others) > 1:
+            candidates.append(("multi_stem", sum(stems[c] for c in others)))
+        if vocals and others:
+            candidates.append(("multi_stem_vocals", mixture))
+        n = int(seconds * rate)
+        for group, audio in candidates:
+            windows = active_windows(audio, rate, window=seconds, hop=seconds)
+            for i, (start, _) in enumerate(windows[:per_track]):
+                clip = audio[:, start:start + n]
+                peak = float(np.abs(clip).max())
+                if peak > 1e-4:
+                    excerpts.append(Excerpt(f"{track.name}/{group}/{i}", group, (0.9 * clip / peak).astype(np.float32)))
+    return excerpts
+
+
+@functools.lru_cache(maxsize=1)
+def _load_models(checkpoints: tuple[str, ...]):  # noqa: ANN202
+    """Restorers by system name; cached so each worker process loads the models once."""
+    from .api import Restorer
+
+    return {_system_name(c): Restorer(c, device="cpu", segment=0) for c in checkpoints}
+
+
+def _job(args: tuple) -> list[dict]:
+    """Scores one (excerpt, bitrate): the MP3 input and every model's restoration."""
+    excerpt, bitrate, rate, checkpoints, done, with_visqol = args
+    ref = excerpt.audio
+    coded = degrade.mp3(ref, rate, bitrate)
+    systems = {"mp3": coded}
+    for name, restorer in _load_models(checkpoints).items():
+        if name in done:
+            continue
+        out, out_rate = restorer.restore(coded, rate)
+        systems[name] = resample(out, out_rate, rate)
+    rows = []
+    for system, estimate in systems.items():
+        if system in done:
+            continue
+        est, _ = metrics.align(ref, estimate, max_lag=2048)
+        row = {"excerpt": excerpt.name, "group": excerpt.group, "bitrate": bitrate, "system": system}
+        row.update(metrics.score(ref, est, rate, degraded=coded, with_visqol=with_visqol))
+        rows.append(row)
+    return rows
+
+
+def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
+                     bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, workers: int = 2, seconds: float = 10.0,
+                     per_track: int = 1, with_visqol: bool = True, progress: bool = True) -> dict:
+    """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    done: dict[tuple[str, int], set[str]] = defaultdict(set)
+    if csv_path.exists():
+        with open(csv_path) as handle:
+            for row in csv.DictReader(handle):
+                done[(row["excerpt"], int(row["bitrate"]))].add(row["system"])
+    excerpts = make_excerpts(data, seconds=seconds, per_track=per_track)
+    if not excerpts:
+        raise ValueError(f"{data}: no test excerpts with audio")
+    systems = {"mp3", *(_system_name(c) for c in checkpoints)}
+    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol)
+            for e in excerpts for b in bitrates if not systems <= done[(e.name, b)]]
+    new_file = not csv_path.exists()
+    with open(csv_path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
+        if new_file:
+            writer.writeheader()
+        bar = tqdm(total=len(jobs), unit="excerpt", desc="evaluate", disable=not progress)
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for rows in pool.map(_job, jobs):
+                    _write(writer, handle, rows)
+                    bar.update()
+        else:
+            for job in jobs:
+                _write(writer, handle, _job(job))
+                bar.update()
+        bar.close()
+    return write_report(csv_path, out, checkpoints)
+
+
+def _system_name(checkpoint: str) -> str:
+    return Path(checkpoint).stem if Path(checkpoint).exists() else checkpoint
+
+
+def _write(writer: csv.DictWriter, handle, rows: list[dict]) -> None:  # noqa: ANN001
+    for row in rows:
+        writer.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def write_report(csv_path: Path, out: Path, checkpoints: list[str] | None = None) -> dict:
+    """summary.json, table.md (Table II shape) and one PNG per metric against bitrate (Fig. 2)."""
+    with open(csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    values: dict[tuple[str, str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for group in {row["group"], "overall"}:
+            for m in METRICS:
+                if row.get(m) not in (None, ""):
+                    values[(row["system"], group, int(row["bitrate"]))][m].append(float(row[m]))
+    systems = sorted({r["system"] for r in rows}, key=lambda s: (s != "mp3", s))
+    bitrates = sorted({int(r["bitrate"]) for r in rows})
+    groups = [g for g in (*GROUPS, "overall") if any(k[1] == g for k in values)]
+    summary: dict = {"systems": systems, "bitrates": bitrates, "groups": groups, "by_bitrate": {}, "by_group": {}}
+    for system in systems:
+        for group in groups:
+            pooled: dict[str, list[float]] = defaultdict(list)
+            for b in bitrates:
+                cell = values.get((system, group, b), {})
+                for m, v in cell.items():
+                    pooled[m] += v
+                if group == "overall":
+                    summary["by_bitrate"].setdefault(system, {})[str(b)] = {m: float(np.mean(v)) for m, v in cell.items()}
+            summary["by_group"].setdefault(system, {})[group] = {m: float(np.mean(v)) for m, v in pooled.items()}
+    summary["count"] = len(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "table.md").write_text(_table(summary, checkpoints or []))
+    _plots(summary, out)
+    return summary
+
+
+def _table(summary: dict, checkpoints: list[str]) -> str:
+    groups = summary["groups"]
+    names = {"vocals": "Vocal", "single_stem": "Single Stem", "multi_stem": "Multi-Stems",
+             "multi_stem_vocals": "Multi-Stems+Vocal", "overall": "Overall"}
+    lines = ["SDR / SI-SNR / ViSQOL (dB, dB, MOS) by music type, averaged over bitrates "
+             f"{', '.join(map(str, summary['bitrates']))} kbps. LSD (dB, lower is better) in the last column.", "",
+             "| Model | " + " | ".join(names[g] for g in groups) + " | LSD / LSD above cutoff |",
+             "|" + "---|" * (len(groups) + 2)]
+    for system in summary["systems"]:
+        cells = []
+        for g in groups:
+            v = summary["by_group"][system].get(g, {})
+            cells.append("/".join(f"{v[m]:.2f}" if m in v else "-" for m in ("sdr", "si_snr", "visqol")))
+        o = summary["by_group"][system].get("overall", {})
+        lsd_cell = f"{o.get('lsd', float('nan')):.2f} / {o.get('lsd_high', float('nan')):.2f}"
+        label = "MP3 input" if system == "mp3" else system
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {lsd_cell} |")
+    lines += ["", "By bitrate (overall): SDR / SI-SNR / ViSQOL / LSD", "",
+              "| Model | " + " | ".join(f"{b} kbps" for b in summary["bitrates"]) + " |",
+              "|" + "---|" * (len(summary["bitrates"]) + 1)]
+    for system in summary["systems"]:
+        cells = []
+        for b in summary["bitrates"]:
+            v = summary["by_bitrate"].get(system, {}).get(str(b), {})
+            cells.append("/".join(f"{v[m]:.2f}" if m in v else "-" for m in ("sdr", "si_snr", "visqol", "lsd")))
+        lines.append(f"| {'MP3 input' if system == 'mp3' else system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(summary: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"sdr": "SDR (dB)", "si_snr": "SI-SNR (dB)", "visqol": "ViSQOL (MOS-LQO)", "lsd": "LSD (dB)",
+              "lsd_high": "LSD above cutoff (dB)"}
+    for metric, label in labels.items():
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        drawn = False
+        for system in summary["systems"]:
+            points = [(b, summary["by_bitrate"].get(system, {}).get(str(b), {}).get(metric)) for b in summary["bitrates"]]
+            points = [(b, v) for b, v in points if v is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", label="MP3 input" if system == "mp3" else system)
+                drawn = True
+        ax.set_xlabel("bitrate (kbps)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"{metric}_vs_bitrate.png", dpi=120)
+        plt.close(fig)

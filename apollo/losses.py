@@ -1,0 +1,43 @@
+"""GAN losses of the paper (Eq. 3-7) as released: LSGAN, feature matching, multi-resolution magnitude."""
+
+from __future__ import annotations
+
+import torch
+
+WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
+
+
+def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN: sum over discriminators of E[(D(real) - 1)^2] + E[D(fake)^2] (Eq. 3)."""
+    return sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake))
+
+
+def generator_adversarial_loss(fake: list[torch.Tensor]) -> torch.Tensor:
+    """LSGAN for the generator: sum over discriminators of E[(D(fake) - 1)^2]."""
+    return sum(((f - 1) ** 2).mean() for f in fake)
+
+
+def feature_matching_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Mean over discriminators and layers of E|H_fake - sg(H_real)| / mean|sg(H_real)| (Eq. 5)."""
+    terms = []
+    for real_maps, fake_maps in zip(real, fake):
+        for r, f in zip(real_maps, fake_maps):
+            r = r.detach()
+            terms.append((f - r).abs().mean() / r.abs().mean().clamp_min(1e-8))
+    return torch.stack(terms).mean()
+
+
+def magnitude(wav: torch.Tensor, window: int) -> torch.Tensor:
+    b, c, length = wav.shape
+    hann = torch.hann_window(window, device=wav.device)
+    spec = torch.stft(wav.reshape(b * c, length).float(), window, window // 2, window=hann, return_complex=True)
+    return spec.abs()
+
+
+def reconstruction_loss(estimate: torch.Tensor, reference: torch.Tensor, windows: tuple[int, ...] = WINDOWS) -> torch.Tensor:
+    """Mean over STFT windows of mean| |S_est| - |S_ref| | / mean |S_ref| (Eq. 4)."""
+    terms = []
+    for w in windows:
+        est, ref = magnitude(estimate, w), magnitude(reference, w)
+        terms.append((est - ref).abs().mean() / ref.mean().clamp_min(1e-8))
+    return torch.stack(terms).mean()

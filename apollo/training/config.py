@@ -1,0 +1,105 @@
+"""Training configuration: YAML files in configs/ map onto these dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ApolloConfig
+
+
+@dataclass
+class DataConfig:
+    source: str = "cache"  # "cache" (apollo data prepare) or "synthetic" (generated on the fly)
+    cache: str | None = None
+    segment: float = 3.0
+    bitrates: tuple[int, ...] = (24, 32, 48, 64, 96, 128)
+    examples_per_epoch: int = 40000
+    valid_examples: int = 16
+    workers: int = 2
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 1  # per process
+    lr_g: float = 1e-3
+    lr_d: float = 1e-4
+    betas_g: tuple[float, float] = (0.9, 0.999)
+    betas_d: tuple[float, float] = (0.5, 0.99)
+    weight_decay: float = 0.01
+    lr_step_epochs: int = 2
+    lr_gamma: float = 0.98
+    grad_clip: float = 5.0
+    finetune_lr_scale: float = 0.1  # applied to both learning rates when init_from is set
+
+
+@dataclass
+class LossConfig:
+    reconstruction: float = 1.0
+    feature_matching: float = 1.0
+    adversarial: float = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 1000
+    max_steps: int | None = None
+    patience: int = 20  # epochs without validation improvement before stopping
+    checkpoint_every: int = 500  # steps
+    log_every: int = 10
+    samples: int = 2  # validation examples written as audio each epoch
+
+
+@dataclass
+class TrainConfig:
+    model: ApolloConfig = field(default_factory=ApolloConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    init_from: str | None = None  # fine-tune from any checkpoint load_model accepts
+    seed: int = 0
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 on CPU; "fp32"; "bf16"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    data = dict(data or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {sorted(unknown)}")
+    for key, value in data.items():
+        if isinstance(value, list):
+            data[key] = tuple(value)
+    return cls(**data)
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    raw = dict(raw or {})
+    sections = {"model": ApolloConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
+                "schedule": ScheduleConfig}
+    unknown = set(raw) - set(sections) - {"init_from", "seed", "precision"}
+    if unknown:
+        raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
+    built = {name: _build(cls, raw.get(name), name) for name, cls in sections.items()}
+    return TrainConfig(**built, init_from=raw.get("init_from"), seed=int(raw.get("seed", 0)),
+                       precision=raw.get("precision", "auto"))
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Reads a YAML recipe; overrides are dotted keys, e.g. {"schedule.max_steps": 20}."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config_from_dict(raw)

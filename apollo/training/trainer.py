@@ -1,0 +1,303 @@
+"""The GAN training loop: one code path for CPU, one GPU, and torchrun/DDP (NCCL or gloo)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from .. import losses
+from ..config import ApolloConfig
+from ..discriminator import MultiResolutionDiscriminator
+from ..model import Apollo
+from ..pretrained import load_model
+from ..states import atomic_write, save_checkpoint
+from .config import TrainConfig
+from .data import ResumableSampler, SyntheticExamples
+
+STATE = "last.pt"
+BEST = "best.pt"
+METRICS = ("step", "epoch", "loss_g", "loss_d", "reconstruction", "feature_matching", "adversarial",
+           "lr_g", "lr_d", "steps_per_s", "valid_reconstruction")
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+class Trainer:
+    """Trains an Apollo generator against the multi-resolution STFT discriminator.
+
+    Everything a run needs to continue exactly is in run_dir/last.pt: weights, optimizers,
+    schedulers, RNG states, the position in the epoch's example order and early-stop state.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+        torch.manual_seed(config.seed)
+        lr_scale = 1.0
+        if config.init_from:
+            generator = load_model(config.init_from).train()
+            self.model_config = generator.config
+            lr_scale = config.optim.finetune_lr_scale
+        else:
+            self.model_config = config.model
+            generator = Apollo(config.model)
+        discriminator = MultiResolutionDiscriminator(audio_channels=2)
+        generator, discriminator = generator.to(self.device), discriminator.to(self.device)
+        opt = config.optim
+        self.opt_g = torch.optim.AdamW(generator.parameters(), lr=opt.lr_g * lr_scale, betas=opt.betas_g,
+                                       weight_decay=opt.weight_decay)
+        self.opt_d = torch.optim.AdamW(discriminator.parameters(), lr=opt.lr_d * lr_scale, betas=opt.betas_d,
+                                       weight_decay=opt.weight_decay)
+        self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, opt.lr_step_epochs, opt.lr_gamma)
+        self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, opt.lr_step_epochs, opt.lr_gamma)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            generator = DistributedDataParallel(generator, device_ids=ids)
+            discriminator = DistributedDataParallel(discriminator, device_ids=ids)
+        self.generator, self.discriminator = generator, discriminator
+
+        self.train_set, self.valid_set = self._datasets()
+        self.sampler = ResumableSampler(len(self.train_set), config.seed, self.rank, self.world)
+        self.steps_per_epoch = len(self.sampler) // opt.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError("fewer examples per epoch than processes x batch size")
+        self.epoch, self.step_in_epoch, self.step = 0, 0, 0
+        self.best, self.bad_epochs, self.stopped = math.inf, 0, False
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load(self.run_dir / STATE)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _datasets(self) -> tuple[Dataset, Dataset]:
+        data, rate = self.cfg.data, self.model_config.sample_rate
+        if data.source == "synthetic":
+            train = SyntheticExamples(data.examples_per_epoch, data.segment, rate, data.bitrates, self.cfg.seed)
+            valid = SyntheticExamples(data.valid_examples, data.segment, rate, data.bitrates, self.cfg.seed + 10_000)
+            return train, valid
+        if data.source != "cache" or not data.cache:
+            raise ValueError("data.source must be 'synthetic', or 'cache' with data.cache set")
+        from ..data.examples import ExampleConfig, TrainingExamples
+
+        examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
+                                 examples_per_epoch=data.examples_per_epoch)
+        train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
+        valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
+                                 length=data.valid_examples)
+        if train.cache.sample_rate != rate:
+            raise ValueError(f"cache is at {train.cache.sample_rate} Hz but the model at {rate} Hz")
+        return train, valid
+
+    def _loader(self) -> DataLoader:
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch * self.cfg.optim.batch_size)
+        for ds in (self.train_set,):
+            ds.set_epoch(self.epoch)
+        workers = self.cfg.data.workers
+        return DataLoader(self.train_set, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
+                          num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
+                          persistent_workers=False, prefetch_factor=2 if workers else None)
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        degraded = degraded.to(self.device, non_blocking=True)
+        target = target.to(self.device, non_blocking=True)
+        with self.autocast():
+            estimate = self.generator(degraded).float()
+        # discriminator
+        with self.autocast():
+            real_scores, _ = self.discriminator(target)
+            fake_scores, _ = self.discriminator(estimate.detach())
+        loss_d = losses.discriminator_loss([s.float() for s in real_scores], [s.float() for s in fake_scores])
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), cfg.optim.grad_clip)
+        self.opt_d.step()
+        # generator
+        with self.autocast():
+            fake_scores, fake_feats = self.discriminator(estimate)
+            with torch.no_grad():
+                _, real_feats = self.discriminator(target)
+        rec = losses.reconstruction_loss(estimate, target)
+        fm = losses.feature_matching_loss([[f.float() for f in fs] for fs in real_feats],
+                                          [[f.float() for f in fs] for fs in fake_feats])
+        adv = losses.generator_adversarial_loss([s.float() for s in fake_scores])
+        loss_g = cfg.loss.reconstruction * rec + cfg.loss.feature_matching * fm + cfg.loss.adversarial * adv
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.optim.grad_clip)
+        self.opt_g.step()
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "reconstruction": rec.item(),
+                "feature_matching": fm.item(), "adversarial": adv.item()}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean reconstruction loss on the fixed validation examples (rank 0's view)."""
+        generator = _unwrap(self.generator)
+        generator.eval()
+        total = []
+        for i in range(len(self.valid_set)):
+            degraded, target, _ = self.valid_set[i]
+            with self.autocast():
+                est = generator(degraded[None].to(self.device)).float()
+            total.append(losses.reconstruction_loss(est, target[None].to(self.device)).item())
+            if i < self.cfg.schedule.samples and self.rank == 0:
+                self._write_sample(i, degraded, target, est[0].cpu())
+        generator.train()
+        return float(np.mean(total))
+
+    def _write_sample(self, index: int, degraded: torch.Tensor, target: torch.Tensor, estimate: torch.Tensor) -> None:
+        import soundfile as sf
+
+        folder = self.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        rate = self.model_config.sample_rate
+        for name, audio in (("degraded", degraded), ("target", target)):
+            path = folder / f"valid{index}-{name}.flac"
+            if not path.exists():
+                sf.write(str(path), audio.numpy().T.clip(-1, 1), rate, subtype="PCM_24")
+        sf.write(str(folder / f"valid{index}-epoch{self.epoch:04d}.flac"), estimate.numpy().T.clip(-1, 1), rate,
+                 subtype="PCM_24")
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        sched = self.cfg.schedule
+        writer = self._tensorboard()
+        log = self.run_dir / "metrics.csv"
+        if self.rank == 0 and not log.exists():
+            with open(log, "w", newline="") as handle:
+                csv.writer(handle).writerow(METRICS)
+        total_steps = sched.max_steps or sched.epochs * self.steps_per_epoch
+        bar = tqdm(total=total_steps, initial=self.step, unit="step", desc="train",
+                   disable=not self.progress or self.rank != 0, dynamic_ncols=True)
+        last_time, last_step = time.perf_counter(), self.step
+        while self.epoch < sched.epochs and not self.stopped and not self._done():
+            for degraded, target, _ in self._loader():
+                stats = self.train_step(degraded, target)
+                self.step += 1
+                self.step_in_epoch += 1
+                bar.update()
+                bar.set_postfix(g=f"{stats['loss_g']:.3f}", d=f"{stats['loss_d']:.3f}", rec=f"{stats['reconstruction']:.3f}")
+                if self.step % sched.log_every == 0 and self.rank == 0:
+                    now = time.perf_counter()
+                    rate = (self.step - last_step) / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    self._log(log, writer, {**stats, "steps_per_s": rate})
+                if self.step % sched.checkpoint_every == 0:
+                    self._save(self.run_dir / STATE)
+                if self._done():
+                    break
+            else:
+                self._end_epoch(log, writer)
+        self._save(self.run_dir / STATE)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return {"step": self.step, "epoch": self.epoch, "best_valid": self.best, "stopped_early": self.stopped}
+
+    def _done(self) -> bool:
+        return self.cfg.schedule.max_steps is not None and self.step >= self.cfg.schedule.max_steps
+
+    def _end_epoch(self, log: Path, writer: Any) -> None:
+        valid = self.validate()
+        self.sched_g.step()
+        self.sched_d.step()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        if valid < self.best:
+            self.best, self.bad_epochs = valid, 0
+            self._save(self.run_dir / BEST, best=True)
+        else:
+            self.bad_epochs += 1
+            self.stopped = self.bad_epochs >= self.cfg.schedule.patience
+        if self.rank == 0:
+            self._log(log, writer, {"valid_reconstruction": valid})
+        self._save(self.run_dir / STATE)
+
+    def _log(self, path: Path, writer: Any, values: dict[str, float]) -> None:
+        row = {"step": self.step, "epoch": self.epoch, "lr_g": self.opt_g.param_groups[0]["lr"],
+               "lr_d": self.opt_d.param_groups[0]["lr"], **values}
+        with open(path, "a", newline="") as handle:
+            csv.writer(handle).writerow([row.get(k, "") for k in METRICS])
+        if writer is not None:
+            for key, value in values.items():
+                writer.add_scalar(key, value, self.step)
+
+    def _tensorboard(self) -> Any:
+        if self.rank != 0:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None  # optional: pip install "apollo-restore[train]"
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _save(self, path: Path, best: bool = False) -> None:
+        if self.rank != 0:
+            return
+        generator = _unwrap(self.generator)
+        state = {
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.step,
+            "best": self.best, "bad_epochs": self.bad_epochs, "stopped": self.stopped,
+            "model_config": self.model_config.to_dict(),
+            "generator": generator.state_dict(), "discriminator": _unwrap(self.discriminator).state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "rng_torch": torch.get_rng_state(), "rng_python": list(random.getstate()[1]),
+        }
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        export = self.run_dir / ("generator-best.safetensors" if best else "generator-last.safetensors")
+        save_checkpoint(export, generator.state_dict(), self.model_config,
+                        metadata={"step": str(self.step), "epoch": str(self.epoch)})
+
+    def _load(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: nothing to resume (no checkpoint in the run folder)")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if ApolloConfig.from_dict(state["model_config"]) != self.model_config:
+            raise ValueError(f"{path} was trained with another model config")
+        _unwrap(self.generator).load_state_dict(state["generator"])
+        _unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        torch.set_rng_state(state["rng_torch"].cpu())
+        self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
+        self.best, self.bad_epochs, self.stopped = state["best"], state["bad_epochs"], state["stopped"]
+        if self.rank == 0 and self.progress:
+            print(f"resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.step_in_epoch})")

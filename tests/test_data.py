@@ -1,0 +1,156 @@
+"""Dataset readers, lossy-target detection, silence removal, the cache and training examples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from apollo import degrade
+from apollo.data.cache import Cache, prepare
+from apollo.data.examples import ExampleConfig, TrainingExamples
+from apollo.data.readers import cliff_frequency, read_tracks
+from apollo.data.silence import active_windows
+
+SR = 44100
+
+
+def _noise(seconds: float, seed: int = 0, level: float = 0.1) -> np.ndarray:
+    return (level * np.random.default_rng(seed).standard_normal((int(seconds * SR), 2))).astype(np.float32)
+
+
+def _write(path: Path, data: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, SR)
+    return path
+
+
+@pytest.fixture()
+def musdb(tmp_path):
+    root = tmp_path / "musdb"
+    for split, names in (("train", ["A", "B"]), ("test", ["C"])):
+        for i, name in enumerate(names):
+            stems = {s: _noise(7, seed=10 * i + k, level=0.05) for k, s in enumerate(["vocals", "drums", "bass", "other"])}
+            for s, d in stems.items():
+                _write(root / split / name / f"{s}.wav", d)
+            _write(root / split / name / "mixture.wav", sum(stems.values()))
+    return root
+
+
+@pytest.fixture()
+def moises(tmp_path):
+    root = tmp_path / "moises"
+    for t in ("id1", "id2"):
+        (root / t).mkdir(parents=True)
+        (root / t / "data.json").write_text(json.dumps({"song": t, "stems": []}))
+        _write(root / t / "guitar" / "g1.wav", _noise(7, 1))
+        _write(root / t / "guitar" / "g2.wav", _noise(7, 2))
+        _write(root / t / "drums" / "kit.wav", _noise(7, 3))
+    return root
+
+
+def test_musdb_reader(musdb):
+    tracks = read_tracks(musdb)
+    assert [(t.name, t.split) for t in tracks] == [("A", "train"), ("B", "train"), ("C", "test")]
+    assert set(tracks[0].stems) == {"vocals", "drums", "bass", "other"} and tracks[0].mixture.name == "mixture.wav"
+
+
+def test_moisesdb_reader(moises):
+    tracks = read_tracks(moises)
+    assert [t.name for t in tracks] == ["id1", "id2"]
+    assert {k: len(v) for k, v in tracks[0].stems.items()} == {"drums": 1, "guitar": 2}
+    assert tracks[0].mixture is None
+
+
+def test_folder_reader_skips_lossy_targets(tmp_path):
+    clean = _noise(6)
+    _write(tmp_path / "f" / "good.wav", clean)
+    coded = degrade.mp3(clean.T, SR, 128).T
+    _write(tmp_path / "f" / "was_mp3.wav", coded)  # decoded MP3 hiding in a lossless container
+    (tmp_path / "f" / "song.mp3").write_bytes(degrade.encode_mp3(clean.T, SR, 128))
+    with pytest.warns(UserWarning) as caught:
+        tracks = read_tracks(tmp_path / "f")
+    assert [t.name for t in tracks] == ["good.wav"]
+    messages = " ".join(str(w.message) for w in caught)
+    assert "spectral cliff" in messages and "lossy .mp3" in messages
+
+
+def test_cliff_detector_ignores_natural_rolloff():
+    from scipy.signal import lfilter
+
+    x = np.random.default_rng(0).standard_normal(5 * SR)
+    assert cliff_frequency(x, SR) is None
+    dull = lfilter([0.05], [1, -0.95], x)  # one-pole lowpass: -6 dB/octave, no cliff
+    assert cliff_frequency(dull, SR) is None
+    assert cliff_frequency(np.zeros(SR), SR) is None
+    stereo = np.stack([x, np.roll(x, 1000)]).astype(np.float32) * 0.1
+    assert 9000 < cliff_frequency(degrade.mp3(stereo, SR, 64).mean(0), SR) < 13000
+    mono = degrade.mp3(x.astype(np.float32) * 0.1, SR, 64)  # mono keeps more bandwidth
+    assert 15000 < cliff_frequency(mono, SR) < 18500
+
+
+def test_silence_removal_on_constructed_signal():
+    # 0-12 s loud, 12-24 s digital silence, 24-27 s quiet hiss, 27-39 s loud. The hiss is 11% of
+    # the non-silent frames, so the 15th-percentile threshold lies above it: it counts as inactive.
+    parts = [_noise(12, 1).T, np.zeros((2, 12 * SR), np.float32), _noise(3, 2, level=1e-4).T, _noise(12, 3).T]
+    x = np.concatenate(parts, axis=1)
+    windows = active_windows(x, SR)
+    starts = [s // SR for s, _ in windows]
+    assert all(e - s == 6 * SR for s, e in windows)
+    assert starts == [0, 3, 6, 27, 30, 33]  # 9 and 24 hold exactly half active frames: not "more than half"
+    assert active_windows(np.zeros((2, 10 * SR)), SR) == []
+
+
+def test_prepare_cache_and_reads(musdb, tmp_path):
+    index = prepare(musdb, tmp_path / "cache", progress=False)
+    data = json.loads(index.read_text())
+    assert len(data["tracks"]) == 3 and data["sample_rate"] == SR
+    cache = Cache(tmp_path / "cache", split="train")
+    track = cache.tracks[0]
+    assert set(track["stems"]) == {"vocals", "drums", "bass", "other"} and track["windows"][0] == [0, 6 * SR]
+    original, _ = sf.read(str(musdb / "train" / "A" / "drums.wav"), dtype="float32")
+    got = cache.read(track["stems"]["drums"], track["scales"]["drums"], 1000, 500)
+    assert np.abs(got - original[1000:1500].T).max() < 1e-4
+    # resumable: a second run adds nothing and keeps the index
+    prepare(musdb, tmp_path / "cache", progress=False)
+    assert len(json.loads(index.read_text())["tracks"]) == 3
+
+
+def _worker_draws(dataset, workers):
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, shuffle=False)
+    return [int(bitrate) for _, _, bitrate in loader]
+
+
+def test_training_examples(musdb, tmp_path):
+    prepare(musdb, tmp_path / "cache", progress=False)
+    ds = TrainingExamples(tmp_path / "cache", ExampleConfig(), seed=1, length=8)
+    degraded, target, bitrate = ds[0]
+    assert degraded.shape == target.shape == (2, 3 * SR)
+    peak = max(degraded.abs().max(), target.abs().max())
+    assert abs(float(peak) - 1.0) < 1e-5  # peak-normalised together
+    assert bitrate in degrade.PAPER_BITRATES
+    # deterministic per index, different across indices and epochs
+    assert torch.equal(ds[3][1], ds[3][1])
+    draws = [ds.draw(i) for i in range(200)]
+    assert len({d["bitrate"] for d in draws}) == 6
+    stem_draws = [d for d in draws if d["parts"][0][0] != "mixture"]
+    assert 0.3 < len(stem_draws) / 200 < 0.7
+    assert {len(d["parts"]) for d in stem_draws} == set(range(1, 9))
+    gains = [g for d in stem_draws for *_, g in d["parts"]]
+    assert min(gains) == -10 and max(gains) == 10
+    ds.set_epoch(1)
+    assert [d["bitrate"] for d in draws[:20]] != [ds.draw(i)["bitrate"] for i in range(20)]
+
+
+def test_draws_vary_within_and_across_workers(musdb, tmp_path):
+    prepare(musdb, tmp_path / "cache", progress=False)
+    ds = TrainingExamples(tmp_path / "cache", ExampleConfig(segment=0.5), seed=2, length=16)
+    parallel = _worker_draws(ds, 2)
+    assert parallel == _worker_draws(ds, 0)  # same examples whatever the worker count
+    even, odd = parallel[0::2], parallel[1::2]  # DataLoader deals items to workers in turn
+    assert len(set(even)) > 1 and len(set(odd)) > 1  # no worker is frozen on one bitrate

@@ -1,0 +1,129 @@
+"""Metrics against hand-computed values, alignment, the report and the benchmark command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from apollo import metrics
+from apollo.cli import main
+
+SR = 44100
+
+
+def _signal(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    x = np.stack([np.sin(2 * np.pi * 440 * t) + 0.3 * rng.standard_normal(t.size),
+                  np.sin(2 * np.pi * 660 * t) + 0.3 * rng.standard_normal(t.size)])
+    return x - x.mean(1, keepdims=True)
+
+
+def test_identical_signals():
+    x = _signal()
+    assert metrics.sdr(x, x) > 100 and metrics.si_snr(x, x) > 100
+    assert metrics.lsd(x, x, SR) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_known_gain():
+    x = _signal()
+    assert metrics.sdr(x, 0.5 * x) == pytest.approx(10 * math.log10(1 / 0.25), abs=1e-6)  # 6.02 dB
+    assert metrics.si_snr(x, 0.5 * x) > 100  # scale does not count
+    # a gain of 0.5 is -6.02 dB at every bin and frame
+    assert metrics.lsd(x, 0.5 * x, SR) == pytest.approx(20 * math.log10(2), abs=1e-3)
+
+
+def test_known_noise():
+    x = _signal()
+    noise = 0.1 * np.random.default_rng(9).standard_normal(x.shape)
+    noise -= noise.mean(1, keepdims=True)
+    expected = np.mean([10 * np.log10((x[c] ** 2).sum() / (noise[c] ** 2).sum()) for c in range(2)])
+    assert metrics.sdr(x, x + noise) == pytest.approx(expected, abs=1e-6)
+    # noise orthogonal-ish to x: SI-SNR within a hair of SDR
+    assert metrics.si_snr(x, x + noise) == pytest.approx(expected, abs=0.05)
+
+
+def test_lowpassed_copy():
+    from scipy.signal import butter, sosfiltfilt
+
+    x = np.random.default_rng(1).standard_normal((1, 2 * SR))
+    low = sosfiltfilt(butter(12, 8000, fs=SR, output="sos"), x)
+    cutoff = metrics.cutoff_hz(low, SR)
+    assert 7000 < cutoff < 11000
+    high = metrics.lsd(x, low, SR, min_hz=cutoff)
+    full = metrics.lsd(x, low, SR)
+    assert high > 30 and full < high
+    assert metrics.lsd(x[:, :SR], low[:, :SR], SR, min_hz=0) == pytest.approx(
+        metrics.lsd(x[:, :SR], low[:, :SR], SR), abs=1e-9)
+
+
+@pytest.mark.parametrize("lag", [0, 123, -457])
+def test_alignment_recovers_planted_lag(lag):
+    x = _signal(1.0)
+    shifted = np.roll(x, lag, axis=1)
+    aligned, found = metrics.align(x, shifted, max_lag=2000)
+    assert found == lag
+    inner = slice(1000, -1000)
+    assert np.abs(aligned[:, inner] - x[:, inner]).max() < 1e-6
+
+
+def test_visqol_orders_quality():
+    x = 0.3 * _signal(3.0)
+    noisy = x + 0.05 * np.random.default_rng(2).standard_normal(x.shape)
+    clean_score = metrics.visqol(x, x, SR)
+    noisy_score = metrics.visqol(x, noisy, SR)
+    assert clean_score > 4.5 and 1.0 <= noisy_score < clean_score - 0.3
+
+
+def test_evaluate_pair_cli(tmp_path, capsys):
+    x = 0.3 * _signal()
+    sf.write(str(tmp_path / "ref.wav"), x.T, SR)
+    sf.write(str(tmp_path / "est.wav"), np.roll(x, 50, axis=1).T * 0.5, SR)
+    assert main(["evaluate", "--reference", str(tmp_path / "ref.wav"), "--estimate", str(tmp_path / "est.wav"),
+                 "--json", "--no-visqol"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["lag_fixed_samples"] == 50
+    assert result["sdr"] == pytest.approx(6.02, abs=0.1)
+    assert set(result) >= {"sdr", "si_snr", "lsd", "lsd_high", "cutoff_hz"}
+
+
+def test_report_on_tiny_dataset(tmp_path, capsys):
+    root = tmp_path / "musdb" / "test" / "song"
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * SR) / SR
+    stems = {"vocals": np.sin(2 * np.pi * 300 * t), "drums": rng.standard_normal(t.size) * 0.3,
+             "bass": np.sin(2 * np.pi * 80 * t), "other": np.sin(2 * np.pi * 1200 * t) * 0.5}
+    root.mkdir(parents=True)
+    for name, data in stems.items():
+        sf.write(str(root / f"{name}.wav"), np.stack([data, data], 1) * 0.2, SR)
+    sf.write(str(root / "mixture.wav"), np.stack([sum(stems.values())] * 2, 1) * 0.2, SR)
+    out = tmp_path / "report"
+    args = ["evaluate", "--data", str(tmp_path / "musdb"), "--checkpoint", "tiny-test", "--bitrates", "32,128",
+            "--out", str(out), "--excerpt-seconds", "2", "--workers", "1", "--no-visqol", "-q"]
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    for header in ("Vocal", "Single Stem", "Multi-Stems", "Multi-Stems+Vocal", "Overall", "MP3 input", "tiny-test",
+                   "32 kbps", "128 kbps"):
+        assert header in table
+    for metric in ("sdr", "si_snr", "visqol", "lsd", "lsd_high"):
+        assert (out / f"{metric}_vs_bitrate.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["count"] == 4 * 2 * 2  # 4 excerpt groups x 2 bitrates x 2 systems
+    assert summary["by_bitrate"]["mp3"]["32"]["lsd"] > summary["by_bitrate"]["mp3"]["128"]["lsd"]
+    rows = (out / "results.csv").read_text().splitlines()
+    # resumable: a second run recomputes nothing
+    assert main(args) == 0
+    assert (out / "results.csv").read_text().splitlines() == rows
+
+
+def test_benchmark_json(capsys):
+    assert main(["benchmark", "--config", "tiny", "--seconds", "0.5", "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for key in ("parameters", "macs_per_second_mono", "gmacs_per_second_stereo", "rtf", "rtf_runs",
+                "peak_memory_mb", "device", "threads", "seconds", "channels"):
+        assert key in result
+    assert result["parameters"] == 59948 and result["rtf"] > 0 and result["macs_per_second_mono"] > 0

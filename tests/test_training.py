@@ -1,0 +1,173 @@
+"""Discriminator, losses, and training runs: learning, exact resume, kill -9, torchrun/DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import apollo
+from apollo import losses
+from apollo.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator
+from apollo.training import Trainer, load_config
+from apollo.training.trainer import _unwrap
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "apollo-smoke.yaml"
+SMALL = ROOT / "configs" / "apollo-small.yaml"
+
+
+def test_discriminator_shapes():
+    disc = MultiResolutionDiscriminator(audio_channels=2)
+    wav = torch.randn(3, 2, 8000)
+    scores, feats = disc(wav)
+    assert len(scores) == len(feats) == len(WINDOWS) == 7
+    for w, score, maps in zip(WINDOWS, scores, feats):
+        frames, bins = 8000 // (w // 2) + 1, w // 2 + 1
+        assert [m.shape[1] for m in maps] == list(CHANNELS)
+        t, f = frames, bins
+        for i, m in enumerate(maps):
+            if i % 2 == 1:
+                t, f = math.ceil(t / 2), math.ceil(f / 2)
+            assert m.shape == (3, CHANNELS[i], t, f)
+        assert score.shape == (3, 1, t, f)
+
+
+def test_discriminator_is_energy_invariant():
+    disc = MultiResolutionDiscriminator(audio_channels=2).eval()
+    wav = torch.randn(1, 2, 4000)
+    a, _ = disc(wav)
+    b, _ = disc(wav * 7.0)
+    assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))
+
+
+def test_lsgan_losses_by_hand():
+    real = [torch.tensor([1.0, 0.0]), torch.tensor([2.0])]
+    fake = [torch.tensor([0.5, -0.5]), torch.tensor([1.0])]
+    # D: ((0 + 1)/2 + (0.25 + 0.25)/2) + ((1) + (1)) = 0.5 + 0.25 + 2 = 2.75
+    assert losses.discriminator_loss(real, fake).item() == pytest.approx(2.75)
+    # G: ((0.25 + 2.25)/2) + 0 = 1.25
+    assert losses.generator_adversarial_loss(fake).item() == pytest.approx(1.25)
+
+
+def test_feature_matching_by_hand():
+    real = [[torch.tensor([1.0, -3.0]), torch.tensor([2.0])]]
+    fake = [[torch.tensor([2.0, -1.0]), torch.tensor([1.0])]]
+    # layer 1: mean|diff| = 1.5 over mean|real| = 2 -> 0.75; layer 2: 1 / 2 = 0.5; mean 0.625
+    assert losses.feature_matching_loss(real, fake).item() == pytest.approx(0.625)
+
+
+def test_reconstruction_loss_by_hand():
+    ref = torch.randn(1, 2, 4096)
+    assert losses.reconstruction_loss(ref, ref).item() == pytest.approx(0.0, abs=1e-6)
+    # |S(0.5 x)| = 0.5 |S(x)|: every window gives 0.5 |S| / |S| = 0.5
+    assert losses.reconstruction_loss(0.5 * ref, ref).item() == pytest.approx(0.5, abs=1e-5)
+    assert losses.reconstruction_loss(torch.zeros_like(ref), ref, windows=(64,)).item() == pytest.approx(1.0, abs=1e-5)
+
+
+def _overrides(**extra):
+    base = {"schedule.log_every": 1}
+    base.update(extra)
+    return base
+
+
+def test_small_recipe_learns_in_20_steps(tmp_path):
+    config = load_config(SMALL, {"data.source": "synthetic", "data.segment": 0.5, "data.examples_per_epoch": 40,
+                                 "data.workers": 0, "schedule.max_steps": 20, "schedule.checkpoint_every": 1000})
+    trainer = Trainer(config, tmp_path, progress=False)
+    before = trainer.validate()
+    trainer.fit()
+    after = trainer.validate()
+    assert trainer.step == 20
+    assert after < 0.8 * before, (before, after)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss_g") and len(rows) > 10
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "last.pt", weights_only=True)["generator"]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    straight = Trainer(load_config(SMOKE, {"schedule.max_steps": 7}), tmp_path / "a", progress=False)
+    straight.fit()
+    first = Trainer(load_config(SMOKE, {"schedule.max_steps": 3}), tmp_path / "b", progress=False)
+    first.fit()
+    resumed = Trainer(load_config(SMOKE, {"schedule.max_steps": 7}), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert resumed.step == straight.step == 7
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the exported generator loads as a model
+    model = apollo.load_model(tmp_path / "b" / "generator-last.safetensors")
+    assert model.config.feature_dim == 16
+
+
+def test_epoch_end_validation_samples_and_best(tmp_path):
+    config = load_config(SMOKE, {"schedule.epochs": 1})
+    result = Trainer(config, tmp_path, progress=False).fit()
+    assert result["epoch"] == 1 and math.isfinite(result["best_valid"])
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "generator-best.safetensors").exists()
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == ["valid0-degraded.flac", "valid0-epoch0000.flac", "valid0-target.flac"]
+
+
+def test_finetune_starts_from_checkpoint(tmp_path):
+    model = apollo.load_model("tiny-test")
+    path = tmp_path / "init.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), model.config)
+    trainer = Trainer(load_config(SMOKE, {"init_from": str(path)}), tmp_path / "run", progress=False)
+    got = _unwrap(trainer.generator).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)  # a tenth of 1e-3
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "apollo.cli", "train", *args]
+
+
+def test_kill_9_then_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q", "--set", "schedule.epochs=100"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert (run / "last.pt").exists(), proc.stderr.read().decode() if proc.poll() is not None else "no checkpoint"
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(run / "last.pt", weights_only=True)["step"]
+    assert saved >= 4
+    # refuses to start over a run without --resume
+    again = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q"), capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "--resume",
+                                  "--set", f"schedule.max_steps={saved + 4}", "--set", "schedule.epochs=100"),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {saved}" in resumed.stdout
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == saved + 4
+    steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps[-1] == saved + 4
+
+
+def test_torchrun_two_ranks_gloo(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29517", str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert r0["world"] == r1["world"] == 2
+    assert all(torch.equal(r0["final"][k], r1["final"][k]) for k in r0["final"])
+    assert any(not torch.equal(r0["final"][k], r0["initial"][k]) for k in r0["final"])
