@@ -88,6 +88,8 @@ def test_cliff_detector_ignores_natural_rolloff():
     dull = lfilter([0.05], [1, -0.95], x)  # one-pole lowpass: -6 dB/octave, no cliff
     assert cliff_frequency(dull, SR) is None
     assert cliff_frequency(np.zeros(SR), SR) is None
+    tone = np.sin(2 * np.pi * 300 * np.arange(2 * SR) / SR)  # nothing above 300 Hz, but no codec did that
+    assert cliff_frequency(tone, SR) is None
     stereo = np.stack([x, np.roll(x, 1000)]).astype(np.float32) * 0.1
     assert 9000 < cliff_frequency(degrade.mp3(stereo, SR, 64).mean(0), SR) < 13000
     mono = degrade.mp3(x.astype(np.float32) * 0.1, SR, 64)  # mono keeps more bandwidth
@@ -104,6 +106,8 @@ def test_silence_removal_on_constructed_signal():
     assert all(e - s == 6 * SR for s, e in windows)
     assert starts == [0, 3, 6, 27, 30, 33]  # 9 and 24 hold exactly half active frames: not "more than half"
     assert active_windows(np.zeros((2, 10 * SR)), SR) == []
+    steady = np.sin(2 * np.pi * 441 * np.arange(12 * SR) / SR)  # equal power in every frame
+    assert [s // SR for s, _ in active_windows(steady, SR)] == [0, 3, 6]
 
 
 def test_prepare_cache_and_reads(musdb, tmp_path):

@@ -111,7 +111,8 @@ def spectral_cliff(path: Path, seconds: float = 60.0) -> float | None:
     """Frequency of an encoder's lowpass cliff in the file's average spectrum, or None.
 
     A codec lowpass drops > 25 dB within ~1 kHz and leaves nothing above; natural roll-off of
-    instruments is gradual. Silent files and files with content up to 19 kHz are not flagged.
+    instruments is gradual. Silent files, files with content up to 19 kHz and content that
+    ends below 2.5 kHz (a bass line, a pure tone: no encoder cuts that low) are not flagged.
     """
     import soundfile as sf
 
@@ -136,7 +137,7 @@ def cliff_frequency(x: np.ndarray, rate: int) -> float | None:
     if not above.size:
         return None
     top = freqs[above[-1]]
-    if top >= min(19000.0, 0.9 * rate / 2):
+    if top >= min(19000.0, 0.9 * rate / 2) or top < 2500:  # codecs never low-pass below ~3 kHz
         return None
     below = level[(freqs > top - 1500) & (freqs < top - 300)]
     after = level[(freqs > top + 300) & (freqs < top + 1500)]

@@ -25,7 +25,7 @@ def active_windows(x: np.ndarray, rate: int, window: float = 6.0, hop: float = 3
     if not voiced.size:
         return []
     threshold = np.percentile(voiced, percentile)
-    active = power > threshold
+    active = (power >= threshold) & (power > silence_floor)  # >=: a steady tone is all active
     size = int(rate * frame_ms / 1000)
     per_window, per_hop = int(round(window * 1000 / frame_ms)), int(round(hop * 1000 / frame_ms))
     kept = []
