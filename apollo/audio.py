@@ -31,6 +31,7 @@ class AudioInfo:
     channels: int
     frames: int  # declared length in samples (may be an estimate for compressed files)
     backend: str  # "soundfile" or "ffmpeg"
+    container: str = ""  # libsndfile's format ("MPEG", "WAV", ...) or FFmpeg's
 
     @property
     def duration(self) -> float:
@@ -84,7 +85,7 @@ def _probe_soundfile(path: Path) -> AudioInfo:
 
     with quiet_native_stderr():
         info = sf.info(str(path))
-    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), "soundfile")
+    return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), "soundfile", info.format)
 
 
 def _probe_ffmpeg(path: Path) -> AudioInfo:
@@ -103,7 +104,8 @@ def _probe_ffmpeg(path: Path) -> AudioInfo:
             seconds = container.duration / 1_000_000
         else:
             seconds = 0.0
-    return AudioInfo(path, rate, channels, int(round(seconds * rate)), "ffmpeg")
+        container_name = container.format.name
+    return AudioInfo(path, rate, channels, int(round(seconds * rate)), "ffmpeg", container_name)
 
 
 def read_blocks(info: AudioInfo, block: int = BLOCK) -> Iterator[np.ndarray]:
@@ -117,18 +119,11 @@ def read_blocks(info: AudioInfo, block: int = BLOCK) -> Iterator[np.ndarray]:
         yield data
     if total == 0:
         raise AudioError(f"{info.path}: contains no audio samples")
-    if info.path.suffix.lower() == ".mp3" or info.backend == "soundfile" and _is_mpeg(info.path):
+    if info.container.upper() in ("MPEG", "MP3"):
         # libsndfile decodes a cut MP3 silently; compare with the declared length (Xing/LAME
         # tag or size estimate) and check that the last frame is whole
         if info.frames - total > 1152 or mp3_is_truncated(info.path):
             raise AudioError(f"{info.path}: truncated MP3 (decoded {total} of {info.frames} samples)")
-
-
-def _is_mpeg(path: Path) -> bool:
-    import soundfile as sf
-
-    with quiet_native_stderr():
-        return sf.info(str(path)).format == "MPEG"
 
 
 def _soundfile_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:

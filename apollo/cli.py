@@ -60,12 +60,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import Restorer
-    from .audio import AudioError, probe
+    from .audio import AudioError, probe, subtype_for
 
     fmt = args.format
     bits = args.bits or ("32f" if fmt == "wav" else "24")
-    from .audio import subtype_for
-
     try:
         subtype_for(fmt, bits)
         restorer = Restorer(args.checkpoint, device=args.device, segment=args.segment, overlap=args.overlap,

@@ -66,19 +66,6 @@ def decode_mp3(data: bytes) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(wav.T), int(rate)
 
 
-def find_lag(reference: np.ndarray, delayed: np.ndarray, max_lag: int) -> int:
-    """Lag (samples) by which `delayed` trails `reference`, by FFT cross-correlation (mono)."""
-    ref = reference.mean(0) if reference.ndim == 2 else reference
-    dly = delayed.mean(0) if delayed.ndim == 2 else delayed
-    n = min(len(ref), len(dly) - max_lag)
-    if n <= 0:
-        raise ValueError("signal too short to measure a lag")
-    size = 1 << int(np.ceil(np.log2(n + max_lag + n)))
-    spec = np.fft.rfft(dly[: n + max_lag], size) * np.conj(np.fft.rfft(ref[:n], size))
-    corr = np.fft.irfft(spec, size)[: max_lag + 1]
-    return int(np.argmax(corr))
-
-
 @functools.lru_cache(maxsize=64)
 def codec_delay(rate: int, channels: int, kbps: int | None, vbr: int | None) -> int:
     """The encoder + decoder delay of this setting, measured once on a probe signal."""
@@ -87,6 +74,8 @@ def codec_delay(rate: int, channels: int, kbps: int | None, vbr: int | None) -> 
     probe = 0.05 * rng.standard_normal((channels, n))
     probe[:, :: rate // 10] += 0.8
     coded, _ = decode_mp3(encode_mp3(probe.astype(np.float32), rate, kbps, vbr))
+    from .metrics import find_lag
+
     return find_lag(probe, coded, max_lag=4 * 1152)
 
 

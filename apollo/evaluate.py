@@ -33,15 +33,10 @@ class Excerpt:
     audio: np.ndarray  # (2, samples) at the evaluation rate, peak 0.9
 
 
-def _load_sum(paths: list[Path], rate: int) -> np.ndarray:
-    from .data.cache import _load
-
-    return _load(paths, rate)
-
-
 def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, per_track: int = 1,
                   split: str = "test") -> list[Excerpt]:
     """Test excerpts from a dataset folder (any layout the readers know), silence excluded."""
+    from .data.cache import load_stem
     from .data.readers import read_tracks
     from .data.silence import active_windows
 
@@ -49,8 +44,8 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
     chosen = [t for t in tracks if t.split == split] or tracks
     excerpts: list[Excerpt] = []
     for track in chosen:
-        stems = {cat: _load_sum(paths, rate) for cat, paths in track.stems.items()}
-        mixture = _load_sum([track.mixture], rate) if track.mixture else sum(stems.values())
+        stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
+        mixture = load_stem([track.mixture], rate) if track.mixture else sum(stems.values())
         length = mixture.shape[1]
         stems = {c: np.pad(s, ((0, 0), (0, length - s.shape[1])))[:, :length] for c, s in stems.items()}
         candidates: list[tuple[str, np.ndarray]] = []

@@ -8,7 +8,8 @@ from scipy.signal import welch
 
 from apollo import degrade
 from apollo.cli import main
-from apollo.degrade import encode_rate, find_lag
+from apollo.degrade import encode_rate
+from apollo.metrics import find_lag
 
 SR = 44100
 
@@ -27,7 +28,7 @@ def test_zero_lag_and_same_length(kbps):
     x = _music()
     y = degrade.mp3(x, SR, kbps)
     assert y.shape == x.shape and y.dtype == np.float32
-    assert find_lag(x, y, 300) == 0 and find_lag(y, x, 300) == 0
+    assert find_lag(x, y, 300) == 0  # signed: neither early nor late
     # and the alignment is real: the coded signal matches the original closely where kept
     assert np.corrcoef(x[0], y[0])[0, 1] > 0.9
 

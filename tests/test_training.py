@@ -166,3 +166,15 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     assert r0["world"] == r1["world"] == 2
     assert all(torch.equal(r0["final"][k], r1["final"][k]) for k in r0["final"])
     assert any(not torch.equal(r0["final"][k], r0["initial"][k]) for k in r0["final"])
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = apollo.Apollo(apollo.ApolloConfig(feature_dim=16, num_blocks=2, num_heads=2))
+    wav = torch.randn(1, 2, 4000)
+    model(wav).pow(2).mean().backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.activation_checkpointing = True
+    model(wav).pow(2).mean().backward()
+    assert all(torch.allclose(plain[n], p.grad, atol=1e-6) for n, p in model.named_parameters())

@@ -19,7 +19,7 @@ from .silence import active_windows
 INDEX = "index.json"
 
 
-def _load(paths: list[Path], rate: int) -> np.ndarray:
+def load_stem(paths: list[Path], rate: int) -> np.ndarray:
     """Sums the files of one stem category -> (2, samples) float32 at `rate` (mono is doubled)."""
     import soundfile as sf
 
@@ -75,10 +75,10 @@ def prepare(source: str | Path, out: str | Path, layout: str = "auto", sample_ra
 def _prepare_track(track: Track, out: Path, rate: int, window: float, hop: float) -> dict[str, Any] | None:
     folder = out / _safe(track.name)
     folder.mkdir(parents=True, exist_ok=True)
-    stems = {cat: _load(paths, rate) for cat, paths in track.stems.items()}
+    stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
     length = max([s.shape[1] for s in stems.values()] + [0])
     stems = {cat: np.pad(s, ((0, 0), (0, length - s.shape[1]))) for cat, s in stems.items()}
-    mixture = _load([track.mixture], rate) if track.mixture else (sum(stems.values()) if stems else None)
+    mixture = load_stem([track.mixture], rate) if track.mixture else (sum(stems.values()) if stems else None)
     if mixture is None:
         return None
     windows = active_windows(mixture, rate, window, hop)

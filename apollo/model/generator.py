@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..config import ApolloConfig
 from .band_reconstruction import BandReconstruction
@@ -29,6 +30,8 @@ class Apollo(nn.Module):
         )
         self.band_reconstruction = BandReconstruction(layout, config.feature_dim)
         self.register_buffer("window", torch.hann_window(config.window), persistent=False)
+        # training only: recompute each block's activations in backward instead of storing them
+        self.activation_checkpointing = False
 
     @property
     def sample_rate(self) -> int:
@@ -60,6 +63,10 @@ class Apollo(nn.Module):
         if padded > length:
             x = F.pad(x, (0, padded - length))
         z = self.band_split(self.stft(x))
-        z = self.blocks(z)
+        for block in self.blocks:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                z = checkpoint(block, z, use_reentrant=False)
+            else:
+                z = block(z)
         y = self.istft(self.band_reconstruction(z), padded)[:, :length]
         return y.reshape(batch, channels, length).to(wav.dtype)

@@ -64,6 +64,7 @@ class TrainConfig:
     init_from: str | None = None  # fine-tune from any checkpoint load_model accepts
     seed: int = 0
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 on CPU; "fp32"; "bf16"
+    activation_checkpointing: bool = False  # recompute block activations in backward (less memory)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,12 +86,13 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     raw = dict(raw or {})
     sections = {"model": ApolloConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
                 "schedule": ScheduleConfig}
-    unknown = set(raw) - set(sections) - {"init_from", "seed", "precision"}
+    unknown = set(raw) - set(sections) - {"init_from", "seed", "precision", "activation_checkpointing"}
     if unknown:
         raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
     built = {name: _build(cls, raw.get(name), name) for name, cls in sections.items()}
     return TrainConfig(**built, init_from=raw.get("init_from"), seed=int(raw.get("seed", 0)),
-                       precision=raw.get("precision", "auto"))
+                       precision=raw.get("precision", "auto"),
+                       activation_checkpointing=bool(raw.get("activation_checkpointing", False)))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -69,6 +69,7 @@ class Trainer:
         else:
             self.model_config = config.model
             generator = Apollo(config.model)
+        generator.activation_checkpointing = config.activation_checkpointing
         discriminator = MultiResolutionDiscriminator(audio_channels=2)
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
         opt = config.optim
@@ -118,8 +119,7 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         self.sampler.set_epoch(self.epoch, self.step_in_epoch * self.cfg.optim.batch_size)
-        for ds in (self.train_set,):
-            ds.set_epoch(self.epoch)
+        self.train_set.set_epoch(self.epoch)
         workers = self.cfg.data.workers
         return DataLoader(self.train_set, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
                           num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
