@@ -50,7 +50,8 @@ class Restorer:
     segment: seconds kept per chunk (0 = whole input at once); overlap: crossfade seconds
     between chunks; context: discarded seconds computed around each chunk (None = enough for
     the model's receptive field, at least 0.6 s); clip: what to do with samples beyond +-1
-    when writing files ("rescale" the whole file, "clamp", or "none").
+    when writing files ("rescale" the whole file, "clamp", or "none"); int8: dynamic int8
+    linear layers on the CPU (about 3x faster, slightly lower quality).
     """
 
     def __init__(
@@ -62,13 +63,20 @@ class Restorer:
         context: float | None = None,
         batch_size: int = 1,
         clip: str = "rescale",
+        int8: bool = False,
     ) -> None:
         if clip not in CLIP_MODES:
             raise ValueError(f"clip must be one of {CLIP_MODES}")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.device = resolve_device(device)
+        if int8 and self.device.type != "cpu":
+            raise ValueError("the int8 path runs on the CPU only (use --device cpu)")
         self.model = load_model(checkpoint if checkpoint is not None else default_checkpoint(), self.device)
+        if int8:
+            from .quantize import quantize_int8
+
+            self.model = quantize_int8(self.model)
         self.plan = ChunkPlan.from_seconds(self.model.config, segment, overlap, context)
         self.batch_size = batch_size
         self.clip = clip

@@ -26,7 +26,8 @@ def macs_per_second(model: Apollo, channels: int = 1) -> float:
 
 
 def benchmark(checkpoint: str | None = None, config: str | None = None, seconds: float = 10.0,
-              device: str = "cpu", channels: int = 2, repeats: int = 5, threads: int | None = None) -> dict[str, Any]:
+              device: str = "cpu", channels: int = 2, repeats: int = 5, threads: int | None = None,
+              int8: bool = False) -> dict[str, Any]:
     """RTF = median seconds of compute per second of audio, after one warm-up run."""
     if threads:
         torch.set_num_threads(threads)
@@ -40,6 +41,14 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
     else:
         model = load_model(checkpoint)
     dev = torch.device(device)
+    macs = macs_per_second(model, channels=1)
+    params = count_parameters(model)
+    if int8:
+        if dev.type != "cpu":
+            raise ValueError("the int8 path runs on the CPU only")
+        from .quantize import quantize_int8
+
+        model = quantize_int8(model)
     model = model.to(dev)
     wav = torch.randn(1, channels, int(seconds * model.config.sample_rate), device=dev) * 0.1
     if dev.type == "cuda":
@@ -57,11 +66,11 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
                 times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    macs = macs_per_second(model.cpu(), channels=1)
     return {
         "model": checkpoint or config,
         "config": model.config.to_dict(),
-        "parameters": count_parameters(model),
+        "parameters": params,
+        "int8": int8,
         "macs_per_second_mono": macs,
         "gmacs_per_second_stereo": round(2 * macs / 1e9, 2),
         "seconds": seconds,

@@ -67,7 +67,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     try:
         subtype_for(fmt, bits)
         restorer = Restorer(args.checkpoint, device=args.device, segment=args.segment, overlap=args.overlap,
-                            batch_size=args.batch_size, clip=args.clip)
+                            batch_size=args.batch_size, clip=args.clip, int8=args.int8)
     except (AudioError, ValueError) as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 2
@@ -195,7 +195,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         bitrates = tuple(int(b) for b in args.bitrates.split(","))
         summary = evaluate_dataset(args.data, args.checkpoint, args.out, bitrates=bitrates, workers=args.workers,
                                    seconds=args.excerpt_seconds, per_track=args.per_track,
-                                   with_visqol=not args.no_visqol, progress=not args.quiet)
+                                   with_visqol=not args.no_visqol, progress=not args.quiet, int8=args.int8)
         print((Path(args.out) / "table.md").read_text())
         return 0 if summary["count"] else 1
     if not (args.reference and args.estimate):
@@ -233,7 +233,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
     try:
         result = benchmark(args.checkpoint, args.config, seconds=args.seconds, device=args.device,
-                           channels=args.channels, repeats=args.repeats, threads=args.threads)
+                           channels=args.channels, repeats=args.repeats, threads=args.threads, int8=args.int8)
     except ValueError as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 2
@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--bits", choices=["16", "24", "32f"], help="sample format (default: 24 for flac, 32f for wav)")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
+    restore.add_argument("--int8", action="store_true",
+                         help="CPU only: dynamic int8 linear layers, ~3x faster, slightly lower quality")
     restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
     restore.set_defaults(func=_cmd_restore)
@@ -350,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--excerpt-seconds", type=float, default=10.0)
     ev.add_argument("--per-track", type=int, default=1, help="excerpts per track and group")
     ev.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow)")
+    ev.add_argument("--int8", action="store_true", help="also score each model's int8 CPU path (name-int8)")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
@@ -362,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--channels", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--threads", type=int)
+    bench.add_argument("--int8", action="store_true", help="time the dynamic int8 CPU path")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_cmd_benchmark)
 

@@ -73,20 +73,23 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
 
 
 @functools.lru_cache(maxsize=1)
-def _load_models(checkpoints: tuple[str, ...]):  # noqa: ANN202
+def _load_models(checkpoints: tuple[str, ...], int8: bool):  # noqa: ANN202
     """Restorers by system name; cached so each worker process loads the models once."""
     from .api import Restorer
 
-    return {_system_name(c): Restorer(c, device="cpu", segment=0) for c in checkpoints}
+    models = {_system_name(c): Restorer(c, device="cpu", segment=0) for c in checkpoints}
+    if int8:
+        models.update({f"{_system_name(c)}-int8": Restorer(c, device="cpu", segment=0, int8=True) for c in checkpoints})
+    return models
 
 
 def _job(args: tuple) -> list[dict]:
     """Scores one (excerpt, bitrate): the MP3 input and every model's restoration."""
-    excerpt, bitrate, rate, checkpoints, done, with_visqol = args
+    excerpt, bitrate, rate, checkpoints, done, with_visqol, int8 = args
     ref = excerpt.audio
     coded = degrade.mp3(ref, rate, bitrate)
     systems = {"mp3": coded}
-    for name, restorer in _load_models(checkpoints).items():
+    for name, restorer in _load_models(checkpoints, int8).items():
         if name in done:
             continue
         out, out_rate = restorer.restore(coded, rate)
@@ -104,7 +107,7 @@ def _job(args: tuple) -> list[dict]:
 
 def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                      bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, workers: int = 2, seconds: float = 10.0,
-                     per_track: int = 1, with_visqol: bool = True, progress: bool = True) -> dict:
+                     per_track: int = 1, with_visqol: bool = True, progress: bool = True, int8: bool = False) -> dict:
     """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots."""
     from tqdm import tqdm
 
@@ -120,7 +123,9 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
     if not excerpts:
         raise ValueError(f"{data}: no test excerpts with audio")
     systems = {"mp3", *(_system_name(c) for c in checkpoints)}
-    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol)
+    if int8:
+        systems |= {f"{_system_name(c)}-int8" for c in checkpoints}
+    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol, int8)
             for e in excerpts for b in bitrates if not systems <= done[(e.name, b)]]
     new_file = not csv_path.exists()
     with open(csv_path, "a", newline="") as handle:

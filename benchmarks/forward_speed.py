@@ -16,6 +16,7 @@ import time
 import torch
 
 from apollo.config import ApolloConfig
+from apollo.quantize import quantize_int8
 from apollo.model import Apollo
 from apollo.reference import LoopApollo
 from apollo import convert
@@ -45,19 +46,25 @@ def main() -> None:
     model = Apollo(config).eval()
     loop = LoopApollo(config).eval()
     loop.load_state_dict(convert.to_released(model.state_dict(), config))
+    int8 = quantize_int8(model)
     results = {"torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                "runs": []}
     for seconds in args.seconds:
         wav = torch.randn(1, 2, int(seconds * config.sample_rate)) * 0.1
         with torch.inference_mode():
             err = (model(wav) - loop(wav)).abs().max().item()
+            exact = model(wav)
+            snr = 10 * torch.log10(exact.pow(2).sum() / (int8(wav) - exact).pow(2).sum()).item()
         ours = statistics.median(time_forward(model, wav, args.repeats)) / seconds
+        quant = statistics.median(time_forward(int8, wav, args.repeats)) / seconds
         ref = statistics.median(time_forward(loop, wav, max(1, args.repeats // 2))) / seconds
-        row = {"seconds": seconds, "rtf_apollo": round(ours, 3), "rtf_loop_reference": round(ref, 3),
-               "speedup": round(ref / ours, 2), "max_abs_diff": err}
+        row = {"seconds": seconds, "rtf_apollo": round(ours, 3), "rtf_apollo_int8": round(quant, 3),
+               "rtf_loop_reference": round(ref, 3), "speedup": round(ref / ours, 2),
+               "speedup_int8": round(ref / quant, 2), "max_abs_diff": err, "int8_snr_db_vs_float": round(snr, 1)}
         results["runs"].append(row)
-        print(f"{seconds:5.1f} s stereo: apollo RTF {ours:.3f} | loop reference RTF {ref:.3f} | "
-              f"{ref / ours:.2f}x faster | max |diff| {err:.2e}", flush=True)
+        print(f"{seconds:5.1f} s stereo: apollo RTF {ours:.3f} (int8 {quant:.3f}) | loop reference RTF {ref:.3f} | "
+              f"{ref / ours:.2f}x faster (int8 {ref / quant:.2f}x) | max |diff| {err:.2e} | "
+              f"int8 SNR vs float {snr:.1f} dB", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
