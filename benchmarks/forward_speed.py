@@ -22,15 +22,23 @@ from apollo.reference import LoopApollo
 from apollo import convert
 
 
-def time_forward(model: torch.nn.Module, wav: torch.Tensor, repeats: int) -> list[float]:
+def time_interleaved(models: dict[str, torch.nn.Module], wav: torch.Tensor, repeats: dict[str, int]) -> dict[str, float]:
+    """Median seconds per forward of each model, taking turns each round.
+
+    The speed of this shared machine drifts by 10-30% over minutes; timing the models in turn
+    makes every model see the same drift, so their ratio is fair.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        model(wav)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(wav)
-            times.append(time.perf_counter() - start)
-    return times
+        for model in models.values():
+            model(wav)  # warm-up
+        for round_ in range(max(repeats.values())):
+            for name, model in models.items():
+                if round_ < repeats[name]:
+                    start = time.perf_counter()
+                    model(wav)
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -55,9 +63,9 @@ def main() -> None:
             err = (model(wav) - loop(wav)).abs().max().item()
             exact = model(wav)
             snr = 10 * torch.log10(exact.pow(2).sum() / (int8(wav) - exact).pow(2).sum()).item()
-        ours = statistics.median(time_forward(model, wav, args.repeats)) / seconds
-        quant = statistics.median(time_forward(int8, wav, args.repeats)) / seconds
-        ref = statistics.median(time_forward(loop, wav, max(1, args.repeats // 2))) / seconds
+        median = time_interleaved({"apollo": model, "int8": int8, "loop": loop}, wav,
+                                  {"apollo": args.repeats, "int8": args.repeats, "loop": max(1, args.repeats // 2)})
+        ours, quant, ref = (median[k] / seconds for k in ("apollo", "int8", "loop"))
         row = {"seconds": seconds, "rtf_apollo": round(ours, 3), "rtf_apollo_int8": round(quant, 3),
                "rtf_loop_reference": round(ref, 3), "speedup": round(ref / ours, 2),
                "speedup_int8": round(ref / quant, 2), "max_abs_diff": err, "int8_snr_db_vs_float": round(snr, 1)}

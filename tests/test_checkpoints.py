@@ -122,3 +122,16 @@ def test_bad_files_give_checkpoint_errors(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3)}, wrong)
     with pytest.raises(apollo.CheckpointError):
         apollo.load_model(wrong)
+
+
+def test_info_cli_prints_inferred_config(released_full_state, tmp_path, capsys):
+    from apollo.cli import main
+
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(released_full_state, path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "feature_dim: 256" in out and "num_blocks: 6" in out and "sample_rate: 44100" in out
+    assert "parameters: 16,539,308" in out and "79 x 5 bins, 1 x 47 bins" in out
+    assert main(["info", str(tmp_path / "missing.bin")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from apollo.audio import mp3_is_truncated
 from apollo.cli import main
@@ -210,3 +211,30 @@ def test_console_script_and_progress(tmp_path):
     quiet = subprocess.run([sys.executable, "-m", "apollo.cli", "restore", str(src), "-o", str(tmp_path / "q"),
                             "--checkpoint", "tiny-test", "-q"], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+
+
+class _Loud(torch.nn.Module):
+    """A stand-in generator that triples its input, to push samples beyond full scale."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x):
+        return 3.0 * x
+
+
+@pytest.mark.parametrize("clip,expected_peak", [("rescale", 1.0), ("clamp", 1.0), ("none", 1.8)])
+def test_clip_modes(tmp_path, clip, expected_peak):
+    from apollo.api import Restorer
+
+    data = tone(0.5)
+    src = write(tmp_path / "x.wav", 0.6 * data / np.abs(data).max(), subtype="FLOAT")  # peak 0.6 -> 1.8
+    restorer = Restorer("tiny-test", device="cpu", clip=clip)
+    restorer.model = _Loud(restorer.model.config)
+    dst = restorer.restore_file(src, tmp_path / "o.wav", bits="32f")
+    out, _ = sf.read(str(dst))
+    inp, _ = sf.read(str(src))
+    assert np.abs(out).max() == pytest.approx(expected_peak, abs=1e-4)
+    if clip == "rescale":  # one gain for the whole file: the waveform's shape is kept
+        assert np.allclose(out, inp / np.abs(inp).max(), atol=1e-5)

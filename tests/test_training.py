@@ -113,6 +113,8 @@ def test_epoch_end_validation_samples_and_best(tmp_path):
     assert (tmp_path / "best.pt").exists() and (tmp_path / "generator-best.safetensors").exists()
     names = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert names == ["valid0-degraded.flac", "valid0-epoch0000.flac", "valid0-target.flac"]
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100  # scalars were logged for TensorBoard
 
 
 def test_finetune_starts_from_checkpoint(tmp_path):
