@@ -126,9 +126,13 @@ def restore_stream(
     def flush() -> Iterator[np.ndarray]:
         nonlocal done
         while pending:
-            # one forward for chunks of equal length (the output does not depend on the batch)
-            group = [c for c in pending[:batch_size] if c.x.shape[1] == pending[0].x.shape[1]]
-            del pending[:len(group)]
+            # one forward for the leading run of equal-length chunks (in order: the output
+            # does not depend on the batch, but the accumulator needs chunks in sequence)
+            size, n = pending[0].x.shape[1], 1
+            while n < min(batch_size, len(pending)) and pending[n].x.shape[1] == size:
+                n += 1
+            group = pending[:n]
+            del pending[:n]
             for chunk, y in zip(group, _run(model, [c.x for c in group], device)):
                 start = chunk.keep_lo - chunk.lo
                 acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)

@@ -52,12 +52,15 @@ def test_crossfade_without_context_would_show_seams(v1_checkpoint):
     assert np.abs(naive - whole).max() > 1e-3
 
 
-@pytest.mark.parametrize("length", [1, 441, 882, 4 * SR - 1, 4 * SR, 4 * SR + 1, 9 * SR + 123])
+# 6 s = exactly three 2-s segments: the last chunk is as long as the first but not the middle
+# one, so a batch of 3 must not group the first with the last
+@pytest.mark.parametrize("length", [1, 441, 882, 4 * SR - 1, 4 * SR, 4 * SR + 1, 6 * SR, 9 * SR + 123])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_any_length_and_batch(length, batch_size):
     model = apollo.load_model("tiny-test")
     wav = _music(length / SR + 1)[:, :length]
     plan = ChunkPlan.from_seconds(model.config, 2.0, 0.1)
+    assert plan.segment == 2 * SR
     blocks = (wav[:, i:i + 5000] for i in range(0, length, 5000))
     out = np.concatenate(list(restore_stream(model, blocks, plan, 2, batch_size=batch_size)), axis=1)
     with torch.inference_mode():
