@@ -67,7 +67,8 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
     errors = []
-    backends = ("ffmpeg", "soundfile") if path.suffix.lower() in FFMPEG_FIRST else ("soundfile", "ffmpeg")
+    ffmpeg_first = path.suffix.lower() in FFMPEG_FIRST or (path.suffix.lower() == ".mp3" and not mp3_has_length_header(path))
+    backends = ("ffmpeg", "soundfile") if ffmpeg_first else ("soundfile", "ffmpeg")
     for backend in backends:
         try:
             info = _probe_soundfile(path) if backend == "soundfile" else _probe_ffmpeg(path)
@@ -120,10 +121,11 @@ def read_blocks(info: AudioInfo, block: int = BLOCK) -> Iterator[np.ndarray]:
     if total == 0:
         raise AudioError(f"{info.path}: contains no audio samples")
     if info.container.upper() in ("MPEG", "MP3"):
-        # libsndfile decodes a cut MP3 silently; compare with the declared length (Xing/LAME
-        # tag or size estimate) and check that the last frame is whole
-        if info.frames - total > 1152 or mp3_is_truncated(info.path):
-            raise AudioError(f"{info.path}: truncated MP3 (decoded {total} of {info.frames} samples)")
+        # decoders play a cut MP3 without complaint: the last frame must be whole, and when a
+        # Xing/Info/VBRI header declares the length, all of it must be there
+        short = info.backend == "soundfile" and info.frames - total > 1152
+        if short or mp3_is_truncated(info.path):
+            raise AudioError(f"{info.path}: truncated MP3 (decoded {total} of about {info.frames} samples)")
 
 
 def _soundfile_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
@@ -191,23 +193,44 @@ def _frame_length(header: int) -> int | None:
     return factor * bitrate // rate + padding
 
 
+def _first_frame(data: bytes) -> int | None:
+    """Offset of the first MPEG audio frame (after any ID3v2 tag) that a second frame follows."""
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
+        pos = 10 + size + (10 if data[5] & 0x10 else 0)
+    while pos + 4 <= len(data):
+        length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))
+        if length and pos + length + 4 <= len(data) and \
+                _frame_length(int.from_bytes(data[pos + length:pos + length + 4], "big")):
+            return pos
+        pos += 1
+    return None
+
+
+def mp3_has_length_header(path: str | os.PathLike[str]) -> bool:
+    """True when the first frame is a Xing/Info/VBRI header that states the stream's length.
+
+    Without one, libsndfile estimates the length from the first frame's bitrate and, for VBR
+    streams, stops reading there: such files are decoded with FFmpeg instead.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 20)
+    start = _first_frame(data)
+    if start is None:
+        return False
+    head = data[start:start + 200]
+    return b"Xing" in head or b"Info" in head or b"VBRI" in head
+
+
 def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
     """True when the MPEG frame chain runs past the end of the file (a cut download or copy)."""
     data = Path(path).read_bytes()
     end = len(data)
     if end >= 128 and data[end - 128:end - 125] == b"TAG":
         end -= 128
-    pos = 0
-    if data[:3] == b"ID3" and len(data) >= 10:
-        size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
-        pos = 10 + size + (10 if data[5] & 0x10 else 0)
-    # find the first frame followed by a valid frame (avoids false syncs)
-    while pos + 4 <= end:
-        length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))
-        if length and pos + length + 4 <= end and _frame_length(int.from_bytes(data[pos + length:pos + length + 4], "big")):
-            break
-        pos += 1
-    else:
+    pos = _first_frame(data[:end])
+    if pos is None:
         return False
     while pos + 4 <= end:
         length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))

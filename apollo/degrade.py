@@ -56,14 +56,22 @@ def encode_mp3(wav: np.ndarray, sample_rate: int, kbps: int | None = 128, vbr: i
 
 
 def decode_mp3(data: bytes) -> tuple[np.ndarray, int]:
-    """MP3 bytes -> ((channels, samples) float32, rate), through libsndfile/mpg123."""
-    import soundfile as sf
+    """MP3 bytes -> ((channels, samples) float32, rate), every frame decoded (FFmpeg).
 
-    from .audio import quiet_native_stderr
+    libsndfile is not used here: for a VBR stream without a Xing header (lameenc writes none)
+    it stops at a length estimated from the first frame and silently drops the rest.
+    """
+    import av
 
-    with quiet_native_stderr():
-        wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(wav.T), int(rate)
+    av.logging.set_level(av.logging.PANIC)
+    with av.open(io.BytesIO(data), format="mp3") as container:
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate)
+        frames = [frame.to_ndarray() for packet in container.demux(stream) for frame in packet.decode()]
+    if not frames:
+        raise RuntimeError("the MP3 stream decoded to nothing")
+    wav = np.concatenate([f if f.ndim == 2 else f[None] for f in frames], axis=1)
+    return np.ascontiguousarray(wav, dtype=np.float32), rate
 
 
 @functools.lru_cache(maxsize=64)

@@ -238,3 +238,20 @@ def test_clip_modes(tmp_path, clip, expected_peak):
     assert np.abs(out).max() == pytest.approx(expected_peak, abs=1e-4)
     if clip == "rescale":  # one gain for the whole file: the waveform's shape is kept
         assert np.allclose(out, inp / np.abs(inp).max(), atol=1e-5)
+
+
+def test_headerless_vbr_mp3_is_restored_in_full(tmp_path):
+    """lameenc writes no Xing header: libsndfile would decode a third of this file."""
+    from apollo import degrade
+    from apollo.audio import mp3_has_length_header, probe
+
+    data = tone(6.0)
+    src = tmp_path / "vbr.mp3"
+    src.write_bytes(degrade.encode_mp3(data.T, 44100, None, vbr=6))
+    assert not mp3_has_length_header(src)
+    assert probe(src).backend == "ffmpeg"
+    assert restore(src, "-o", tmp_path / "o") == 0
+    frames = sf.info(str(tmp_path / "o" / "vbr.flac")).frames
+    assert 6 * 44100 <= frames <= 6 * 44100 + 3 * 1152  # all of it (plus the codec's padding)
+    tagged = write(tmp_path / "tagged.mp3", data)  # libsndfile writes a Xing/Info header
+    assert mp3_has_length_header(tagged) and probe(tagged).backend == "soundfile"
