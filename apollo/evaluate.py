@@ -134,7 +134,7 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
             writer.writeheader()
         bar = tqdm(total=len(jobs), unit="excerpt", desc="evaluate", disable=not progress)
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with ProcessPoolExecutor(workers, initializer=torch_threads, initargs=(1,)) as pool:
                 for rows in pool.map(_job, jobs):
                     _write(writer, handle, rows)
                     bar.update()
@@ -144,6 +144,13 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                 bar.update()
         bar.close()
     return write_report(csv_path, out, checkpoints)
+
+
+def torch_threads(count: int) -> None:
+    """Worker start-up: one thread each, so parallel workers do not fight over the cores."""
+    import torch
+
+    torch.set_num_threads(count)
 
 
 def _system_name(checkpoint: str) -> str:

@@ -57,6 +57,11 @@ def moises(tmp_path):
 def test_musdb_reader(musdb):
     tracks = read_tracks(musdb)
     assert [(t.name, t.split) for t in tracks] == [("A", "train"), ("B", "train"), ("C", "test")]
+    from apollo.data.readers import split_of
+
+    names = [f"track {i}" for i in range(400)]  # ~10% of MUSDB's train folder is held out
+    held_out = sum(split_of(n, valid=0.1, test=0.0) == "valid" for n in names)
+    assert 20 < held_out < 60 and all(split_of(n, valid=0.1, test=0.0) != "test" for n in names)
     assert set(tracks[0].stems) == {"vocals", "drums", "bass", "other"} and tracks[0].mixture.name == "mixture.wav"
 
 

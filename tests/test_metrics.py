@@ -103,7 +103,7 @@ def test_report_on_tiny_dataset(tmp_path, capsys):
     sf.write(str(root / "mixture.wav"), np.stack([sum(stems.values())] * 2, 1) * 0.2, SR)
     out = tmp_path / "report"
     args = ["evaluate", "--data", str(tmp_path / "musdb"), "--checkpoint", "tiny-test", "--bitrates", "32,128",
-            "--out", str(out), "--excerpt-seconds", "2", "--workers", "1", "--no-visqol", "-q"]
+            "--out", str(out), "--excerpt-seconds", "2", "--workers", "2", "--no-visqol", "-q"]
     assert main(args) == 0
     table = (out / "table.md").read_text()
     for header in ("Vocal", "Single Stem", "Multi-Stems", "Multi-Stems+Vocal", "Overall", "MP3 input", "tiny-test",

@@ -51,7 +51,9 @@ def read_musdb(root: Path) -> list[Track]:
         for folder in sorted(p for p in (root / split).glob("*") if p.is_dir()):
             stems = {s: [folder / f"{s}.wav"] for s in MUSDB_STEMS if (folder / f"{s}.wav").is_file()}
             mixture = folder / "mixture.wav"
-            tracks.append(Track(folder.name, stems, mixture if mixture.is_file() else None, split))
+            # MUSDB has no validation folder: hold out ~10% of train tracks, chosen by name hash
+            track_split = split if split == "test" else split_of(folder.name, valid=0.1, test=0.0)
+            tracks.append(Track(folder.name, stems, mixture if mixture.is_file() else None, track_split))
     return tracks
 
 
