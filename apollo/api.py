@@ -19,18 +19,20 @@ CLIP_MODES = ("rescale", "clamp", "none")
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "apollo-default.safetensors"
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple MPS, then the CPU; an unavailable device is an error."""
     name = str(device)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if _mps_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but PyTorch sees no CUDA GPU")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+    if name == "mps" and not _mps_available():
         raise ValueError("device 'mps' requested but Apple MPS is not available")
     return torch.device(name)
 
@@ -120,22 +122,21 @@ class Restorer:
         bits: str = "24",
         overwrite: bool = False,
         on_progress: Callable[[float], None] | None = None,
+        info: audio.AudioInfo | None = None,
     ) -> Path:
         """Restores src into dst (FLAC or WAV, at the model's rate), atomically.
 
-        on_progress(seconds) reports seconds of input audio finished. Raises audio.AudioError
-        with a one-line message for unusable input or output.
+        on_progress(seconds) reports seconds of input audio finished; info is src's
+        audio.probe() result when the caller already has it. Raises audio.AudioError with a
+        one-line message for unusable input or output.
         """
         src, dst = Path(src), Path(dst)
         fmt = (fmt or dst.suffix.lstrip(".") or "flac").lower()
         if fmt not in ("flac", "wav"):
             raise audio.AudioError(f"{dst}: output format must be flac or wav")
         subtype = audio.subtype_for(fmt, bits)
-        if dst.exists() and not overwrite:
-            raise audio.AudioError(f"{dst}: exists (use --overwrite to replace it)")
-        if dst.exists() and src.resolve() == dst.resolve():
-            raise audio.AudioError(f"{dst}: refusing to overwrite the input file")
-        info = audio.probe(src)
+        audio.check_destination(src, dst, overwrite)
+        info = info or audio.probe(src)
         _check_writable(dst.parent)
         blocks = audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
         seconds_per_sample = 1.0 / self.sample_rate

@@ -66,14 +66,12 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         raise AudioError(f"{path}: permission denied")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
-    errors = []
     ffmpeg_first = path.suffix.lower() in FFMPEG_FIRST or (path.suffix.lower() == ".mp3" and not mp3_has_length_header(path))
     backends = ("ffmpeg", "soundfile") if ffmpeg_first else ("soundfile", "ffmpeg")
     for backend in backends:
         try:
             info = _probe_soundfile(path) if backend == "soundfile" else _probe_ffmpeg(path)
-        except Exception as err:  # each library has its own error types
-            errors.append(err)
+        except Exception:  # each library has its own error types; try the next one
             continue
         if info.sample_rate <= 0 or info.channels <= 0:
             continue
@@ -244,6 +242,21 @@ def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
 
 # --- resampling and writing --------------------------------------------------------------------
 
+def fit_length(x: np.ndarray, length: int) -> np.ndarray:
+    """Cuts or zero-pads the last axis of x to `length` samples."""
+    if x.shape[-1] >= length:
+        return x[..., :length]
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, length - x.shape[-1])])
+
+
+def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    """An output may replace an existing file only with overwrite, and never its own input."""
+    if dst.exists() and not overwrite:
+        raise AudioError(f"{dst}: exists (use --overwrite to replace it)")
+    if dst.exists() and src.resolve() == dst.resolve():
+        raise AudioError(f"{dst}: refusing to overwrite the input file")
+
+
 def resample_blocks(blocks: Iterator[np.ndarray], rate_in: int, rate_out: int, channels: int) -> Iterator[np.ndarray]:
     """Streams blocks through the soxr very-high-quality resampler; output length is exact."""
     if rate_in == rate_out:
@@ -261,14 +274,9 @@ def resample_blocks(blocks: Iterator[np.ndarray], rate_in: int, rate_out: int, c
             yield np.ascontiguousarray(out.T)
     tail = stream.resample_chunk(np.zeros((0, channels), np.float32), last=True)
     target = int(round(seen * rate_out / rate_in))
-    tail = np.ascontiguousarray(tail.T)
     missing = target - emitted
-    if missing >= 0:
-        tail = tail[:, :missing]
-        if tail.shape[1] < missing:
-            tail = np.pad(tail, ((0, 0), (0, missing - tail.shape[1])))
-        if tail.shape[1]:
-            yield tail
+    if missing > 0:
+        yield fit_length(np.ascontiguousarray(tail.T), missing)
     # soxr never emits more than the exact length before `last`; nothing to trim otherwise
 
 

@@ -73,18 +73,18 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return 2
     jobs = _collect(args.inputs, Path(args.output), fmt)
     failed = 0
-    durations = {}
-    for src, dst, err in jobs:
+    infos = {}  # probed once: for the progress totals and for restoring
+    for src, _, err in jobs:
         if err is None:
             try:
-                durations[src] = probe(src).duration
+                infos[src] = probe(src)
             except AudioError:
-                durations[src] = 0.0
-    overall = tqdm(total=round(sum(durations.values()), 1), unit="s", desc="all files", disable=args.quiet,
+                pass  # restore_file probes again and reports the error in its place
+    overall = tqdm(total=round(sum(i.duration for i in infos.values()), 1), unit="s", desc="all files", disable=args.quiet,
                    position=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")
     for src, dst, err in jobs:
         if err is None and dst is not None:
-            bar = tqdm(total=round(durations.get(src, 0.0), 1), unit="s", desc=src.name[:40], disable=args.quiet,
+            bar = tqdm(total=round(infos[src].duration if src in infos else 0.0, 1), unit="s", desc=src.name[:40], disable=args.quiet,
                        position=1, leave=False,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{rate_fmt}]")
 
@@ -93,7 +93,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 overall.update(seconds)
 
             try:
-                restorer.restore_file(src, dst, fmt=fmt, bits=bits, overwrite=args.overwrite, on_progress=step)
+                restorer.restore_file(src, dst, fmt=fmt, bits=bits, overwrite=args.overwrite, on_progress=step,
+                                      info=infos.get(src))
             except AudioError as error:
                 err = str(error)
             finally:
@@ -115,21 +116,16 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from . import degrade
-    from .audio import AudioError, probe, read_blocks
+    from .audio import AudioError, check_destination, probe, read_blocks, resample
     from .states import atomic_write
 
     src, dst = Path(args.input), Path(args.output)
     try:
-        if dst.exists() and not args.overwrite:
-            raise AudioError(f"{dst}: exists (use --overwrite to replace it)")
-        if dst.exists() and dst.resolve() == src.resolve():
-            raise AudioError(f"{dst}: refusing to overwrite the input file")
+        check_destination(src, dst, args.overwrite)
         info = probe(src)
         wav = np.concatenate(list(read_blocks(info)), axis=1)
         kbps = None if args.vbr is not None else args.bitrate
         if dst.suffix.lower() == ".mp3":
-            from .audio import resample
-
             if wav.shape[0] > 2:
                 raise AudioError(f"{src}: an .mp3 output holds at most 2 channels")
             rate = degrade.encode_rate(info.sample_rate, kbps)

@@ -1,4 +1,4 @@
-"""Real MP3 damage: LAME encoding, mpg123 decoding, measured alignment to zero lag.
+"""Real MP3 damage: LAME encoding, FFmpeg decoding, measured alignment to zero lag.
 
 Traps handled here (see docs/data.md): LAME picks a lower output rate at low bitrates unless it
 is pinned; a raw LAME stream decodes with a delay (lameenc writes no gapless tag); 24 kbps and
@@ -89,30 +89,26 @@ def codec_delay(rate: int, channels: int, kbps: int | None, vbr: int | None) -> 
 
 def mp3(wav: np.ndarray, sample_rate: int, kbps: int | None = 128, vbr: int | None = None,
         quality: int = 2) -> np.ndarray:
-    """Encodes and decodes with LAME/mpg123; the result has the input's shape, rate and zero lag.
+    """Encodes with LAME and decodes with FFmpeg; the result has the input's shape, rate and zero lag.
 
     wav: (samples,) or (channels, samples). More than two channels are coded in stereo pairs.
     """
-    from .audio import resample
+    from .audio import fit_length, resample
 
     x = np.asarray(wav, dtype=np.float32)
     mono = x.ndim == 1
     x = x[None] if mono else x
     length = x.shape[1]
-    rate = encode_rate(sample_rate, kbps if vbr is None else None)
+    cbr = kbps if vbr is None else None
+    rate = encode_rate(sample_rate, cbr)
     y = resample(x, sample_rate, rate)
     out = []
     for start in range(0, y.shape[0], 2):
         group = y[start:start + 2]
-        coded, got = decode_mp3(encode_mp3(group, rate, kbps if vbr is None else None, vbr, quality))
+        coded, got = decode_mp3(encode_mp3(group, rate, cbr, vbr, quality))
         if got != rate:
             raise RuntimeError(f"decoder returned {got} Hz for a {rate} Hz stream")
-        delay = codec_delay(rate, group.shape[0], kbps if vbr is None else None, vbr)
-        coded = coded[:, delay:delay + group.shape[1]]
-        if coded.shape[1] < group.shape[1]:
-            coded = np.pad(coded, ((0, 0), (0, group.shape[1] - coded.shape[1])))
-        out.append(coded)
-    z = resample(np.concatenate(out), rate, sample_rate)[:, :length]
-    if z.shape[1] < length:
-        z = np.pad(z, ((0, 0), (0, length - z.shape[1])))
+        delay = codec_delay(rate, group.shape[0], cbr, vbr)
+        out.append(fit_length(coded[:, delay:], group.shape[1]))
+    z = fit_length(resample(np.concatenate(out), rate, sample_rate), length)
     return z[0] if mono else z

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import degrade, metrics
-from .audio import resample
+from .audio import fit_length, resample
 
 GROUPS = ("vocals", "single_stem", "multi_stem", "multi_stem_vocals")
 METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_high")
@@ -47,7 +47,7 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
         stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
         mixture = load_stem([track.mixture], rate) if track.mixture else sum(stems.values())
         length = mixture.shape[1]
-        stems = {c: np.pad(s, ((0, 0), (0, length - s.shape[1])))[:, :length] for c, s in stems.items()}
+        stems = {c: fit_length(s, length) for c, s in stems.items()}
         candidates: list[tuple[str, np.ndarray]] = []
         vocals = [c for c in stems if "vocal" in c]
         others = [c for c in stems if c not in vocals]
@@ -143,7 +143,7 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                 _write(writer, handle, _job(job))
                 bar.update()
         bar.close()
-    return write_report(csv_path, out, checkpoints)
+    return write_report(csv_path, out)
 
 
 def torch_threads(count: int) -> None:
@@ -164,7 +164,7 @@ def _write(writer: csv.DictWriter, handle, rows: list[dict]) -> None:  # noqa: A
     os.fsync(handle.fileno())
 
 
-def write_report(csv_path: Path, out: Path, checkpoints: list[str] | None = None) -> dict:
+def write_report(csv_path: Path, out: Path) -> dict:
     """summary.json, table.md (Table II shape) and one PNG per metric against bitrate (Fig. 2)."""
     with open(csv_path) as handle:
         rows = list(csv.DictReader(handle))
@@ -190,12 +190,12 @@ def write_report(csv_path: Path, out: Path, checkpoints: list[str] | None = None
             summary["by_group"].setdefault(system, {})[group] = {m: float(np.mean(v)) for m, v in pooled.items()}
     summary["count"] = len(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "table.md").write_text(_table(summary, checkpoints or []))
+    (out / "table.md").write_text(_table(summary))
     _plots(summary, out)
     return summary
 
 
-def _table(summary: dict, checkpoints: list[str]) -> str:
+def _table(summary: dict) -> str:
     groups = summary["groups"]
     names = {"vocals": "Vocal", "single_stem": "Single Stem", "multi_stem": "Multi-Stems",
              "multi_stem_vocals": "Multi-Stems+Vocal", "overall": "Overall"}

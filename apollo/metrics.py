@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audio import fit_length, resample
+
 EPS = 1e-8
 
 
@@ -97,16 +99,13 @@ def align(reference: np.ndarray, estimate: np.ndarray, max_lag: int = 4096) -> t
         est = est[:, lag:]
     elif lag < 0:
         est = np.pad(est, ((0, 0), (-lag, 0)))
-    n = ref.shape[-1]
-    est = est[:, :n] if est.shape[1] >= n else np.pad(est, ((0, 0), (0, n - est.shape[1])))
+    est = fit_length(est, ref.shape[-1])
     return (est if np.ndim(estimate) == 2 else est[0]), lag
 
 
 def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """ViSQOL v3 audio mode MOS-LQO on the mono downmix resampled to 48 kHz (visqol-python)."""
     from visqol import VisqolApi
-
-    from .audio import resample
 
     ref = resample(np.atleast_2d(np.asarray(reference, np.float32)).mean(0, keepdims=True), sample_rate, 48000)[0]
     est = resample(np.atleast_2d(np.asarray(estimate, np.float32)).mean(0, keepdims=True), sample_rate, 48000)[0]

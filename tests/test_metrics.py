@@ -127,3 +127,21 @@ def test_benchmark_json(capsys):
                 "peak_memory_mb", "device", "threads", "seconds", "channels"):
         assert key in result
     assert result["parameters"] == 59948 and result["rtf"] > 0 and result["macs_per_second_mono"] > 0
+
+
+def test_excerpts_tolerate_stems_longer_than_the_mixture(tmp_path):
+    from apollo.audio import fit_length
+    from apollo.evaluate import make_excerpts
+
+    assert fit_length(np.ones((2, 5)), 3).shape == (2, 3)
+    assert fit_length(np.ones((2, 5)), 7)[:, 5:].tolist() == [[0, 0], [0, 0]]
+    root = tmp_path / "musdb" / "test" / "song"
+    root.mkdir(parents=True)
+    t = np.arange(3 * SR) / SR
+    mix = 0.2 * np.sin(2 * np.pi * 300 * t)
+    sf.write(str(root / "mixture.wav"), np.stack([mix, mix], 1), SR)
+    longer = np.concatenate([mix, mix[:SR]])  # one second longer than the mixture
+    sf.write(str(root / "vocals.wav"), np.stack([longer, longer], 1), SR)
+    sf.write(str(root / "drums.wav"), np.stack([mix, mix], 1), SR)
+    groups = sorted(e.group for e in make_excerpts(tmp_path / "musdb", seconds=2))
+    assert groups == ["multi_stem_vocals", "single_stem", "vocals"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import resample
+from ..audio import fit_length, resample
 from .readers import Track, read_tracks
 from .silence import active_windows
 
@@ -32,7 +32,7 @@ def load_stem(paths: list[Path], rate: int) -> np.ndarray:
             total = data
         else:
             n = max(total.shape[1], data.shape[1])
-            total = np.pad(total, ((0, 0), (0, n - total.shape[1]))) + np.pad(data, ((0, 0), (0, n - data.shape[1])))
+            total = fit_length(total, n) + fit_length(data, n)
     assert total is not None
     return total
 
@@ -77,7 +77,7 @@ def _prepare_track(track: Track, out: Path, rate: int, window: float, hop: float
     folder.mkdir(parents=True, exist_ok=True)
     stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
     length = max([s.shape[1] for s in stems.values()] + [0])
-    stems = {cat: np.pad(s, ((0, 0), (0, length - s.shape[1]))) for cat, s in stems.items()}
+    stems = {cat: fit_length(s, length) for cat, s in stems.items()}
     mixture = load_stem([track.mixture], rate) if track.mixture else (sum(stems.values()) if stems else None)
     if mixture is None:
         return None
@@ -109,7 +109,4 @@ class Cache:
     def read(self, relpath: str, scale: float, start: int, length: int) -> np.ndarray:
         if relpath not in self._maps:
             self._maps[relpath] = np.load(self.root / relpath, mmap_mode="r")
-        data = self._maps[relpath][:, start:start + length].astype(np.float32) * scale
-        if data.shape[1] < length:
-            data = np.pad(data, ((0, 0), (0, length - data.shape[1])))
-        return data
+        return fit_length(self._maps[relpath][:, start:start + length].astype(np.float32) * scale, length)

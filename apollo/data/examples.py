@@ -13,6 +13,19 @@ from .. import degrade
 from .cache import Cache
 
 
+def coded_pair(clean: np.ndarray, rate: int, bitrate: int, max_peak: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(MP3-coded input, target), peak-normalised together (paper Sec. III-A).
+
+    The encoder takes 16-bit PCM, so `clean` is scaled to at most `max_peak` for coding and
+    the decoded signal scaled back.
+    """
+    peak = float(np.abs(clean).max())
+    gain = min(1.0, max_peak / peak) if peak > 0 else 1.0
+    coded = degrade.mp3(clean * gain, rate, bitrate) / gain
+    top = max(peak, float(np.abs(coded).max()), 1e-8)
+    return torch.from_numpy(coded / top), torch.from_numpy(clean / top)
+
+
 @dataclass(frozen=True)
 class ExampleConfig:
     segment: float = 3.0
@@ -87,7 +100,5 @@ class TrainingExamples(Dataset):
             clean = self.target(choice)
             if np.abs(clean).max() > 1e-4:
                 break
-        degraded = degrade.mp3(clean / max(np.abs(clean).max(), 1.0), self.cache.sample_rate, choice["bitrate"])
-        degraded *= max(np.abs(clean).max(), 1.0)
-        peak = max(np.abs(clean).max(), np.abs(degraded).max(), 1e-8)
-        return torch.from_numpy(degraded / peak), torch.from_numpy(clean / peak), choice["bitrate"]
+        degraded, target = coded_pair(clean, self.cache.sample_rate, choice["bitrate"])
+        return degraded, target, choice["bitrate"]

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .. import degrade
+from ..data.examples import coded_pair
 
 
 class ResumableSampler(Sampler[int]):
@@ -81,6 +82,5 @@ class SyntheticExamples(Dataset):
         clean = self.clean(rng)
         clean /= max(np.abs(clean).max(), 1e-6)
         bitrate = int(self.bitrates[rng.integers(len(self.bitrates))])
-        coded = degrade.mp3(0.9 * clean, self.rate, bitrate) / 0.9
-        peak = max(np.abs(clean).max(), np.abs(coded).max(), 1e-8)
-        return torch.from_numpy(coded / peak), torch.from_numpy(clean / peak), bitrate
+        degraded, target = coded_pair(clean, self.rate, bitrate, max_peak=0.9)
+        return degraded, target, bitrate
