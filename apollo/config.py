@@ -28,6 +28,10 @@ class ApolloConfig:
     tcn_blocks: int = 3
     tcn_kernel: int = 7
     rope_positions: int = 100  # rows of the rotary tables (released: 100)
+    # False (released, paper): the reconstruction is the output spectrum. True: it is added to
+    # the input spectrum, and starts at zero, so an untrained model returns its input and
+    # training only has to learn what the codec removed (our default model; see docs).
+    residual: bool = False
 
     def __post_init__(self) -> None:
         if self.band_layout not in BAND_LAYOUTS:

@@ -40,6 +40,7 @@ CONFIGS = {
     "paper-tiny": ApolloConfig(feature_dim=16, num_blocks=2, num_heads=2, band_layout="paper"),
     "v1-48k": ApolloConfig(sample_rate=48000, feature_dim=24, num_blocks=1, num_heads=4),
     "paper-16k": ApolloConfig(sample_rate=16000, feature_dim=16, num_blocks=1, num_heads=2, band_layout="paper"),
+    "v1-residual": ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True),
 }
 
 
@@ -66,6 +67,22 @@ def test_forward_backward_and_roundtrip(name, channels, tmp_path):
     model.eval()
     with torch.inference_mode():
         assert torch.equal(loaded(wav), model(wav))
+
+
+def test_residual_model_starts_as_the_identity_and_learns():
+    torch.manual_seed(0)
+    model = apollo.Apollo(ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True))
+    wav = torch.randn(1, 2, 11025)
+    out = model(wav)
+    assert torch.allclose(out, wav, atol=1e-5)  # STFT -> iSTFT round trip only
+    target = 0.5 * wav
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        loss = (model(wav) - target).abs().mean()
+        loss.backward()
+        opt.step()
+    assert (model(wav) - target).abs().mean() < 0.9 * (out - target).abs().mean()
 
 
 def test_channels_are_independent():

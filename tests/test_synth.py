@@ -37,3 +37,28 @@ def test_synth_few_seconds(tmp_path):
     assert found_high, "cymbals and hats should put energy above 15 kHz"
     tracks = read_tracks(tmp_path)
     assert len(tracks) == 2 and all(t.stems for t in tracks)
+
+
+def test_score_parts_takes_the_first_piece_of_an_opus(monkeypatch):
+    """Some corpus files parse to an Opus (several pieces), which has no .parts (crashed synth)."""
+    from music21 import converter, note, stream
+
+    from apollo.data.synth import score_parts
+
+    def piece(pitch: str) -> stream.Score:
+        part = stream.Part()
+        for _ in range(4):
+            part.append(note.Note(pitch, quarterLength=1.0))
+        score = stream.Score()
+        score.insert(0, part)
+        return score
+
+    opus = stream.Opus()
+    opus.append(piece("C4"))
+    opus.append(piece("G4"))
+    monkeypatch.setattr(converter, "parse", lambda path: opus)
+    parts, title = score_parts("/corpus/opus.mxl", np.random.default_rng(0), seconds=4.0)
+    assert title == "opus" and len(parts) == 1
+    pitches = {p for _, _, p, _ in parts[0].notes}
+    assert len(pitches) == 1  # only the first piece's C4, transposed by one random shift
+    assert parts[0].notes and all(0 <= s < 4.0 for s, _, _, _ in parts[0].notes)

@@ -180,3 +180,30 @@ def test_activation_checkpointing_gives_the_same_gradients():
     model.activation_checkpointing = True
     model(wav).pow(2).mean().backward()
     assert all(torch.allclose(plain[n], p.grad, atol=1e-6) for n, p in model.named_parameters())
+
+
+def _discriminator_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in _unwrap(trainer.discriminator).state_dict().items()}
+
+
+def test_gan_warm_up_leaves_the_discriminator_alone_until_its_step(tmp_path):
+    config = load_config(SMOKE, {"loss.gan_from_step": 2, "schedule.max_steps": 2})
+    trainer = Trainer(config, tmp_path, progress=False)
+    start = _discriminator_weights(trainer)
+    trainer.fit()
+    assert all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
+    degraded, target, _ = trainer.valid_set[0]
+    rows = trainer.train_step(degraded[None], target[None])
+    assert rows["loss_d"] > 0 and rows["adversarial"] > 0  # step 2: the discriminator has joined
+    assert not all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
+
+
+def test_reconstruction_only_recipe_never_runs_the_discriminator(tmp_path):
+    config = load_config(SMOKE, {"loss.adversarial": 0.0, "loss.feature_matching": 0.0, "schedule.max_steps": 3})
+    trainer = Trainer(config, tmp_path, progress=False)
+    start = _discriminator_weights(trainer)
+    generator_start = {k: v.clone() for k, v in _unwrap(trainer.generator).state_dict().items()}
+    trainer.fit()
+    assert all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
+    moved = _unwrap(trainer.generator).state_dict()
+    assert any(not torch.equal(generator_start[k], moved[k]) for k in moved)

@@ -71,9 +71,11 @@ def score_paths() -> list[str]:
 
 def score_parts(path: str, rng: np.random.Generator, seconds: float) -> tuple[list[Part], str]:
     """Parts of a corpus score as timed notes, with random tempo, transposition and dynamics."""
-    from music21 import converter
+    from music21 import converter, stream
 
     score = converter.parse(path)
+    if isinstance(score, stream.Opus):  # a file holding several pieces: take the first
+        score = score.scores[0] if score.scores else stream.Score()
     bpm = float(rng.uniform(60, 160))
     beat = 60.0 / bpm
     shift = int(rng.integers(-5, 6))

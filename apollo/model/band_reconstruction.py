@@ -37,3 +37,11 @@ class BandReconstruction(nn.Module):
         """z: (B, T, K, N) -> spectrum (B, T, F, 2)."""
         parts = torch.split(z, [n for n, _ in self.layout], dim=2)
         return torch.cat([g(p) for g, p in zip(self.groups, parts)], dim=2)
+
+    @torch.no_grad()
+    def zero_output(self) -> None:
+        """Makes the output exactly zero (the GLU's value half) while gradients still flow."""
+        for group in self.groups:
+            half = 2 * group.width
+            group.proj.weight[:, :half].zero_()
+            group.proj.bias[:, :half].zero_()

@@ -14,7 +14,10 @@ from .band_split import BandSplit
 
 
 class Apollo(nn.Module):
-    """Restores a waveform (batch, channels, samples); each channel is processed on its own."""
+    """Restores a waveform (batch, channels, samples); each channel is processed on its own.
+
+    With ``config.residual`` the reconstruction is added to the input spectrum.
+    """
 
     def __init__(self, config: ApolloConfig | None = None) -> None:
         super().__init__()
@@ -29,6 +32,8 @@ class Apollo(nn.Module):
             )
         )
         self.band_reconstruction = BandReconstruction(layout, config.feature_dim)
+        if config.residual:
+            self.band_reconstruction.zero_output()
         self.register_buffer("window", torch.hann_window(config.window), persistent=False)
         # training only: recompute each block's activations in backward instead of storing them
         self.activation_checkpointing = False
@@ -62,11 +67,15 @@ class Apollo(nn.Module):
         padded = max(length, self.config.window)
         if padded > length:
             x = F.pad(x, (0, padded - length))
-        z = self.band_split(self.stft(x))
+        spec = self.stft(x)
+        z = self.band_split(spec)
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():
                 z = checkpoint(block, z, use_reentrant=False)
             else:
                 z = block(z)
-        y = self.istft(self.band_reconstruction(z), padded)[:, :length]
+        out = self.band_reconstruction(z)
+        if self.config.residual:
+            out = out + spec
+        y = self.istft(out, padded)[:, :length]
         return y.reshape(batch, channels, length).to(wav.dtype)

@@ -127,30 +127,36 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------
 
+    def uses_gan(self) -> bool:
+        """Whether this step trains against the discriminator (after the warm-up, if any)."""
+        loss = self.cfg.loss
+        return (loss.adversarial > 0 or loss.feature_matching > 0) and self.step >= loss.gan_from_step
+
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
         with self.autocast():
             estimate = self.generator(degraded).float()
-        # discriminator
-        with self.autocast():
-            real_scores, _ = self.discriminator(target)
-            fake_scores, _ = self.discriminator(estimate.detach())
-        loss_d = losses.discriminator_loss([s.float() for s in real_scores], [s.float() for s in fake_scores])
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), cfg.optim.grad_clip)
-        self.opt_d.step()
-        # generator
-        with self.autocast():
-            fake_scores, fake_feats = self.discriminator(estimate)
-            with torch.no_grad():
-                _, real_feats = self.discriminator(target)
         rec = losses.reconstruction_loss(estimate, target)
-        fm = losses.feature_matching_loss([[f.float() for f in fs] for fs in real_feats],
-                                          [[f.float() for f in fs] for fs in fake_feats])
-        adv = losses.generator_adversarial_loss([s.float() for s in fake_scores])
+        zero = torch.zeros((), device=self.device)
+        loss_d, fm, adv = zero, zero, zero
+        if self.uses_gan():
+            with self.autocast():
+                real_scores, _ = self.discriminator(target)
+                fake_scores, _ = self.discriminator(estimate.detach())
+            loss_d = losses.discriminator_loss([s.float() for s in real_scores], [s.float() for s in fake_scores])
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), cfg.optim.grad_clip)
+            self.opt_d.step()
+            with self.autocast():
+                fake_scores, fake_feats = self.discriminator(estimate)
+                with torch.no_grad():
+                    _, real_feats = self.discriminator(target)
+            fm = losses.feature_matching_loss([[f.float() for f in fs] for fs in real_feats],
+                                              [[f.float() for f in fs] for fs in fake_feats])
+            adv = losses.generator_adversarial_loss([s.float() for s in fake_scores])
         loss_g = cfg.loss.reconstruction * rec + cfg.loss.feature_matching * fm + cfg.loss.adversarial * adv
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
