@@ -40,8 +40,7 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
     from .data.readers import read_tracks
     from .data.silence import active_windows
 
-    tracks = read_tracks(data)
-    chosen = [t for t in tracks if t.split == split] or tracks
+    chosen = read_tracks(data, split=split) or read_tracks(data)
     excerpts: list[Excerpt] = []
     for track in chosen:
         stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}

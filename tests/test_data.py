@@ -63,6 +63,8 @@ def test_musdb_reader(musdb):
     held_out = sum(split_of(n, valid=0.1, test=0.0) == "valid" for n in names)
     assert 20 < held_out < 60 and all(split_of(n, valid=0.1, test=0.0) != "test" for n in names)
     assert set(tracks[0].stems) == {"vocals", "drums", "bass", "other"} and tracks[0].mixture.name == "mixture.wav"
+    assert [t.name for t in read_tracks(musdb, split="test")] == ["C"]
+    assert [t.name for t in read_tracks(musdb, split="train")] == ["A", "B"]
 
 
 def test_moisesdb_reader(moises):

@@ -32,8 +32,11 @@ def detect_layout(root: Path) -> str:
     return "folder"
 
 
-def read_tracks(root: str | Path, layout: str = "auto") -> list[Track]:
-    """Reads any supported layout; lossy targets are skipped with a warning."""
+def read_tracks(root: str | Path, layout: str = "auto", split: str | None = None) -> list[Track]:
+    """Reads any supported layout; lossy targets are skipped with a warning.
+
+    split keeps only that split's tracks, and checks only those for lossy targets.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
@@ -41,7 +44,7 @@ def read_tracks(root: str | Path, layout: str = "auto") -> list[Track]:
     readers = {"musdb": read_musdb, "moisesdb": read_moisesdb, "folder": read_folder}
     if layout not in readers:
         raise ValueError(f"unknown layout {layout!r} (musdb, moisesdb, folder, auto)")
-    return [t for t in readers[layout](root) if _keep_lossless(t)]
+    return [t for t in readers[layout](root) if (split is None or t.split == split) and _keep_lossless(t)]
 
 
 def read_musdb(root: Path) -> list[Track]:

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,9 @@ class Trainer:
     def _end_epoch(self, log: Path, writer: Any) -> None:
         valid = self.validate()
         self.sched_g.step()
-        self.sched_d.step()
+        with warnings.catch_warnings():  # during a GAN warm-up the D optimiser has not stepped yet
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.sched_d.step()
         self.epoch += 1
         self.step_in_epoch = 0
         if valid < self.best:
