@@ -30,7 +30,7 @@ class ApolloConfig:
     rope_positions: int = 100  # rows of the rotary tables (released: 100)
     # False (released, paper): the reconstruction is the output spectrum. True: it is added to
     # the input spectrum, and starts at zero, so an untrained model returns its input and
-    # training only has to learn what the codec removed (our default model; see docs).
+    # training only has to learn what the codec removed (docs/default-model.md).
     residual: bool = False
 
     def __post_init__(self) -> None:
