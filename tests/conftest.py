@@ -10,18 +10,18 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# the released implementation's reference outputs: shared/ beside the checkout (as in CI),
-# or wherever APOLLO_SHARED points
-SHARED = Path(os.environ.get("APOLLO_SHARED", ROOT.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+# the released implementation's reference outputs, kept in the repo (tests/fixtures) so that
+# every checkout runs the regression tests; APOLLO_SHARED may point at another copy's parent
+_OTHER_COPY = os.environ.get("APOLLO_SHARED")
+FIXTURES = Path(_OTHER_COPY) / "fixtures" if _OTHER_COPY else ROOT / "tests" / "fixtures"
 REFERENCE = FIXTURES / "official_apollo_reference.pt"
 FULL_KEYS = FIXTURES / "official_apollo_full_keys.json"
 
 
 def _require(path: Path) -> None:
-    """Outside CI a checkout without shared/ skips these tests; in CI that is a failure."""
+    """Outside CI a missing fixture skips these tests; in CI that is a failure."""
     if not path.exists():
-        message = f"{path} not found (set APOLLO_SHARED to the folder holding fixtures/)"
+        message = f"{path} not found (tests/fixtures is part of the repo; APOLLO_SHARED overrides it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

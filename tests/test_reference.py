@@ -1,4 +1,4 @@
-"""Regression against outputs of the authors' released implementation (shared/fixtures)."""
+"""Regression against outputs of the authors' released implementation (tests/fixtures, copied from shared/fixtures)."""
 
 from __future__ import annotations
 
