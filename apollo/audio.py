@@ -126,6 +126,12 @@ def read_blocks(info: AudioInfo, block: int = BLOCK) -> Iterator[np.ndarray]:
             raise AudioError(f"{info.path}: truncated MP3 (decoded {total} of about {info.frames} samples)")
 
 
+def read(path: str | os.PathLike[str]) -> tuple[np.ndarray, AudioInfo]:
+    """A whole file as one (channels, samples) float32 array, with the same checks as read_blocks."""
+    info = probe(path)
+    return np.concatenate(list(read_blocks(info)), axis=1), info
+
+
 def _soundfile_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
     import soundfile as sf
 

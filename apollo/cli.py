@@ -116,14 +116,13 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
     import soundfile as sf
 
     from . import degrade
-    from .audio import AudioError, check_destination, probe, read_blocks, resample
+    from .audio import AudioError, check_destination, read, resample
     from .states import atomic_write
 
     src, dst = Path(args.input), Path(args.output)
     try:
         check_destination(src, dst, args.overwrite)
-        info = probe(src)
-        wav = np.concatenate(list(read_blocks(info)), axis=1)
+        wav, info = read(src)
         kbps = None if args.vbr is not None else args.bitrate
         if dst.suffix.lower() == ".mp3":
             if wav.shape[0] > 2:
@@ -180,7 +179,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import metrics
-    from .audio import AudioError, probe, read_blocks, resample
+    from .audio import AudioError, read, resample
 
     if args.data:
         if not args.checkpoint or not args.out:
@@ -198,9 +197,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print("apollo: error: give --reference and --estimate, or --data", file=sys.stderr)
         return 2
     try:
-        ref_info, est_info = probe(args.reference), probe(args.estimate)
-        ref = np.concatenate(list(read_blocks(ref_info)), axis=1)
-        est = np.concatenate(list(read_blocks(est_info)), axis=1)
+        ref, ref_info = read(args.reference)
+        est, est_info = read(args.estimate)
+        degraded, d_info = read(args.degraded) if args.degraded else (None, None)
     except AudioError as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 1
@@ -208,10 +207,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if est.shape[0] != ref.shape[0]:
         est = np.repeat(est.mean(0, keepdims=True), ref.shape[0], axis=0)
     est, lag = metrics.align(ref, est, max_lag=int(0.1 * ref_info.sample_rate))
-    degraded = None
-    if args.degraded:
-        d_info = probe(args.degraded)
-        degraded = resample(np.concatenate(list(read_blocks(d_info)), axis=1), d_info.sample_rate, ref_info.sample_rate)
+    if degraded is not None:
+        degraded = resample(degraded, d_info.sample_rate, ref_info.sample_rate)
     result = {"lag_fixed_samples": lag, **metrics.score(ref, est, ref_info.sample_rate, degraded=degraded,
                                                          with_visqol=not args.no_visqol)}
     if args.json:

@@ -36,17 +36,17 @@ class Excerpt:
 def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, per_track: int = 1,
                   split: str = "test") -> list[Excerpt]:
     """Test excerpts from a dataset folder (any layout the readers know), silence excluded."""
-    from .data.cache import load_stem
+    from .data.cache import load_track
     from .data.readers import read_tracks
     from .data.silence import active_windows
 
     chosen = read_tracks(data, split=split) or read_tracks(data)
     excerpts: list[Excerpt] = []
     for track in chosen:
-        stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
-        mixture = load_stem([track.mixture], rate) if track.mixture else sum(stems.values())
-        length = mixture.shape[1]
-        stems = {c: fit_length(s, length) for c, s in stems.items()}
+        stems, mixture = load_track(track, rate)
+        if mixture is None:
+            continue
+        stems = {c: fit_length(s, mixture.shape[1]) for c, s in stems.items()}
         candidates: list[tuple[str, np.ndarray]] = []
         vocals = [c for c in stems if "vocal" in c]
         others = [c for c in stems if c not in vocals]

@@ -14,11 +14,17 @@ from .audio import fit_length, resample
 EPS = 1e-8
 
 
-def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both signals as 2-D float64 arrays of one shape."""
     ref = np.atleast_2d(np.asarray(reference, np.float64))
     est = np.atleast_2d(np.asarray(estimate, np.float64))
     if ref.shape != est.shape:
         raise ValueError(f"reference {ref.shape} and estimate {est.shape} differ in shape")
+    return ref, est
+
+
+def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref, est = _checked(reference, estimate)
     return ref - ref.mean(-1, keepdims=True), est - est.mean(-1, keepdims=True)
 
 
@@ -50,10 +56,7 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: f
         n_fft: int = 2048, hop: int = 512) -> float:
     """Log-spectral distance (dB): RMS over bins >= min_hz of the log-power difference,
     averaged over frames and channels."""
-    ref = np.atleast_2d(np.asarray(reference, np.float64))
-    est = np.atleast_2d(np.asarray(estimate, np.float64))
-    if ref.shape != est.shape:
-        raise ValueError(f"reference {ref.shape} and estimate {est.shape} differ in shape")
+    ref, est = _checked(reference, estimate)
     p_ref, p_est = _power_spectrogram(ref, n_fft, hop), _power_spectrogram(est, n_fft, hop)
     freqs = np.arange(p_ref.shape[-2]) * sample_rate / n_fft
     keep = freqs >= min_hz
@@ -61,16 +64,22 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: f
     return float(np.mean(np.sqrt(np.mean(diff**2, axis=-2))))
 
 
-def cutoff_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0) -> float:
-    """Highest frequency whose average power is within drop_db of the loudest band: the band
-    edge an MP3 encoder left (used for LSD "above the cutoff")."""
+def average_spectrum_db(mono: np.ndarray, sample_rate: int, floor: float = 1e-20) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies, level in dB) of a signal's average spectrum, smoothed over ~50 Hz.
+
+    The smoothing does not zero-pad the edges, which would fake a cliff at Nyquist.
+    """
     from scipy.ndimage import uniform_filter1d
     from scipy.signal import welch
 
-    mono = np.atleast_2d(x).mean(0)
     freqs, power = welch(mono, sample_rate, nperseg=min(4096, len(mono)))
-    level = 10 * np.log10(power + 1e-20)
-    level = uniform_filter1d(level, 5, mode="nearest")  # edges must not be zero-padded
+    return freqs, uniform_filter1d(10 * np.log10(power + floor), 5, mode="nearest")
+
+
+def cutoff_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0) -> float:
+    """Highest frequency whose average power is within drop_db of the loudest band: the band
+    edge an MP3 encoder left (used for LSD "above the cutoff")."""
+    freqs, level = average_spectrum_db(np.atleast_2d(x).mean(0), sample_rate)
     audible = freqs > 100
     if not audible.any():
         return float(sample_rate / 2)

@@ -165,3 +165,16 @@ def test_draws_vary_within_and_across_workers(musdb, tmp_path):
     assert parallel == _worker_draws(ds, 0)  # same examples whatever the worker count
     even, odd = parallel[0::2], parallel[1::2]  # DataLoader deals items to workers in turn
     assert len(set(even)) > 1 and len(set(odd)) > 1  # no worker is frozen on one bitrate
+
+
+def test_load_track_sums_stems_of_unequal_length(tmp_path):
+    from apollo.data.cache import load_track
+    from apollo.data.readers import Track
+
+    long, short = _noise(2, 1), _noise(1, 2)
+    track = Track("t", {"a": [_write(tmp_path / "a.wav", long)], "b": [_write(tmp_path / "b.wav", short)]})
+    stems, mixture = load_track(track, SR)
+    assert {k: v.shape for k, v in stems.items()} == {"a": (2, 2 * SR), "b": (2, 2 * SR)}
+    assert np.abs(stems["b"][:, SR:]).max() == 0  # padded with silence
+    np.testing.assert_allclose(mixture, stems["a"] + stems["b"])
+    assert load_track(Track("empty"), SR) == ({}, None)

@@ -89,6 +89,11 @@ def test_evaluate_pair_cli(tmp_path, capsys):
     assert result["lag_fixed_samples"] == 50
     assert result["sdr"] == pytest.approx(6.02, abs=0.1)
     assert set(result) >= {"sdr", "si_snr", "lsd", "lsd_high", "cutoff_hz"}
+    # an unreadable --degraded file is one error line, not a traceback
+    assert main(["evaluate", "--reference", str(tmp_path / "ref.wav"), "--estimate", str(tmp_path / "est.wav"),
+                 "--degraded", str(tmp_path / "missing.mp3"), "--no-visqol"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("apollo: error:") and "missing.mp3" in err and "Traceback" not in err
 
 
 def test_report_on_tiny_dataset(tmp_path, capsys):

@@ -37,6 +37,16 @@ def load_stem(paths: list[Path], rate: int) -> np.ndarray:
     return total
 
 
+def load_track(track: Track, rate: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """A track's stems (cut or padded to one length) and its mixture: the mixture file, else
+    the sum of the stems, else None."""
+    stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
+    length = max([s.shape[1] for s in stems.values()] + [0])
+    stems = {cat: fit_length(s, length) for cat, s in stems.items()}
+    mixture = load_stem([track.mixture], rate) if track.mixture else (sum(stems.values()) if stems else None)
+    return stems, mixture
+
+
 def _to_int16(x: np.ndarray) -> tuple[np.ndarray, float]:
     scale = float(max(np.abs(x).max(), 1e-9))
     return (x / scale * 32767).round().astype(np.int16), scale / 32767
@@ -75,10 +85,7 @@ def prepare(source: str | Path, out: str | Path, layout: str = "auto", sample_ra
 def _prepare_track(track: Track, out: Path, rate: int, window: float, hop: float) -> dict[str, Any] | None:
     folder = out / _safe(track.name)
     folder.mkdir(parents=True, exist_ok=True)
-    stems = {cat: load_stem(paths, rate) for cat, paths in track.stems.items()}
-    length = max([s.shape[1] for s in stems.values()] + [0])
-    stems = {cat: fit_length(s, length) for cat, s in stems.items()}
-    mixture = load_stem([track.mixture], rate) if track.mixture else (sum(stems.values()) if stems else None)
+    stems, mixture = load_track(track, rate)
     if mixture is None:
         return None
     windows = active_windows(mixture, rate, window, hop)

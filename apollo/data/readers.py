@@ -128,14 +128,11 @@ def spectral_cliff(path: Path, seconds: float = 60.0) -> float | None:
 
 
 def cliff_frequency(x: np.ndarray, rate: int) -> float | None:
-    from scipy.ndimage import uniform_filter1d
-    from scipy.signal import welch
+    from ..metrics import average_spectrum_db
 
     if x.size < 8192 or not np.any(x):
         return None
-    freqs, power = welch(x, rate, nperseg=4096)
-    level = 10 * np.log10(power + 1e-30)
-    level = uniform_filter1d(level, 5, mode="nearest")  # ~50 Hz smoothing; edges not zero-padded
+    freqs, level = average_spectrum_db(x, rate, floor=1e-30)
     audible = freqs > 100
     peak = level[audible].max()
     above = np.nonzero(audible & (level > peak - 60))[0]
