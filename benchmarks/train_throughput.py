@@ -29,6 +29,7 @@ def measure(recipe: str, steps: int, checkpointing: bool) -> dict:
                                                       "activation_checkpointing": checkpointing})
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False)
+        trainer.step = config.loss.gan_from_step  # past any generator-only warm-up: full GAN steps
         batch = config.optim.batch_size
         start = time.perf_counter()
         items = [trainer.train_set[i] for i in range(batch)]
