@@ -32,6 +32,9 @@ class ApolloConfig:
     # the input spectrum, and starts at zero, so an untrained model returns its input and
     # training only has to learn what the codec removed (docs/default-model.md).
     residual: bool = False
+    # True (needs residual): bins up to the input's band limit keep the input spectrum, and the
+    # model writes only the band above it, the band an MP3 lowpass emptied (model/band_limit.py).
+    keep_input_band: bool = False
 
     def __post_init__(self) -> None:
         if self.band_layout not in BAND_LAYOUTS:
@@ -44,6 +47,8 @@ class ApolloConfig:
             raise ValueError("sample_rate must be >= 1000 Hz and win_ms positive")
         if self.tcn_kernel % 2 == 0:
             raise ValueError("tcn_kernel must be odd")
+        if self.keep_input_band and not self.residual:
+            raise ValueError("keep_input_band needs residual: true (the kept band is the input's)")
 
     @property
     def window(self) -> int:

@@ -178,3 +178,15 @@ def test_load_track_sums_stems_of_unequal_length(tmp_path):
     assert np.abs(stems["b"][:, SR:]).max() == 0  # padded with silence
     np.testing.assert_allclose(mixture, stems["a"] + stems["b"])
     assert load_track(Track("empty"), SR) == ({}, None)
+
+
+def test_single_stem_probability(musdb, tmp_path):
+    prepare(musdb, tmp_path / "cache", progress=False)
+    plain = TrainingExamples(tmp_path / "cache", ExampleConfig(), seed=1, length=8)
+    lone = TrainingExamples(tmp_path / "cache", ExampleConfig(single_stem_probability=0.6), seed=1, length=8)
+    counts = {name: [len(d["parts"]) for d in (ds.draw(i) for i in range(400)) if d["parts"][0][0] != "mixture"]
+              for name, ds in (("plain", plain), ("lone", lone))}
+    share = {name: sum(c == 1 for c in got) / len(got) for name, got in counts.items()}
+    assert 0.05 < share["plain"] < 0.22  # uniform 1..8: one in eight
+    assert 0.55 < share["lone"] < 0.8  # 0.6 + 0.4 / 8
+    assert max(counts["lone"]) == 8  # the other draws still sum up to 8 stems

@@ -129,3 +129,51 @@ def test_config_rejects_bad_values():
         ApolloConfig(feature_dim=100, num_heads=8)
     with pytest.raises(ValueError):
         ApolloConfig.from_dict({"sample_rate": 44100, "colour": "red"})
+
+
+def _lowpassed_noise(samples: int, cutoff_bin: int, window: int, seed: int = 0) -> torch.Tensor:
+    """Stereo noise with only 16-bit noise above cutoff_bin of a `window`-point STFT (an MP3 lowpass)."""
+    torch.manual_seed(seed)
+    spec = torch.fft.rfft(torch.randn(1, 2, samples))
+    spec[..., int(cutoff_bin * samples / window):] = 0
+    return torch.fft.irfft(spec, samples) + 2**-15 * torch.randn(1, 2, samples)
+
+
+def test_band_limit_finds_the_cliff_and_treats_silence_as_emptied():
+    from apollo.model.band_limit import band_limit, emptied_band_mask
+
+    level_db = torch.full((3, 442), -100.0)
+    level_db[0, :161] = -20.0  # a 8 kHz lowpass
+    level_db[1, :161] = -20.0
+    level_db[1, 300:303] = -60.0  # spurs narrower than the smoothing are not music
+    level_db[2] = -200.0  # silence
+    assert band_limit(level_db).tolist() == [160, 160, -1]
+
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
+    wav = _lowpassed_noise(config.sample_rate // 2, 160, config.window)
+    wav[:, 1] *= 0.1  # a quieter channel keeps the item's limit
+    model = apollo.Apollo(config)
+    spec = model.stft(wav.reshape(2, -1))
+    mask = emptied_band_mask(spec, channels=2)
+    assert mask.shape == (2, 1, 442, 1)
+    limit = int(mask[0, 0, :, 0].argmax())
+    assert 158 <= limit <= 176 and torch.equal(mask[0], mask[1])  # the window leaks ~10 bins
+
+
+def test_keep_input_band_writes_only_above_the_band_limit():
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():  # the residual starts at zero: move it
+        torch.nn.init.normal_(p, std=0.05)
+    wav = 0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window)
+    with torch.inference_mode():
+        out = model(wav)
+        before, after = (model.stft(x.reshape(2, -1)) for x in (wav, out))
+    change = (after - before).abs().sum(-1).mean((0, 1))  # per bin
+    level = before.abs().sum(-1).mean((0, 1))
+    # the codec's band is the input's, up to the re-analysis of the written band's edge
+    assert (change[:150] / level[:150]).max() < 1e-4
+    assert change[200:].mean() > 3 * level[200:].mean()  # the emptied band is written
+    with pytest.raises(ValueError, match="residual"):
+        ApolloConfig(keep_input_band=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -15,6 +16,7 @@ import torch
 
 import apollo
 from apollo import losses
+from apollo.config import ApolloConfig
 from apollo.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator
 from apollo.training import Trainer, load_config
 from apollo.training.trainer import _unwrap
@@ -72,6 +74,23 @@ def test_reconstruction_loss_by_hand():
     assert losses.reconstruction_loss(torch.zeros_like(ref), ref, windows=(64,)).item() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_log_magnitude_loss_by_hand():
+    torch.manual_seed(0)
+    ref = torch.randn(1, 2, 4096)
+    assert losses.log_magnitude_loss(ref, ref).item() == pytest.approx(0.0, abs=1e-6)
+    # a tenth of the level is one decade in every bin the floor does not reach
+    assert losses.log_magnitude_loss(0.1 * ref, ref, windows=(64,)).item() == pytest.approx(1.0, abs=0.01)
+    # a band 10x too loud costs half a decade (half the bins, one decade each) at any level;
+    # Eq. 4 charges it by its level, so a quiet band's error nearly vanishes there
+    spec = torch.fft.rfft(ref)
+    for level in (1.0, 0.01):
+        quiet = torch.fft.irfft(torch.cat([spec[..., :1025], level * spec[..., 1025:]], -1), 4096)
+        loud = torch.fft.irfft(torch.cat([spec[..., :1025], 10 * level * spec[..., 1025:]], -1), 4096)
+        assert losses.log_magnitude_loss(loud, quiet, windows=(256,)).item() == pytest.approx(0.5, abs=0.06)
+        rec = losses.reconstruction_loss(loud, quiet, windows=(256,)).item()
+        assert rec > 3 if level == 1.0 else rec < 0.2
+
+
 def test_small_recipe_learns_in_20_steps(tmp_path):
     config = load_config(SMALL, {"data.source": "synthetic", "data.segment": 0.5, "data.examples_per_epoch": 40,
                                  "data.workers": 0, "schedule.max_steps": 20, "schedule.checkpoint_every": 1000})
@@ -125,6 +144,33 @@ def test_finetune_starts_from_checkpoint(tmp_path):
     got = _unwrap(trainer.generator).state_dict()
     assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())
     assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)  # a tenth of 1e-3
+
+
+def test_finetune_applies_the_recipes_model_keys(tmp_path):
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    path = tmp_path / "init.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), config)
+    overrides = {"init_from": str(path), "model": {"residual": True, "keep_input_band": True},
+                 "loss": {"log_magnitude": 0.5, "feature_matching": 0.0, "adversarial": 0.0}}
+    recipe = load_config(SMOKE, overrides)
+    assert recipe.model_overrides == ("keep_input_band", "residual")
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    tuned = _unwrap(trainer.generator)
+    assert tuned.config == dataclasses.replace(config, keep_input_band=True)
+    assert all(torch.equal(tuned.state_dict()[k], v) for k, v in model.state_dict().items())
+    degraded, target, _ = trainer.train_set[0]
+    with torch.no_grad():
+        est = tuned(degraded[None])
+    expected = losses.reconstruction_loss(est, target[None]) + 0.5 * losses.log_magnitude_loss(est, target[None])
+    assert trainer.reconstruction(est, target[None]).item() == pytest.approx(expected.item())
+    trainer.fit()
+    assert apollo.load_model(tmp_path / "run" / "generator-last.safetensors").config.keep_input_band
+    # keys that change the weights' shapes cannot be applied to a checkpoint
+    with pytest.raises(ValueError, match="shapes"):
+        Trainer(load_config(SMOKE, {"init_from": str(path), "model": {"feature_dim": 32, "num_heads": 2}}),
+                tmp_path / "other", progress=False)
 
 
 def _cli(*args: str) -> list[str]:

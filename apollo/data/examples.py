@@ -32,6 +32,9 @@ class ExampleConfig:
     bitrates: tuple[int, ...] = degrade.PAPER_BITRATES
     mixture_probability: float = 0.5
     max_stems: int = 8
+    # stem sums that are a single stem, on top of the uniform 1..max_stems draw: a lone stem
+    # teaches the model when an emptied band should stay empty
+    single_stem_probability: float = 0.0
     gain_db: int = 10  # integer gains in [-gain_db, gain_db]
     examples_per_epoch: int = 40000
 
@@ -75,7 +78,8 @@ class TrainingExamples(Dataset):
             track = self.with_mixture[rng.integers(len(self.with_mixture))]
             parts = [("mixture", track, self._crop(rng, track), 0)]
         else:
-            count = int(rng.integers(1, cfg.max_stems + 1))
+            single = cfg.single_stem_probability > 0 and rng.random() < cfg.single_stem_probability
+            count = 1 if single else int(rng.integers(1, cfg.max_stems + 1))
             picks = rng.integers(len(self.stem_pool), size=count)
             parts = []
             for p in picks:

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ApolloConfig
+from .band_limit import emptied_band_mask
 from .band_reconstruction import BandReconstruction
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
@@ -16,7 +17,8 @@ from .band_split import BandSplit
 class Apollo(nn.Module):
     """Restores a waveform (batch, channels, samples); each channel is processed on its own.
 
-    With ``config.residual`` the reconstruction is added to the input spectrum.
+    With ``config.residual`` the reconstruction is added to the input spectrum; with
+    ``config.keep_input_band`` too, only above the input's band limit.
     """
 
     def __init__(self, config: ApolloConfig | None = None) -> None:
@@ -75,7 +77,9 @@ class Apollo(nn.Module):
             else:
                 z = block(z)
         out = self.band_reconstruction(z)
-        if self.config.residual:
+        if self.config.keep_input_band:
+            out = spec + out * emptied_band_mask(spec, channels)
+        elif self.config.residual:
             out = out + spec
         y = self.istft(out, padded)[:, :length]
         return y.reshape(batch, channels, length).to(wav.dtype)

@@ -20,6 +20,7 @@ class DataConfig:
     bitrates: tuple[int, ...] = (24, 32, 48, 64, 96, 128)
     examples_per_epoch: int = 40000
     valid_examples: int = 16
+    single_stem_probability: float = 0.0  # share of stem sums that are one stem (released: 1/8)
     workers: int = 2
 
 
@@ -42,6 +43,7 @@ class LossConfig:
     reconstruction: float = 1.0
     feature_matching: float = 1.0
     adversarial: float = 1.0
+    log_magnitude: float = 0.0  # not in the paper: losses.log_magnitude_loss, added to Eq. 4
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0
@@ -65,6 +67,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     init_from: str | None = None  # fine-tune from any checkpoint load_model accepts
+    # with init_from: the model keys the recipe sets, applied over the checkpoint's config
+    # (only keys that add no weights, e.g. keep_input_band)
+    model_overrides: tuple[str, ...] = ()
     seed: int = 0
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 on CPU; "fp32"; "bf16"
     activation_checkpointing: bool = False  # recompute block activations in backward (less memory)
@@ -94,6 +99,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
         raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
     built = {name: _build(cls, raw.get(name), name) for name, cls in sections.items()}
     return TrainConfig(**built, init_from=raw.get("init_from"), seed=int(raw.get("seed", 0)),
+                       model_overrides=tuple(sorted(raw.get("model") or {})),
                        precision=raw.get("precision", "auto"),
                        activation_checkpointing=bool(raw.get("activation_checkpointing", False)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import random
@@ -37,6 +38,23 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
+def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
+    """The checkpoint's generator, rebuilt with the recipe's model keys if it sets any."""
+    if not config.model_overrides:
+        return generator
+    changed = {k: getattr(config.model, k) for k in config.model_overrides}
+    model_config = dataclasses.replace(generator.config, **changed)
+    if model_config == generator.config:
+        return generator
+    rebuilt = Apollo(model_config)
+    try:
+        rebuilt.load_state_dict(generator.state_dict())
+    except RuntimeError as error:
+        raise ValueError(f"init_from: the recipe's model keys {sorted(changed)} change the weights' "
+                         f"shapes; only keys that add no weights can be changed when fine-tuning") from error
+    return rebuilt
+
+
 class Trainer:
     """Trains an Apollo generator against the multi-resolution STFT discriminator.
 
@@ -64,7 +82,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         lr_scale = 1.0
         if config.init_from:
-            generator = load_model(config.init_from).train()
+            generator = _with_overrides(load_model(config.init_from), config).train()
             self.model_config = generator.config
             lr_scale = config.optim.finetune_lr_scale
         else:
@@ -110,7 +128,8 @@ class Trainer:
         from ..data.examples import ExampleConfig, TrainingExamples
 
         examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
-                                 examples_per_epoch=data.examples_per_epoch)
+                                 examples_per_epoch=data.examples_per_epoch,
+                                 single_stem_probability=data.single_stem_probability)
         train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
         valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
                                  length=data.valid_examples)
@@ -133,13 +152,20 @@ class Trainer:
         loss = self.cfg.loss
         return (loss.adversarial > 0 or loss.feature_matching > 0) and self.step >= loss.gan_from_step
 
+    def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Eq. 4, plus the log-magnitude term where the recipe weighs it."""
+        rec = losses.reconstruction_loss(estimate, target)
+        if self.cfg.loss.log_magnitude:
+            rec = rec + self.cfg.loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
+        return rec
+
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
         with self.autocast():
             estimate = self.generator(degraded).float()
-        rec = losses.reconstruction_loss(estimate, target)
+        rec = self.reconstruction(estimate, target)
         zero = torch.zeros((), device=self.device)
         loss_d, fm, adv = zero, zero, zero
         if self.uses_gan():
@@ -176,7 +202,7 @@ class Trainer:
             degraded, target, _ = self.valid_set[i]
             with self.autocast():
                 est = generator(degraded[None].to(self.device)).float()
-            total.append(losses.reconstruction_loss(est, target[None].to(self.device)).item())
+            total.append(self.reconstruction(est, target[None].to(self.device)).item())
             if i < self.cfg.schedule.samples and self.rank == 0:
                 self._write_sample(i, degraded, target, est[0].cpu())
         generator.train()
