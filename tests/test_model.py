@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,15 +140,21 @@ def _lowpassed_noise(samples: int, cutoff_bin: int, window: int, seed: int = 0) 
     return torch.fft.irfft(spec, samples) + 2**-15 * torch.randn(1, 2, samples)
 
 
-def test_band_limit_finds_the_cliff_and_treats_silence_as_emptied():
+def test_band_limit_finds_the_codecs_cliff():
     from apollo.model.band_limit import band_limit, emptied_band_mask
 
-    level_db = torch.full((3, 442), -100.0)
+    level_db = torch.full((6, 442), -100.0)
     level_db[0, :161] = -20.0  # a 8 kHz lowpass
     level_db[1, :161] = -20.0
     level_db[1, 300:303] = -60.0  # spurs narrower than the smoothing are not music
-    level_db[2] = -200.0  # silence
-    assert band_limit(level_db).tolist() == [160, 160, -1]
+    level_db[2, :81] = -20.0  # 24 kbps: a 4 kHz lowpass in an MPEG-2 stream whose noise floor
+    level_db[2, 81:221] = -90.0  # stops at its 11 kHz Nyquist, a second, shallower step
+    level_db[2, 221:] = -130.0
+    level_db[3, :11] = -10.0  # a bass: its own cliff at 500 Hz, but harmonics above it,
+    level_db[3, 11:101] = -40.0  # so the codec's cliff is the one at 5 kHz
+    level_db[4] = torch.linspace(-10.0, -60.0, 442)  # full band, no cliff: nothing emptied
+    level_db[5] = -200.0  # silence: nothing emptied
+    assert band_limit(level_db).tolist() == [160, 160, 80, 100, 441, 441]
 
     config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
     wav = _lowpassed_noise(config.sample_rate // 2, 160, config.window)
@@ -158,6 +165,22 @@ def test_band_limit_finds_the_cliff_and_treats_silence_as_emptied():
     assert mask.shape == (2, 1, 442, 1)
     limit = int(mask[0, 0, :, 0].argmax())
     assert 158 <= limit <= 176 and torch.equal(mask[0], mask[1])  # the window leaks ~10 bins
+
+
+@pytest.mark.parametrize("kbps, low, high", [(24, 3000, 4500), (64, 8000, 11500), (128, 15500, 17500)])
+def test_band_limit_of_real_mp3_is_the_coded_bandwidth(kbps, low, high):
+    from apollo import degrade
+    from apollo.model.band_limit import emptied_band_mask
+
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal((2, 44100 * 2))).astype(np.float32)
+    coded = torch.from_numpy(degrade.mp3(noise, 44100, kbps))
+    model = apollo.Apollo(ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True))
+    mask = emptied_band_mask(model.stft(coded.float()), channels=2)
+    start_hz = int(mask[0, 0, :, 0].argmax()) * 44100 / model.config.window
+    # the top of the steepest fall of the log spectrum: at or a little below the -20 dB bandwidth
+    # of benchmarks/mp3_bandwidth.py (3.8, 10.8, 16.6 kHz); never the 11 kHz of MPEG-2 streams
+    assert low <= start_hz <= high
 
 
 def test_keep_input_band_writes_only_above_the_band_limit():

@@ -1,8 +1,8 @@
 """The band an MP3 encoder emptied: the bins above the input's band limit.
 
-An encoder's lowpass leaves every bin above its cutoff at the noise floor, tens of dB below
-the music. A generator with ``keep_input_band`` keeps the input spectrum below that cliff and
-writes only above it, so it cannot smear what the codec kept.
+An encoder's lowpass leaves every bin above its cutoff far below the music: a cliff. A
+generator with ``keep_input_band`` keeps the input spectrum below that cliff and writes only
+above it, so it cannot smear what the codec kept.
 """
 
 from __future__ import annotations
@@ -10,29 +10,42 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-# The floor is read from the top 5% of bins: every encoder setting up to 320 kbps low-passes
-# below 20 kHz, so at 44.1 kHz they are empty in coded input.
-FLOOR_FRACTION = 0.05
-# A bin belongs to the kept band when its smoothed level is this far above the floor.
+# A cliff must drop this far below every bin under it to count as the codec's.
 MARGIN_DB = 15.0
 # Median over this many bins: the stopband of a decoded MP3 has isolated spurs.
 SMOOTH_BINS = 9
+# An encoder's lowpass falls over ~1 kHz: the drop is measured across this many bins.
+SLOPE_BINS = 20
+# Above the codec's cliff every bin is at least this far below the loudest one. A lone bass
+# falls off a cliff of its own at a few hundred Hz, but its harmonics go on above it.
+QUIET_DB = 50.0
 
 
 def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Tensor:
-    """Index of the highest bin more than margin_db above the floor, per row of (rows, bins).
+    """Index of the last bin before the deepest cliff, per row of (rows, bins) levels in dB.
 
-    ``level_db`` is each bin's level in dB. Rows with no such bin (silence) return -1: their
-    whole spectrum counts as emptied.
+    The cliff after bin k is how far the smoothed level at k stands above the loudest bin
+    from k + SLOPE_BINS up. Of the cliffs with nothing within QUIET_DB of the peak beyond them,
+    the deepest wins (or the highest within 3 dB of it), and the band limit is its top. Taking the deepest rather than the highest one matters
+    at 24 kbps: LAME codes that as MPEG-2 at 22.05 kHz, so the decoded stream has a second,
+    shallower step at its 11 kHz Nyquist, well above the 4 kHz the codec kept. Rows with no
+    cliff of margin_db (full-band audio, silence) keep every bin.
     """
     half = SMOOTH_BINS // 2
     padded = F.pad(level_db[:, None], (half, half), mode="replicate")[:, 0]
     smooth = padded.unfold(-1, SMOOTH_BINS, 1).median(dim=-1).values
-    top = max(1, round(level_db.shape[-1] * FLOOR_FRACTION))
-    floor = smooth[..., -top:].median(dim=-1, keepdim=True).values
-    above = smooth > floor + margin_db
-    index = torch.arange(level_db.shape[-1], device=level_db.device).expand_as(above)
-    return torch.where(above, index, torch.full_like(index, -1)).amax(dim=-1)
+    beyond = smooth.flip(-1).cummax(-1).values.flip(-1)  # loudest level from each bin up
+    slope = min(SLOPE_BINS, level_db.shape[-1] - 1)
+    rest = beyond[:, slope:]
+    drop = smooth[:, :-slope] - rest
+    quiet = rest < smooth.amax(dim=-1, keepdim=True) - QUIET_DB
+    drop = torch.where(quiet, drop, torch.full_like(drop, -torch.inf))
+    depth = drop.amax(dim=-1, keepdim=True)
+    # a sharp cliff is as deep from any of the SLOPE_BINS bins before it: take the last
+    near = drop >= depth - 3.0
+    positions = torch.arange(drop.shape[-1], device=drop.device).expand_as(drop)
+    index = torch.where(near, positions, torch.zeros_like(positions)).amax(dim=-1)
+    return torch.where(depth[:, 0] > margin_db, index, torch.full_like(index, level_db.shape[-1] - 1))
 
 
 def emptied_band_mask(spec: torch.Tensor, channels: int, margin_db: float = MARGIN_DB) -> torch.Tensor:
