@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-# A cliff must drop this far below every bin under it to count as the codec's.
+# A cliff must fall at least this far to count as the codec's.
 MARGIN_DB = 15.0
 # Median over this many bins: the stopband of a decoded MP3 has isolated spurs.
 SMOOTH_BINS = 9
@@ -26,10 +26,10 @@ def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Te
 
     The cliff after bin k is how far the smoothed level at k stands above the loudest bin
     from k + SLOPE_BINS up. Of the cliffs with nothing within QUIET_DB of the peak beyond them,
-    the deepest wins (or the highest within 3 dB of it), and the band limit is its top. Taking the deepest rather than the highest one matters
-    at 24 kbps: LAME codes that as MPEG-2 at 22.05 kHz, so the decoded stream has a second,
-    shallower step at its 11 kHz Nyquist, well above the 4 kHz the codec kept. Rows with no
-    cliff of margin_db (full-band audio, silence) keep every bin.
+    the deepest wins (or the highest within 3 dB of it), and the band limit is its top.
+    The deepest, not the highest, because of 24 kbps: LAME codes it as MPEG-2 at 22.05 kHz, so
+    the decoded stream has a second, shallower step at its 11 kHz Nyquist, far above the 4 kHz
+    the codec kept. Rows with no cliff of margin_db (full-band audio, silence) keep every bin.
     """
     half = SMOOTH_BINS // 2
     padded = F.pad(level_db[:, None], (half, half), mode="replicate")[:, 0]

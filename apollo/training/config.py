@@ -20,7 +20,8 @@ class DataConfig:
     bitrates: tuple[int, ...] = (24, 32, 48, 64, 96, 128)
     examples_per_epoch: int = 40000
     valid_examples: int = 16
-    single_stem_probability: float = 0.0  # share of stem sums that are one stem (released: 1/8)
+    # stem sums drawn as one stem before the uniform 1..8 draw (0: as released, 1 in 8 is one stem)
+    single_stem_probability: float = 0.0
     workers: int = 2
 
 
