@@ -188,9 +188,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .evaluate import evaluate_dataset
 
         bitrates = tuple(int(b) for b in args.bitrates.split(","))
-        summary = evaluate_dataset(args.data, args.checkpoint, args.out, bitrates=bitrates, workers=args.workers,
-                                   seconds=args.excerpt_seconds, per_track=args.per_track,
-                                   with_visqol=not args.no_visqol, progress=not args.quiet, int8=args.int8)
+        try:
+            summary = evaluate_dataset(args.data, args.checkpoint, args.out, bitrates=bitrates, workers=args.workers,
+                                       seconds=args.excerpt_seconds, per_track=args.per_track,
+                                       with_visqol=not args.no_visqol, progress=not args.quiet, int8=args.int8,
+                                       split=args.split)
+        except ValueError as err:
+            print(f"apollo: error: {err}", file=sys.stderr)
+            return 2
         print((Path(args.out) / "table.md").read_text())
         return 0 if summary["count"] else 1
     if not (args.reference and args.estimate):
@@ -344,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--excerpt-seconds", type=float, default=10.0)
     ev.add_argument("--per-track", type=int, default=1, help="excerpts per track and group")
+    ev.add_argument("--split", choices=("test", "valid"), default="test",
+                    help="tracks to score with --data: test (the report) or valid (to choose among candidates)")
     ev.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow)")
     ev.add_argument("--int8", action="store_true", help="also score each model's int8 CPU path (name-int8)")
     ev.add_argument("-q", "--quiet", action="store_true")

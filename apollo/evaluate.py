@@ -40,7 +40,8 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
     from .data.readers import read_tracks
     from .data.silence import active_windows
 
-    chosen = read_tracks(data, split=split) or read_tracks(data)
+    # a folder whose track names all hash to train is evaluated whole; a missing valid split is not
+    chosen = read_tracks(data, split=split) or (read_tracks(data) if split == "test" else [])
     excerpts: list[Excerpt] = []
     for track in chosen:
         stems, mixture = load_track(track, rate)
@@ -106,8 +107,13 @@ def _job(args: tuple) -> list[dict]:
 
 def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                      bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, workers: int = 2, seconds: float = 10.0,
-                     per_track: int = 1, with_visqol: bool = True, progress: bool = True, int8: bool = False) -> dict:
-    """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots."""
+                     per_track: int = 1, with_visqol: bool = True, progress: bool = True, int8: bool = False,
+                     split: str = "test") -> dict:
+    """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots.
+
+    ``split="valid"`` scores the validation tracks instead, to choose among candidates without
+    looking at the test split.
+    """
     from tqdm import tqdm
 
     out = Path(out)
@@ -118,9 +124,9 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
         with open(csv_path) as handle:
             for row in csv.DictReader(handle):
                 done[(row["excerpt"], int(row["bitrate"]))].add(row["system"])
-    excerpts = make_excerpts(data, seconds=seconds, per_track=per_track)
+    excerpts = make_excerpts(data, seconds=seconds, per_track=per_track, split=split)
     if not excerpts:
-        raise ValueError(f"{data}: no test excerpts with audio")
+        raise ValueError(f"{data}: no {split} excerpts with audio")
     systems = {"mp3", *(_system_name(c) for c in checkpoints)}
     if int8:
         systems |= {f"{_system_name(c)}-int8" for c in checkpoints}

@@ -150,3 +150,33 @@ def test_excerpts_tolerate_stems_longer_than_the_mixture(tmp_path):
     sf.write(str(root / "drums.wav"), np.stack([mix, mix], 1), SR)
     groups = sorted(e.group for e in make_excerpts(tmp_path / "musdb", seconds=2))
     assert groups == ["multi_stem_vocals", "single_stem", "vocals"]
+
+
+def _musdb_track(folder, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    stems = {name: rng.standard_normal(2 * SR) * 0.05 for name in ("drums", "bass")}
+    for name, data in stems.items():
+        sf.write(str(folder / f"{name}.wav"), np.stack([data, data], 1), SR)
+    sf.write(str(folder / "mixture.wav"), np.stack([sum(stems.values())] * 2, 1), SR)
+
+
+def test_evaluate_valid_split_scores_only_validation_tracks(tmp_path, capsys):
+    from apollo.data.readers import split_of
+
+    valid_name = next(f"song-{i}" for i in range(1000) if split_of(f"song-{i}", valid=0.1, test=0.0) == "valid")
+    train_name = next(f"song-{i}" for i in range(1000) if split_of(f"song-{i}", valid=0.1, test=0.0) == "train")
+    _musdb_track(tmp_path / "musdb" / "test" / "held-out", 0)
+    _musdb_track(tmp_path / "musdb" / "train" / train_name, 1)
+    args = ["evaluate", "--data", str(tmp_path / "musdb"), "--checkpoint", "tiny-test", "--bitrates", "128",
+            "--excerpt-seconds", "1", "--workers", "1", "--no-visqol", "-q"]
+    # no validation track yet: an error line, not the test or training tracks
+    assert main([*args, "--out", str(tmp_path / "none"), "--split", "valid"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apollo: error:") and "no valid excerpts" in err
+    _musdb_track(tmp_path / "musdb" / "train" / valid_name, 2)
+    assert main([*args, "--out", str(tmp_path / "valid"), "--split", "valid"]) == 0
+    assert main([*args, "--out", str(tmp_path / "test")]) == 0
+    scored = {split: {row.split(",")[0].split("/")[0] for row in (tmp_path / split / "results.csv").read_text().splitlines()[1:]}
+              for split in ("valid", "test")}
+    assert scored == {"valid": {valid_name}, "test": {"held-out"}}
