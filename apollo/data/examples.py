@@ -78,6 +78,7 @@ class TrainingExamples(Dataset):
             track = self.with_mixture[rng.integers(len(self.with_mixture))]
             parts = [("mixture", track, self._crop(rng, track), 0)]
         else:
+            # no extra draw at 0, so the released recipe's examples stay the same
             single = cfg.single_stem_probability > 0 and rng.random() < cfg.single_stem_probability
             count = 1 if single else int(rng.integers(1, cfg.max_stems + 1))
             picks = rng.integers(len(self.stem_pool), size=count)

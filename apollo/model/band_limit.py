@@ -19,6 +19,9 @@ SLOPE_BINS = 20
 # Above the codec's cliff every bin is at least this far below the loudest one. A lone bass
 # falls off a cliff of its own at a few hundred Hz, but its harmonics go on above it.
 QUIET_DB = 50.0
+# A sharp cliff is as deep from any of the SLOPE_BINS bins before it: of the cliffs within this
+# much of the deepest, the last one is the band limit.
+NEAR_DB = 3.0
 
 
 def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Tensor:
@@ -26,7 +29,7 @@ def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Te
 
     The cliff after bin k is how far the smoothed level at k stands above the loudest bin
     from k + SLOPE_BINS up. Of the cliffs with nothing within QUIET_DB of the peak beyond them,
-    the deepest wins (or the highest within 3 dB of it), and the band limit is its top.
+    the deepest wins (or the highest within NEAR_DB of it), and the band limit is its top.
     The deepest, not the highest, because of 24 kbps: LAME codes it as MPEG-2 at 22.05 kHz, so
     the decoded stream has a second, shallower step at its 11 kHz Nyquist, far above the 4 kHz
     the codec kept. Rows with no cliff of margin_db (full-band audio, silence) keep every bin.
@@ -41,8 +44,7 @@ def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Te
     quiet = rest < smooth.amax(dim=-1, keepdim=True) - QUIET_DB
     drop = torch.where(quiet, drop, torch.full_like(drop, -torch.inf))
     depth = drop.amax(dim=-1, keepdim=True)
-    # a sharp cliff is as deep from any of the SLOPE_BINS bins before it: take the last
-    near = drop >= depth - 3.0
+    near = drop >= depth - NEAR_DB
     positions = torch.arange(drop.shape[-1], device=drop.device).expand_as(drop)
     index = torch.where(near, positions, torch.zeros_like(positions)).amax(dim=-1)
     return torch.where(depth[:, 0] > margin_db, index, torch.full_like(index, level_db.shape[-1] - 1))

@@ -39,9 +39,7 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
-    """The checkpoint's generator, rebuilt with the recipe's model keys if it sets any."""
-    if not config.model_overrides:
-        return generator
+    """The checkpoint's generator, rebuilt with the recipe's model keys if they change its config."""
     changed = {k: getattr(config.model, k) for k in config.model_overrides}
     model_config = dataclasses.replace(generator.config, **changed)
     if model_config == generator.config:
