@@ -52,15 +52,19 @@ def _power_spectrogram(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(spec) ** 2  # (..., bins, frames)
 
 
+def db_spectrogram(x: np.ndarray, n_fft: int = 2048, hop: int = 512, floor: float = 1e-10) -> np.ndarray:
+    """Power spectrogram in dB, (..., bins, frames): the one LSD compares, for plots of it."""
+    return 10 * np.log10(_power_spectrogram(x, n_fft, hop) + floor)
+
+
 def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: float = 0.0,
         n_fft: int = 2048, hop: int = 512) -> float:
     """Log-spectral distance (dB): RMS over bins >= min_hz of the log-power difference,
     averaged over frames and channels."""
     ref, est = _checked(reference, estimate)
-    p_ref, p_est = _power_spectrogram(ref, n_fft, hop), _power_spectrogram(est, n_fft, hop)
-    freqs = np.arange(p_ref.shape[-2]) * sample_rate / n_fft
+    freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
     keep = freqs >= min_hz
-    diff = 10 * np.log10(p_ref[..., keep, :] + 1e-10) - 10 * np.log10(p_est[..., keep, :] + 1e-10)
+    diff = db_spectrogram(ref, n_fft, hop)[..., keep, :] - db_spectrogram(est, n_fft, hop)[..., keep, :]
     return float(np.mean(np.sqrt(np.mean(diff**2, axis=-2))))
 
 

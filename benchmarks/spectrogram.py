@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 
 from apollo import degrade, metrics
 from apollo.api import Restorer
@@ -20,14 +19,6 @@ from apollo.audio import resample
 from apollo.evaluate import make_excerpts
 
 RATE = 44100
-
-
-def db_spectrogram(mono: np.ndarray, n_fft: int = 2048, hop: int = 512) -> np.ndarray:
-    """Power spectrogram in dB, (bins, frames)."""
-    frames = 1 + (mono.size - n_fft) // hop
-    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
-    spec = np.abs(np.fft.rfft(mono[index] * np.hanning(n_fft), axis=1)) ** 2
-    return 10 * np.log10(spec.T + 1e-10)
 
 
 def main() -> None:
@@ -51,11 +42,13 @@ def main() -> None:
     restored, rate = Restorer(args.checkpoint).restore(coded, RATE)
     restored, _ = metrics.align(ref, resample(restored, rate, RATE), max_lag=2048)
     panels = [("clean reference", ref), (f"MP3 {args.bitrate} kbps (input)", coded), ("apollo (restored)", restored)]
+    levels = [metrics.db_spectrogram(audio.mean(0)) for _, audio in panels]
+    top = float(levels[0].max())  # colour scale from the reference's loudest cell down 110 dB
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True, constrained_layout=True)
-    for ax, (title, audio) in zip(axes, panels):
+    for ax, (title, audio), level in zip(axes, panels, levels):
         lsd = metrics.lsd(ref, audio, RATE)
-        image = ax.imshow(db_spectrogram(audio.mean(0)), origin="lower", aspect="auto", cmap="magma",
-                          vmin=-100, vmax=20, extent=(0, audio.shape[1] / RATE, 0, RATE / 2000))
+        image = ax.imshow(level, origin="lower", aspect="auto", cmap="magma", vmin=top - 110, vmax=top,
+                          extent=(0, audio.shape[1] / RATE, 0, RATE / 2000))
         ax.set_title(title if audio is ref else f"{title}, LSD {lsd:.2f}", fontsize=10)
         ax.set_xlabel("seconds")
     axes[0].set_ylabel("kHz")
