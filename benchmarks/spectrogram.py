@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from apollo import degrade, metrics
 from apollo.api import Restorer
 from apollo.audio import resample
