@@ -35,6 +35,9 @@ class ApolloConfig:
     # True (needs residual): bins up to the input's band limit keep the input spectrum, and the
     # model writes only the band above it, the band an MP3 lowpass emptied (model/band_limit.py).
     keep_input_band: bool = False
+    # True (needs keep_input_band): no written bin is louder than the kept band's top 1 kHz in
+    # its frame, so a source with nothing near the cutoff gets nothing above it (band_limit.py).
+    cap_emptied_band: bool = False
 
     def __post_init__(self) -> None:
         if self.band_layout not in BAND_LAYOUTS:
@@ -49,6 +52,8 @@ class ApolloConfig:
             raise ValueError("tcn_kernel must be odd")
         if self.keep_input_band and not self.residual:
             raise ValueError("keep_input_band needs residual: true (the kept band is the input's)")
+        if self.cap_emptied_band and not self.keep_input_band:
+            raise ValueError("cap_emptied_band needs keep_input_band: true (it caps the band above the limit)")
 
     @property
     def window(self) -> int:

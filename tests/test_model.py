@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -200,3 +201,48 @@ def test_keep_input_band_writes_only_above_the_band_limit():
     assert change[200:].mean() > 3 * level[200:].mean()  # the emptied band is written
     with pytest.raises(ValueError, match="residual"):
         ApolloConfig(keep_input_band=True)
+
+
+def test_cap_to_band_edge_limits_the_written_band_per_frame():
+    from apollo.model.band_limit import EDGE_BINS, cap_to_band_edge
+
+    rows, frames, bins, limit = 3, 12, 60, 30
+    spec = torch.zeros(rows, frames, bins, 2)
+    spec[0, :, :limit + 1, 0] = 0.5  # a loud kept band up to its edge
+    spec[1, :, :limit + 1 - EDGE_BINS, 0] = 0.5  # loud below, silent in the top EDGE_BINS bins
+    spec[2, :, :limit + 1, 0] = 0.5
+    spec[2, 8:, :limit + 1, 0] = 0.001  # a decay: the edge falls silent in the last frames
+    written = torch.full((rows, frames, bins, 2), 0.3)
+    mask = (torch.arange(bins) > limit).float()[None, None, :, None].expand(rows, 1, bins, 1)
+    capped = cap_to_band_edge(written * mask, spec, mask)
+    magnitude = capped.pow(2).sum(-1).sqrt()
+    assert torch.allclose(magnitude[0, :, limit + 1:], torch.tensor(0.3 * 2**0.5))  # under the cap: kept
+    assert magnitude[:, :, :limit + 1].abs().max() == 0  # nothing written below the limit
+    assert magnitude[1].max() < 1e-6  # nothing at the edge: nothing above it
+    assert torch.allclose(magnitude[2, :6, limit + 1:], torch.tensor(0.3 * 2**0.5))
+    assert torch.allclose(magnitude[2, 10:, limit + 1:], torch.tensor(0.001))  # follows the edge down
+    assert torch.allclose(capped[2, 10:, limit + 1:, 0], capped[2, 10:, limit + 1:, 1])  # phase kept
+    with pytest.raises(ValueError, match="keep_input_band"):
+        ApolloConfig(residual=True, cap_emptied_band=True)
+
+
+def test_capped_model_keeps_the_written_band_under_a_quiet_edge():
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    capped = apollo.Apollo(dataclasses.replace(config, cap_emptied_band=True))
+    capped.load_state_dict(model.state_dict())
+    samples = config.sample_rate // 2
+    wav = 0.1 * _lowpassed_noise(samples, 160, config.window)
+    spectrum = torch.fft.rfft(wav)
+    spectrum[..., int(100 * samples / config.window):] *= 1e-2  # a source whose top falls 40 dB
+    wav = torch.fft.irfft(spectrum, samples)
+    with torch.inference_mode():
+        spec = model.stft(wav.reshape(2, -1))
+        free, held = (model.stft(m(wav).reshape(2, -1)) - spec for m in (model, capped))
+    edge = spec[..., 140:160, :].pow(2).sum(-1).mean().sqrt()
+    assert free[..., 200:, :].pow(2).sum(-1).sqrt().mean() > 5 * edge  # uncapped: far above the edge
+    assert held[..., 200:, :].pow(2).sum(-1).sqrt().mean() < 2 * edge  # capped (up to window leakage)
+    assert torch.equal(capped(wav[:, :, :2000] * 0), wav[:, :, :2000] * 0)  # silence stays silent

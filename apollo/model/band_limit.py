@@ -63,3 +63,33 @@ def emptied_band_mask(spec: torch.Tensor, channels: int, margin_db: float = MARG
     limit = band_limit(level, margin_db).repeat_interleave(channels)
     mask = torch.arange(bins, device=spec.device) > limit[:, None]
     return mask.to(spec.dtype)[:, None, :, None]
+
+
+# The written band is capped by the kept band's top this many bins (1 kHz at 20-ms windows) ...
+EDGE_BINS = SLOPE_BINS
+# ... taking the loudest of this many frames around each one: an encoder at low bitrates
+# leaves short holes in its top band, which should not silence what is written above it.
+EDGE_FRAMES = 5
+
+
+def cap_to_band_edge(written: torch.Tensor, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Limits each written bin's magnitude to the RMS magnitude of the kept band's top.
+
+    written, spec: (rows, T, F, 2); mask: emptied_band_mask's (rows, 1, F, 1). Music falls in
+    level towards high frequencies, so the emptied band should not be louder than the band
+    just below the cutoff. Where that band is silent (a lone bass or pad, or a note's
+    decay) the written band is silenced with it, rather than filled at the level learned from
+    full mixes, which costs ViSQOL on isolated stems. Frames and rows with no emptied band
+    are left as they are.
+    """
+    emptied = mask[:, 0, :, 0] > 0  # (rows, F)
+    bins = emptied.shape[-1]
+    first = torch.where(emptied.any(-1), emptied.float().argmax(-1), torch.full_like(emptied[:, 0], bins, dtype=torch.long))
+    index = torch.arange(bins, device=spec.device)
+    edge = ((index < first[:, None]) & (index >= first[:, None] - EDGE_BINS)).to(spec.dtype)  # (rows, F)
+    power = spec.detach().pow(2).sum(-1)  # (rows, T, F)
+    edge_power = (power * edge[:, None]).sum(-1) / edge.sum(-1).clamp_min(1)[:, None]  # (rows, T)
+    edge_power = F.max_pool1d(edge_power[:, None], EDGE_FRAMES, stride=1, padding=EDGE_FRAMES // 2)[:, 0]
+    magnitude = written.pow(2).sum(-1, keepdim=True).clamp_min(1e-20).sqrt()
+    cap = edge_power.sqrt()[:, :, None, None]
+    return written * torch.clamp(cap / magnitude, max=1.0)

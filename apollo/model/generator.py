@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ApolloConfig
-from .band_limit import emptied_band_mask
+from .band_limit import cap_to_band_edge, emptied_band_mask
 from .band_reconstruction import BandReconstruction
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
@@ -78,7 +78,11 @@ class Apollo(nn.Module):
                 z = block(z)
         out = self.band_reconstruction(z)
         if self.config.keep_input_band:
-            out = spec + out * emptied_band_mask(spec, channels)
+            mask = emptied_band_mask(spec, channels)
+            out = out * mask
+            if self.config.cap_emptied_band:
+                out = cap_to_band_edge(out, spec, mask)
+            out = spec + out
         elif self.config.residual:
             out = out + spec
         y = self.istft(out, padded)[:, :length]
