@@ -19,6 +19,11 @@ SLOPE_BINS = 20
 # Above the codec's cliff every bin is at least this far below the loudest one. A lone bass
 # falls off a cliff of its own at a few hundred Hz, but its harmonics go on above it.
 QUIET_DB = 50.0
+# A bin's level is this quantile of its per-frame levels in dB. A codec's lowpass empties every
+# frame; a hi-hat every half beat fills a fifth of them, which a mean in dB drowns in the quiet
+# frames between (so a cliff of the chords' harmonics came out deeper than the codec's); the
+# click at a chunk's cut edge fills one frame in hundreds, which the quantile ignores.
+LEVEL_QUANTILE = 0.9
 # A sharp cliff is as deep from any of the SLOPE_BINS bins before it: of the cliffs within this
 # much of the deepest, the last one is the band limit.
 NEAR_DB = 3.0
@@ -53,12 +58,13 @@ def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Te
 def emptied_band_mask(spec: torch.Tensor, channels: int, margin_db: float = MARGIN_DB) -> torch.Tensor:
     """(B*C, T, F, 2) spectrum -> (B*C, 1, F, 1) mask: 1 above each item's band limit, else 0.
 
-    The level is the mean over frames of each bin's level in dB: the clicks at a chunk's cut
-    edges, loud in one frame, barely move it, where they would dominate the mean power. An
-    item's channels share the limit (joint stereo codes them to one cutoff).
+    A bin's level is a high quantile (LEVEL_QUANTILE) of its per-frame levels in dB: heard if a
+    fifth of the frames have it, unmoved by the click at a chunk's cut edge in one. An item's
+    channels share the limit (joint stereo codes them to one cutoff).
     """
     rows, _, bins, _ = spec.shape
-    level = 10 * torch.log10(spec.detach().float().pow(2).sum(-1).clamp_min(1e-20)).mean(1)  # (B*C, F)
+    frames = 10 * torch.log10(spec.detach().float().pow(2).sum(-1).clamp_min(1e-20))  # (B*C, T, F)
+    level = torch.quantile(frames, LEVEL_QUANTILE, dim=1) if frames.shape[1] > 1 else frames[:, 0]
     level = level.reshape(rows // channels, channels, bins).mean(1)
     limit = band_limit(level, margin_db).repeat_interleave(channels)
     mask = torch.arange(bins, device=spec.device) > limit[:, None]
