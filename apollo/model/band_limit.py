@@ -64,7 +64,7 @@ def emptied_band_mask(spec: torch.Tensor, channels: int, margin_db: float = MARG
     """
     rows, _, bins, _ = spec.shape
     frames = 10 * torch.log10(spec.detach().float().pow(2).sum(-1).clamp_min(1e-20))  # (B*C, T, F)
-    level = torch.quantile(frames, LEVEL_QUANTILE, dim=1) if frames.shape[1] > 1 else frames[:, 0]
+    level = torch.quantile(frames, LEVEL_QUANTILE, dim=1)  # (B*C, F)
     level = level.reshape(rows // channels, channels, bins).mean(1)
     limit = band_limit(level, margin_db).repeat_interleave(channels)
     mask = torch.arange(bins, device=spec.device) > limit[:, None]
@@ -90,7 +90,8 @@ def cap_to_band_edge(written: torch.Tensor, spec: torch.Tensor, mask: torch.Tens
     """
     emptied = mask[:, 0, :, 0] > 0  # (rows, F)
     bins = emptied.shape[-1]
-    first = torch.where(emptied.any(-1), emptied.float().argmax(-1), torch.full_like(emptied[:, 0], bins, dtype=torch.long))
+    none = torch.full_like(emptied[:, 0], bins, dtype=torch.long)
+    first = torch.where(emptied.any(-1), emptied.float().argmax(-1), none)  # first written bin
     index = torch.arange(bins, device=spec.device)
     edge = ((index < first[:, None]) & (index >= first[:, None] - EDGE_BINS)).to(spec.dtype)  # (rows, F)
     power = spec.detach().pow(2).sum(-1)  # (rows, T, F)
