@@ -40,8 +40,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def default_checkpoint() -> Path:
     if not DEFAULT_WEIGHTS.is_file():
         raise CheckpointError(
-            "this version of apollo ships no default weights yet: pass --checkpoint PATH "
-            "(a released pytorch_model.bin or an apollo .safetensors), or 'tiny-test' to try the pipeline"
+            f"the default weights are missing from this installation ({DEFAULT_WEIGHTS}): reinstall "
+            "apollo, or pass --checkpoint PATH (a released pytorch_model.bin or an apollo .safetensors)"
         )
     return DEFAULT_WEIGHTS
 
