@@ -88,11 +88,9 @@ def cap_to_band_edge(written: torch.Tensor, spec: torch.Tensor, mask: torch.Tens
     full mixes, which costs ViSQOL on isolated stems. Frames and rows with no emptied band
     are left as they are.
     """
-    emptied = mask[:, 0, :, 0] > 0  # (rows, F)
-    bins = emptied.shape[-1]
-    none = torch.full_like(emptied[:, 0], bins, dtype=torch.long)
-    first = torch.where(emptied.any(-1), emptied.float().argmax(-1), none)  # first written bin
-    index = torch.arange(bins, device=spec.device)
+    kept = mask[:, 0, :, 0] == 0  # (rows, F): a run of kept bins from 0, then the written ones
+    first = kept.sum(-1)  # the first written bin (F where nothing is written)
+    index = torch.arange(kept.shape[-1], device=spec.device)
     edge = ((index < first[:, None]) & (index >= first[:, None] - EDGE_BINS)).to(spec.dtype)  # (rows, F)
     power = spec.detach().pow(2).sum(-1)  # (rows, T, F)
     edge_power = (power * edge[:, None]).sum(-1) / edge.sum(-1).clamp_min(1)[:, None]  # (rows, T)
