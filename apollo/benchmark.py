@@ -11,6 +11,8 @@ import torch
 
 from .config import PRESETS
 from .model import Apollo
+from .api import resolve_device
+from .precision import check_precision, with_precision
 from .pretrained import count_parameters, load_model
 
 
@@ -27,12 +29,20 @@ def macs_per_second(model: Apollo, channels: int = 1) -> float:
 
 def benchmark(checkpoint: str | None = None, config: str | None = None, seconds: float = 10.0,
               device: str = "cpu", channels: int = 2, repeats: int = 5, threads: int | None = None,
-              int8: bool = False) -> dict[str, Any]:
-    """RTF = median seconds of compute per second of audio, after one warm-up run."""
+              precision: str = "fp32", batch: int = 1) -> dict[str, Any]:
+    """RTF = median seconds of compute per second of audio, after one warm-up run.
+
+    batch > 1 times that many clips of `seconds` in one forward pass (GPU throughput); the RTF
+    is still per second of audio, so it is the time per batch over batch x seconds.
+    """
     if threads:
         torch.set_num_threads(threads)
     if (checkpoint is None) == (config is None):
         raise ValueError("give exactly one of checkpoint or config")
+    if batch < 1 or seconds <= 0 or channels < 1 or repeats < 1:
+        raise ValueError("batch, seconds, channels and repeats must be positive")
+    dev = resolve_device(device)
+    check_precision(precision, dev)
     if config is not None:
         if config not in PRESETS:
             raise ValueError(f"unknown config {config!r}; choose from {', '.join(PRESETS)}")
@@ -40,17 +50,10 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         model = Apollo(PRESETS[config]).eval()
     else:
         model = load_model(checkpoint)
-    dev = torch.device(device)
     macs = macs_per_second(model, channels=1)
     params = count_parameters(model)
-    if int8:
-        if dev.type != "cpu":
-            raise ValueError("the int8 path runs on the CPU only")
-        from .quantize import quantize_int8
-
-        model = quantize_int8(model)
-    model = model.to(dev)
-    wav = torch.randn(1, channels, int(seconds * model.config.sample_rate), device=dev) * 0.1
+    model = with_precision(model.to(dev), precision, dev)
+    wav = torch.randn(batch, channels, int(seconds * model.config.sample_rate), device=dev) * 0.1
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times = []
@@ -70,7 +73,8 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         "model": checkpoint or config,
         "config": model.config.to_dict(),
         "parameters": params,
-        "int8": int8,
+        "precision": precision,
+        "batch": batch,
         "macs_per_second_mono": macs,
         "gmacs_per_second_stereo": round(2 * macs / 1e9, 2),
         "seconds": seconds,
@@ -78,8 +82,9 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
-        "rtf": statistics.median(times) / seconds,
-        "rtf_runs": [t / seconds for t in times],
+        "rtf": statistics.median(times) / (batch * seconds),
+        "ms_per_second": round(1000 * statistics.median(times) / (batch * seconds), 3),
+        "rtf_runs": [t / (batch * seconds) for t in times],
         "peak_memory_mb": round(peak / 2**20, 1),
         "peak_memory_kind": "cuda max allocated" if dev.type == "cuda" else "process peak RSS",
         "torch": torch.__version__,

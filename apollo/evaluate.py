@@ -73,23 +73,21 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
 
 
 @functools.lru_cache(maxsize=1)
-def _load_models(checkpoints: tuple[str, ...], int8: bool):  # noqa: ANN202
+def _load_models(checkpoints: tuple[str, ...], precisions: tuple[str, ...]):  # noqa: ANN202
     """Restorers by system name; cached so each worker process loads the models once."""
     from .api import Restorer
 
-    models = {_system_name(c): Restorer(c, device="cpu", segment=0) for c in checkpoints}
-    if int8:
-        models.update({f"{_system_name(c)}-int8": Restorer(c, device="cpu", segment=0, int8=True) for c in checkpoints})
-    return models
+    return {_system_name(c, p): Restorer(c, device="cpu", segment=0, precision=p)
+            for c in checkpoints for p in ("fp32", *precisions)}
 
 
 def _job(args: tuple) -> list[dict]:
     """Scores one (excerpt, bitrate): the MP3 input and every model's restoration."""
-    excerpt, bitrate, rate, checkpoints, done, with_visqol, int8 = args
+    excerpt, bitrate, rate, checkpoints, done, with_visqol, precisions = args
     ref = excerpt.audio
     coded = degrade.mp3(ref, rate, bitrate)
     systems = {"mp3": coded}
-    for name, restorer in _load_models(checkpoints, int8).items():
+    for name, restorer in _load_models(checkpoints, precisions).items():
         if name in done:
             continue
         out, out_rate = restorer.restore(coded, rate)
@@ -107,10 +105,12 @@ def _job(args: tuple) -> list[dict]:
 
 def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                      bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, workers: int = 2, seconds: float = 10.0,
-                     per_track: int = 1, with_visqol: bool = True, progress: bool = True, int8: bool = False,
-                     split: str = "test") -> dict:
+                     per_track: int = 1, with_visqol: bool = True, progress: bool = True,
+                     precisions: tuple[str, ...] = (), split: str = "test") -> dict:
     """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots.
 
+    Each model is scored in float32 and also at each of `precisions` ("bf16", "int8"), under
+    the system name "<model>-<precision>".
     ``split="valid"`` scores the validation tracks instead, to choose among candidates without
     looking at the test split.
     """
@@ -127,10 +127,8 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
     excerpts = make_excerpts(data, seconds=seconds, per_track=per_track, split=split)
     if not excerpts:
         raise ValueError(f"{data}: no {split} excerpts with audio")
-    systems = {"mp3", *(_system_name(c) for c in checkpoints)}
-    if int8:
-        systems |= {f"{_system_name(c)}-int8" for c in checkpoints}
-    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol, int8)
+    systems = {"mp3", *(_system_name(c, p) for c in checkpoints for p in ("fp32", *precisions))}
+    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol, tuple(precisions))
             for e in excerpts for b in bitrates if not systems <= done[(e.name, b)]]
     new_file = not csv_path.exists()
     with open(csv_path, "a", newline="") as handle:
@@ -158,8 +156,9 @@ def torch_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
-def _system_name(checkpoint: str) -> str:
-    return Path(checkpoint).stem if Path(checkpoint).exists() else checkpoint
+def _system_name(checkpoint: str, precision: str = "fp32") -> str:
+    name = Path(checkpoint).stem if Path(checkpoint).exists() else checkpoint
+    return name if precision == "fp32" else f"{name}-{precision}"
 
 
 def _write(writer: csv.DictWriter, handle, rows: list[dict]) -> None:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -180,3 +181,18 @@ def test_evaluate_valid_split_scores_only_validation_tracks(tmp_path, capsys):
     scored = {split: {row.split(",")[0].split("/")[0] for row in (tmp_path / split / "results.csv").read_text().splitlines()[1:]}
               for split in ("valid", "test")}
     assert scored == {"valid": {valid_name}, "test": {"held-out"}}
+
+
+def test_evaluate_scores_reduced_precisions_as_their_own_systems(tmp_path):
+    _musdb_track(tmp_path / "musdb" / "test" / "song", 0)
+    out = tmp_path / "report"
+    assert main(["evaluate", "--data", str(tmp_path / "musdb"), "--checkpoint", "tiny-test", "--bitrates", "128",
+                 "--excerpt-seconds", "1", "--workers", "1", "--no-visqol", "--bf16", "--int8", "--out", str(out),
+                 "-q"]) == 0
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    by_system = {row["system"]: float(row["lsd"]) for row in rows if row["excerpt"] == rows[0]["excerpt"]}
+    assert set(by_system) == {"mp3", "tiny-test", "tiny-test-bf16", "tiny-test-int8"}
+    # the reduced precisions restore the same audio closely, but are really scored separately
+    assert len({by_system[s] for s in ("tiny-test", "tiny-test-bf16", "tiny-test-int8")}) == 3
+    assert max(abs(by_system[s] - by_system["tiny-test"]) for s in ("tiny-test-bf16", "tiny-test-int8")) < 0.5
