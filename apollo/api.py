@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from . import audio
-from .apply import ChunkPlan, restore_stream
+from .apply import ChunkPlan, prefetch, restore_stream
+from .compiled import compile_blocks
 from .precision import check_precision, with_precision
 from .pretrained import load_model
 from .states import CheckpointError, atomic_write
@@ -56,7 +57,8 @@ class Restorer:
     when writing files ("rescale" the whole file, "clamp", or "none"); precision: "fp32"
     (exact), "bf16" (autocast; GPUs and AVX-512 BF16 CPUs, about 2.5x faster there) or "int8"
     (dynamic int8 linear layers, CPU only, about 3x faster); both reduced precisions cost a
-    little quality (docs/performance.md).
+    little quality (docs/performance.md); compile: torch.compile the band-sequence blocks
+    (GPU; on CPU each new chunk length first costs ~50 s of compiling).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Restorer:
         batch_size: int = 1,
         clip: str = "rescale",
         precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         if clip not in CLIP_MODES:
             raise ValueError(f"clip must be one of {CLIP_MODES}")
@@ -76,7 +79,11 @@ class Restorer:
             raise ValueError("batch_size must be at least 1")
         self.device = resolve_device(device)
         check_precision(precision, self.device)  # before the (slow) load
+        if compile and precision == "int8":
+            raise ValueError("the int8 path cannot be compiled; use --precision bf16 or fp32 with --compile")
         model = load_model(checkpoint if checkpoint is not None else default_checkpoint(), self.device)
+        if compile:
+            model = compile_blocks(model)
         self.model = with_precision(model, precision, self.device)
         self.precision = precision
         self.plan = ChunkPlan.from_seconds(self.model.config, segment, overlap, context)
@@ -138,7 +145,9 @@ class Restorer:
         audio.check_destination(src, dst, overwrite)
         info = info or audio.probe(src)
         _check_writable(dst.parent)
-        blocks = audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
+        # decoding and resampling run one thread ahead of the model
+        blocks = prefetch(audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate,
+                                                info.channels))
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
         restored = self.restore_blocks(blocks, info.channels, progress)

@@ -10,8 +10,11 @@ leaves audible dips at every seam.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,6 +178,52 @@ def restore_stream(
     yield from flush()
 
 
+_END = object()
+
+
+def prefetch(items: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterates `items` in a background thread, up to `depth` ahead of the consumer.
+
+    Decoding and resampling the next blocks then overlap with the model's forward pass (on
+    a GPU, or on CPU cores the model leaves idle). Exceptions from `items` are re-raised in
+    the consumer; closing the iterator early stops the thread.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, not swallowed
+            put((_END, err))
+
+    worker = threading.Thread(target=produce, name="apollo-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, err = buffer.get()
+            if err is not None:
+                raise err
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
     """True where a channel is exactly zero within +-radius samples (digital silence)."""
     nonzero = np.concatenate([np.zeros((x.shape[0], 1), np.int64), np.cumsum(x != 0, axis=1)], axis=1)
@@ -185,8 +234,13 @@ def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
 
 def _run(model: Callable[[torch.Tensor], torch.Tensor], chunks: list[np.ndarray], device: torch.device | str) -> list[np.ndarray]:
     """One forward pass; digital silence in the input stays exactly silent in the output."""
+    device = torch.device(device)
     with torch.inference_mode():
-        x = torch.from_numpy(np.stack(chunks)).to(device)
+        x = torch.from_numpy(np.stack(chunks))
+        if device.type == "cuda":  # page-locked memory: an asynchronous copy, ordered on the stream
+            x = x.pin_memory().to(device, non_blocking=True)
+        else:
+            x = x.to(device)
         y = model(x).float().cpu().numpy()
     radius = getattr(getattr(model, "config", None), "window", 0)
     for chunk, out in zip(chunks, y):

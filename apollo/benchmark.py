@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .compiled import compile_blocks
 from .config import PRESETS
 from .model import Apollo
 from .api import resolve_device
@@ -29,7 +30,7 @@ def macs_per_second(model: Apollo, channels: int = 1) -> float:
 
 def benchmark(checkpoint: str | None = None, config: str | None = None, seconds: float = 10.0,
               device: str = "cpu", channels: int = 2, repeats: int = 5, threads: int | None = None,
-              precision: str = "fp32", batch: int = 1) -> dict[str, Any]:
+              precision: str = "fp32", batch: int = 1, compile: bool = False) -> dict[str, Any]:
     """RTF = median seconds of compute per second of audio, after one warm-up run.
 
     batch > 1 times that many clips of `seconds` in one forward pass (GPU throughput); the RTF
@@ -43,6 +44,8 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         raise ValueError("batch, seconds, channels and repeats must be positive")
     dev = resolve_device(device)
     check_precision(precision, dev)
+    if compile and precision == "int8":
+        raise ValueError("the int8 path cannot be compiled")
     if config is not None:
         if config not in PRESETS:
             raise ValueError(f"unknown config {config!r}; choose from {', '.join(PRESETS)}")
@@ -52,7 +55,10 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         model = load_model(checkpoint)
     macs = macs_per_second(model, channels=1)
     params = count_parameters(model)
-    model = with_precision(model.to(dev), precision, dev)
+    model = model.to(dev)
+    if compile:
+        model = compile_blocks(model)  # compiled during the warm-up run, which is not timed
+    model = with_precision(model, precision, dev)
     wav = torch.randn(batch, channels, int(seconds * model.config.sample_rate), device=dev) * 0.1
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -75,6 +81,7 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         "parameters": params,
         "precision": precision,
         "batch": batch,
+        "compiled": compile,
         "macs_per_second_mono": macs,
         "gmacs_per_second_stereo": round(2 * macs / 1e9, 2),
         "seconds": seconds,

@@ -68,7 +68,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     try:
         subtype_for(fmt, bits)
         restorer = Restorer(args.checkpoint, device=args.device, segment=args.segment, overlap=args.overlap,
-                            batch_size=args.batch_size, clip=args.clip, precision=args.precision)
+                            batch_size=args.batch_size, clip=args.clip, precision=args.precision,
+                            compile=args.compile)
     except (AudioError, ValueError) as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 2
@@ -234,7 +235,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     try:
         result = benchmark(args.checkpoint, args.config, seconds=args.seconds, device=args.device,
                            channels=args.channels, repeats=args.repeats, threads=args.threads,
-                           precision=args.precision, batch=args.batch)
+                           precision=args.precision, batch=args.batch, compile=args.compile)
     except ValueError as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 2
@@ -281,13 +282,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_precision(parser: argparse.ArgumentParser) -> None:
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32: exact; bf16: bfloat16 autocast (GPU, or a CPU with AVX-512 BF16), ~2.5x "
                              "faster; int8: CPU only, dynamic int8 linear layers, ~3x faster. The reduced "
                              "precisions lose a little quality (default: fp32)")
     parser.add_argument("--int8", dest="precision", action="store_const", const="int8",
                         help="same as --precision int8")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the band-sequence blocks (GPU; on a CPU each new chunk length "
+                             "first costs ~50 s of compiling for ~10%% less time)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--bits", choices=["16", "24", "32f"], help="sample format (default: 24 for flac, 32f for wav)")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
-    _add_precision(restore)
+    _add_speed_options(restore)
     restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
     restore.set_defaults(func=_cmd_restore)
@@ -378,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--batch", type=int, default=1, help="clips per forward pass (GPU throughput; default: 1)")
     bench.add_argument("--threads", type=int)
-    _add_precision(bench)
+    _add_speed_options(bench)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_cmd_benchmark)
 

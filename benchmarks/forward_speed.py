@@ -16,6 +16,7 @@ import time
 import torch
 
 from apollo.config import ApolloConfig
+from apollo.precision import Autocast
 from apollo.quantize import quantize_int8
 from apollo.model import Apollo
 from apollo.reference import LoopApollo
@@ -55,24 +56,28 @@ def main() -> None:
     loop = LoopApollo(config).eval()
     loop.load_state_dict(convert.to_released(model.state_dict(), config))
     int8 = quantize_int8(model)
+    bf16 = Autocast(model)
     results = {"torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                "runs": []}
     for seconds in args.seconds:
         wav = torch.randn(1, 2, int(seconds * config.sample_rate)) * 0.1
         with torch.inference_mode():
-            err = (model(wav) - loop(wav)).abs().max().item()
             exact = model(wav)
-            snr = 10 * torch.log10(exact.pow(2).sum() / (int8(wav) - exact).pow(2).sum()).item()
-        median = time_interleaved({"apollo": model, "int8": int8, "loop": loop}, wav,
-                                  {"apollo": args.repeats, "int8": args.repeats, "loop": max(1, args.repeats // 2)})
-        ours, quant, ref = (median[k] / seconds for k in ("apollo", "int8", "loop"))
-        row = {"seconds": seconds, "rtf_apollo": round(ours, 3), "rtf_apollo_int8": round(quant, 3),
-               "rtf_loop_reference": round(ref, 3), "speedup": round(ref / ours, 2),
-               "speedup_int8": round(ref / quant, 2), "max_abs_diff": err, "int8_snr_db_vs_float": round(snr, 1)}
+            err = (exact - loop(wav)).abs().max().item()
+            snr = {name: 10 * torch.log10(exact.pow(2).sum() / (fast(wav) - exact).pow(2).sum()).item()
+                   for name, fast in (("int8", int8), ("bf16", bf16))}
+        median = time_interleaved({"apollo": model, "bf16": bf16, "int8": int8, "loop": loop}, wav,
+                                  {"apollo": args.repeats, "bf16": args.repeats, "int8": args.repeats,
+                                   "loop": max(1, args.repeats // 2)})
+        ours, half, quant, ref = (median[k] / seconds for k in ("apollo", "bf16", "int8", "loop"))
+        row = {"seconds": seconds, "rtf_apollo": round(ours, 3), "rtf_apollo_bf16": round(half, 3),
+               "rtf_apollo_int8": round(quant, 3), "rtf_loop_reference": round(ref, 3), "speedup": round(ref / ours, 2),
+               "speedup_bf16": round(ref / half, 2), "speedup_int8": round(ref / quant, 2), "max_abs_diff": err,
+               "bf16_snr_db_vs_float": round(snr["bf16"], 1), "int8_snr_db_vs_float": round(snr["int8"], 1)}
         results["runs"].append(row)
-        print(f"{seconds:5.1f} s stereo: apollo RTF {ours:.3f} (int8 {quant:.3f}) | loop reference RTF {ref:.3f} | "
-              f"{ref / ours:.2f}x faster (int8 {ref / quant:.2f}x) | max |diff| {err:.2e} | "
-              f"int8 SNR vs float {snr:.1f} dB", flush=True)
+        print(f"{seconds:5.1f} s stereo: apollo RTF {ours:.3f} (bf16 {half:.3f}, int8 {quant:.3f}) | loop reference "
+              f"RTF {ref:.3f} | {ref / ours:.2f}x faster (bf16 {ref / half:.2f}x, int8 {ref / quant:.2f}x) | "
+              f"max |diff| {err:.2e} | SNR vs float: bf16 {snr['bf16']:.1f} dB, int8 {snr['int8']:.1f} dB", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

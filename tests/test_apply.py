@@ -116,3 +116,44 @@ def test_restore_numpy_and_torch_mono_with_resampling():
         restorer.restore(np.full(100, np.nan, np.float32), SR)
     with pytest.raises(ValueError):
         restorer.restore(np.zeros((2, 0), np.float32), SR)
+
+
+def test_prefetch_keeps_order_and_values():
+    from apollo.apply import prefetch
+
+    blocks = [np.full((2, 5), i, np.float32) for i in range(7)]
+    out = list(prefetch(iter(blocks), depth=2))
+    assert len(out) == 7 and all(np.array_equal(a, b) for a, b in zip(out, blocks))
+    assert list(prefetch(iter([]))) == []
+
+
+def test_prefetch_reraises_the_source_error_in_the_consumer():
+    from apollo.apply import prefetch
+
+    def source():
+        yield np.zeros((1, 3), np.float32)
+        raise ValueError("truncated stream")
+
+    got = prefetch(source())
+    assert next(got).shape == (1, 3)
+    with pytest.raises(ValueError, match="truncated stream"):
+        next(got)
+
+
+def test_prefetch_stops_reading_when_closed_early():
+    import threading
+
+    from apollo.apply import prefetch
+
+    read = []
+
+    def source():
+        for i in range(1000):
+            read.append(i)
+            yield i
+
+    got = prefetch(source(), depth=2)
+    assert next(got) == 0
+    got.close()
+    assert not any(t.name == "apollo-prefetch" for t in threading.enumerate())
+    assert len(read) <= 4  # the one consumed, `depth` queued, and one waiting to be queued

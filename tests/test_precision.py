@@ -90,3 +90,37 @@ def test_benchmark_precision_and_batch(capsys, precision):
     result = json.loads(capsys.readouterr().out)
     assert result["precision"] == precision and result["batch"] == 2 and result["parameters"] == 59948
     assert result["ms_per_second"] == pytest.approx(1000 * result["rtf"], abs=1e-3)
+
+
+def test_compiled_blocks_trace_whole_and_match(reference):
+    from apollo.compiled import compile_blocks
+
+    item = reference["small44k"]
+    model = apollo.load_model(item["state_dict"])
+    with torch.inference_mode():
+        ref = model(item["input"])
+    torch._dynamo.reset()
+    # fullgraph: a graph break inside a block would raise; the eager backend keeps the test fast
+    compiled = compile_blocks(model, backend="eager", fullgraph=True)
+    assert compiled is model and all(hasattr(b, "_orig_mod") for b in model.blocks)
+    with torch.inference_mode():
+        out = model(item["input"])
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+
+
+def test_restorer_compile_option(monkeypatch):
+    import apollo.compiled
+
+    calls = []
+
+    def fake_compile(block, backend, fullgraph):
+        calls.append(backend)
+        return block
+
+    monkeypatch.setattr(apollo.compiled.torch, "compile", fake_compile)
+    restorer = apollo.Restorer("tiny-test", compile=True, precision="bf16")
+    assert calls == ["inductor"] * len(restorer.model.model.blocks)
+    with pytest.raises(ValueError, match="cannot be compiled"):
+        apollo.Restorer("tiny-test", compile=True, precision="int8")
+    args = apollo.cli.build_parser().parse_args(["restore", "x.mp3", "--compile", "--precision", "bf16"])
+    assert args.compile and args.precision == "bf16"
