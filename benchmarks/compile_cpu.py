@@ -1,38 +1,57 @@
-"""How long torch.compile (inductor) takes on the CPU, and whether it changes the numbers.
+"""What torch.compile of the band-sequence blocks costs and saves on the CPU.
 
-    timeout 600 python benchmarks/compile_cpu.py [--checkpoint tiny-test] [--seconds 1]
+    python benchmarks/compile_cpu.py [--config apollo-v1] [--seconds 1] [--precision fp32 bf16]
 
-docs/performance.md records the outcome on the project's 2-core machine: with the tiny test
-model, compiling had not finished after 10 minutes (run under `timeout 600`).
+For each precision: the time to compile (first forward pass), the largest difference from
+eager, and the eager and compiled RTF (stereo), timed in turns. docs/performance.md records
+the outcome on the project's 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import statistics
 import time
 
 import torch
 
-from apollo import load_model
+from apollo.compiled import compile_blocks
+from apollo.config import PRESETS
+from apollo.model import Apollo
+from apollo.precision import with_precision
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="tiny-test")
+    parser.add_argument("--config", default="apollo-v1", choices=sorted(PRESETS))
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    model = load_model(args.checkpoint).eval()
-    wav = torch.randn(1, 2, int(args.seconds * model.config.sample_rate))
-    with torch.inference_mode():
-        eager = model(wav)
-        start = time.perf_counter()
-        compiled = torch.compile(model)
-        out = compiled(wav)
-        print(f"compile + first run: {time.perf_counter() - start:.1f} s; "
-              f"max |compiled - eager| {(out - eager).abs().max().item():.2e}", flush=True)
-        start = time.perf_counter()
-        compiled(wav)
-        print(f"second run: {time.perf_counter() - start:.3f} s", flush=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = Apollo(PRESETS[args.config]).eval()
+    wav = torch.randn(1, 2, int(args.seconds * model.config.sample_rate)) * 0.1
+    for precision in args.precision:
+        eager = with_precision(model, precision, "cpu")
+        compiled = with_precision(compile_blocks(copy.deepcopy(model)), precision, "cpu")
+        with torch.inference_mode():
+            expected = eager(wav)
+            start = time.perf_counter()
+            diff = (compiled(wav) - expected).abs().max().item()
+            took = time.perf_counter() - start
+            times: dict[str, list[float]] = {"eager": [], "compiled": []}
+            for _ in range(args.repeats):
+                for name, run in (("eager", eager), ("compiled", compiled)):
+                    start = time.perf_counter()
+                    run(wav)
+                    times[name].append(time.perf_counter() - start)
+        rtf = {name: statistics.median(t) / args.seconds for name, t in times.items()}
+        print(f"{precision}: compile + first run {took:.1f} s; max |compiled - eager| {diff:.2e}; "
+              f"RTF eager {rtf['eager']:.3f}, compiled {rtf['compiled']:.3f} "
+              f"({rtf['eager'] / rtf['compiled']:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
