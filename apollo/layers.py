@@ -9,6 +9,15 @@ from torch import nn
 
 RMS_EPS = 1e-5
 
+# oneDNN's float32 matmul uses AVX-512 where the default BLAS (MKL) runs at half its rate on
+# some CPUs (2x here, docs/performance.md); same float32 arithmetic, only the summation order
+# differs. Its op has no autograd formula, so it serves inference only.
+ONEDNN_LINEAR = (
+    torch.backends.mkldnn.is_available()
+    and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+)
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = RMS_EPS) -> torch.Tensor:
     """RMSNorm over the last dimension, in float32 whatever the input dtype (as released)."""
@@ -26,6 +35,21 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.weight)
+
+
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x); float32 CPU inference through an nn.Linear goes to oneDNN where that is faster."""
+    if (
+        ONEDNN_LINEAR
+        and type(layer) is nn.Linear  # not the int8 path's quantised layers
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and layer.weight.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
+    return layer(x)
 
 
 def rotary_tables(positions: int, dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,7 @@ import torch
 
 import apollo
 from apollo.config import PRESETS, ApolloConfig, paper_layout, v1_layout
+from apollo.layers import ONEDNN_LINEAR
 from apollo.model import gain_shape
 from apollo.pretrained import build_test_model
 
@@ -258,3 +259,41 @@ def test_capped_model_keeps_the_written_band_under_a_quiet_edge():
     assert free[..., 200:, :].pow(2).sum(-1).sqrt().mean() > 5 * edge  # uncapped: far above the edge
     assert held[..., 200:, :].pow(2).sum(-1).sqrt().mean() < 2 * edge  # capped (up to window leakage)
     assert torch.equal(capped(wav[:, :, :2000] * 0), wav[:, :, :2000] * 0)  # silence stays silent
+
+
+def _linear_ops(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, set[str]]:
+    """layer's output through apollo.layers.linear, and the names of the operators it ran."""
+    from apollo.layers import linear
+
+    with torch.profiler.profile() as prof:
+        y = linear(layer, x)
+    return y, {event.name for event in prof.events()}
+
+
+@pytest.mark.skipif(not ONEDNN_LINEAR, reason="needs oneDNN on an AVX-512 CPU")
+def test_linear_goes_to_onednn_for_float32_inference():
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(64, 32), torch.randn(5, 7, 64)
+    with torch.inference_mode():
+        y, ops = _linear_ops(layer, x)
+        expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    assert "mkldnn::_linear_pointwise" in ops and y.shape == (5, 7, 32)
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_keeps_the_plain_layer_for_training_autocast_and_int8():
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(64, 32), torch.randn(5, 64)
+    y, ops = _linear_ops(layer, x)  # gradients on: oneDNN's op has no autograd formula
+    assert "mkldnn::_linear_pointwise" not in ops
+    y.sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y, ops = _linear_ops(layer, x)
+    assert y.dtype == torch.bfloat16 and "mkldnn::_linear_pointwise" not in ops
+    from apollo.quantize import quantize_int8
+
+    q = quantize_int8(torch.nn.Sequential(layer))[0]
+    with torch.inference_mode():
+        y, _ = _linear_ops(q, x)
+    assert 20 < 10 * torch.log10(layer(x).pow(2).sum() / (y - layer(x)).pow(2).sum()).item() < 80

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers import RMSNorm, apply_rotary, map_tiles, rotary_tables
+from ..layers import RMSNorm, apply_rotary, linear, map_tiles, rotary_tables
 
 TILE_ROWS = 1024  # rows (frames x bands) per tile on CPU
 
@@ -52,15 +52,15 @@ class BandRoformer(nn.Module):
         f, k, n = z.shape
         d = n // self.heads
         # rows of the projection are grouped per head as [Q, K, V] (released layout)
-        qkv = self.qkv(self.attn_norm(z)).view(f, k, self.heads, 3, d)
+        qkv = linear(self.qkv, self.attn_norm(z)).view(f, k, self.heads, 3, d)
         q, key, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # each (frames, H, K, d)
         cos, sin = self.rope_cos[:k].to(q.dtype), self.rope_sin[:k].to(q.dtype)
         q, key = apply_rotary(q, cos, sin), apply_rotary(key, cos, sin)
         att = F.scaled_dot_product_attention(q, key, v)
-        z = z + self.attn_out(att.transpose(1, 2).reshape(f, k, n))
-        hidden = _silu(self.ffn_in(self.ffn_norm(z)))
+        z = z + linear(self.attn_out, att.transpose(1, 2).reshape(f, k, n))
+        hidden = _silu(linear(self.ffn_in, self.ffn_norm(z)))
         gate, value = hidden.chunk(2, dim=-1)
-        return z + self.ffn_out(F.silu(gate) * value)
+        return z + linear(self.ffn_out, F.silu(gate) * value)
 
 
 class TCNBlock(nn.Module):
@@ -91,7 +91,7 @@ class TCNBlock(nn.Module):
         return map_tiles(self._mlp, z.reshape(-1, n), y, rows=tile_rows(z)).view(z.shape)
 
     def _mlp(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return z + self.fc2(_silu(self.fc1(self.norm(y))))
+        return z + linear(self.fc2, _silu(linear(self.fc1, self.norm(y))))
 
 
 class BandSequenceBlock(nn.Module):
