@@ -12,7 +12,7 @@ import torch
 
 from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
-from .compiled import compile_blocks
+from .compiled import check_compile, compile_blocks
 from .precision import check_precision, with_precision
 from .pretrained import load_model
 from .states import CheckpointError, atomic_write
@@ -58,7 +58,7 @@ class Restorer:
     (exact), "bf16" (autocast; GPUs and AVX-512 BF16 CPUs, about 2.5x faster there) or "int8"
     (dynamic int8 linear layers, CPU only, about 3x faster); both reduced precisions cost a
     little quality (docs/performance.md); compile: torch.compile the band-sequence blocks
-    (GPU; on CPU each new chunk length first costs ~50 s of compiling).
+    (GPU, or bf16 on a CPU; on a CPU each new chunk length first costs ~40 s of compiling).
     """
 
     def __init__(
@@ -79,8 +79,8 @@ class Restorer:
             raise ValueError("batch_size must be at least 1")
         self.device = resolve_device(device)
         check_precision(precision, self.device)  # before the (slow) load
-        if compile and precision == "int8":
-            raise ValueError("the int8 path cannot be compiled; use --precision bf16 or fp32 with --compile")
+        if compile:
+            check_compile(precision, self.device)
         model = load_model(checkpoint if checkpoint is not None else default_checkpoint(), self.device)
         if compile:
             model = compile_blocks(model)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .compiled import compile_blocks
+from .compiled import check_compile, compile_blocks
 from .config import PRESETS
 from .model import Apollo
 from .api import resolve_device
@@ -17,12 +17,20 @@ from .precision import check_precision, with_precision
 from .pretrained import count_parameters, load_model
 
 
+def _linear_flops(input_shape, weight_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """FLOPs of oneDNN's linear op (apollo.layers.linear), which PyTorch's counter does not know."""
+    rows = 1
+    for size in input_shape[:-1]:
+        rows *= size
+    return 2 * rows * weight_shape[0] * weight_shape[1]
+
+
 def macs_per_second(model: Apollo, channels: int = 1) -> float:
     """Multiply-accumulates for one second of audio (FLOPs / 2, counted by PyTorch)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     wav = torch.zeros(1, channels, model.config.sample_rate)
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.mkldnn._linear_pointwise: _linear_flops})
     with torch.inference_mode(), counter:
         model(wav)
     return counter.get_total_flops() / 2
@@ -44,8 +52,8 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         raise ValueError("batch, seconds, channels and repeats must be positive")
     dev = resolve_device(device)
     check_precision(precision, dev)
-    if compile and precision == "int8":
-        raise ValueError("the int8 path cannot be compiled")
+    if compile:
+        check_compile(precision, dev)
     if config is not None:
         if config not in PRESETS:
             raise ValueError(f"unknown config {config!r}; choose from {', '.join(PRESETS)}")

@@ -290,8 +290,8 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", dest="precision", action="store_const", const="int8",
                         help="same as --precision int8")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the band-sequence blocks (GPU; on a CPU each new chunk length "
-                             "first costs ~50 s of compiling for ~10%% less time)")
+                        help="torch.compile the band-sequence blocks: on a GPU, or with --precision bf16 on a "
+                             "CPU (there each new chunk length first costs ~40 s of compiling, for ~15%% less time)")
 
 
 def build_parser() -> argparse.ArgumentParser:

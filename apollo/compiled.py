@@ -3,15 +3,26 @@
 Only the blocks are compiled: they are real-valued and free of data-dependent control flow,
 while the STFT (complex operators) and the band limit (quantiles) are cheap and would only
 break the graph. Compilation happens on the first forward pass of each new input shape: on a
-GPU it fuses the elementwise work between the matrix multiplies; on a 2-core CPU it takes
-about 50 s per shape and saves ~10% (docs/performance.md), so it pays off only on long jobs.
+GPU it fuses the elementwise work between the matrix multiplies. On a 2-core CPU it takes ~40 s
+per shape and saves ~15% in bf16, but compiled float32 code is slower than eager float32, which
+sends its linear layers to oneDNN (docs/performance.md); that combination is refused.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .layers import ONEDNN_LINEAR
 from .model import Apollo
+
+
+def check_compile(precision: str, device: torch.device | str) -> None:
+    """Raises ValueError (one line for users) for a precision and device that compiling slows down."""
+    if precision == "int8":
+        raise ValueError("the int8 path cannot be compiled; use --compile with --precision bf16 or on a GPU")
+    if precision == "fp32" and torch.device(device).type == "cpu" and ONEDNN_LINEAR:
+        raise ValueError("--compile would slow float32 down on this CPU (eager float32 runs its linear layers "
+                         "in oneDNN, compiled code does not); use it with --precision bf16 or on a GPU")
 
 
 def compile_blocks(model: Apollo, backend: str = "inductor", fullgraph: bool = False) -> Apollo:

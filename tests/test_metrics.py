@@ -9,9 +9,12 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
+import apollo
 from apollo import metrics
 from apollo.cli import main
+from apollo.config import ApolloConfig
 
 SR = 44100
 
@@ -196,3 +199,16 @@ def test_evaluate_scores_reduced_precisions_as_their_own_systems(tmp_path):
     # the reduced precisions restore the same audio closely, but are really scored separately
     assert len({by_system[s] for s in ("tiny-test", "tiny-test-bf16", "tiny-test-int8")}) == 3
     assert max(abs(by_system[s] - by_system["tiny-test"]) for s in ("tiny-test-bf16", "tiny-test-int8")) < 0.5
+
+
+def test_macs_count_the_same_on_every_linear_path():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from apollo.benchmark import macs_per_second
+
+    torch.manual_seed(0)
+    model = apollo.Apollo(ApolloConfig(feature_dim=32, num_blocks=2, num_heads=2)).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.enable_grad(), counter:  # gradients on: plain F.linear, which PyTorch counts itself
+        model(torch.zeros(1, 1, model.config.sample_rate))
+    assert macs_per_second(model) == counter.get_total_flops() / 2 > 1e8

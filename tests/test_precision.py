@@ -11,6 +11,7 @@ import torch
 
 import apollo
 from apollo.cli import main
+from apollo.layers import ONEDNN_LINEAR
 from apollo.precision import Autocast, with_precision
 from apollo.quantize import quantize_int8
 
@@ -123,5 +124,8 @@ def test_restorer_compile_option(monkeypatch):
     assert calls == ["inductor"] * len(restorer.model.model.blocks)
     with pytest.raises(ValueError, match="cannot be compiled"):
         apollo.Restorer("tiny-test", compile=True, precision="int8")
+    if ONEDNN_LINEAR:  # compiled float32 would lose oneDNN's linear layers
+        with pytest.raises(ValueError, match="slow float32 down"):
+            apollo.Restorer("tiny-test", device="cpu", compile=True)
     args = apollo.cli.build_parser().parse_args(["restore", "x.mp3", "--compile", "--precision", "bf16"])
     assert args.compile and args.precision == "bf16"
