@@ -55,8 +55,8 @@ class Restorer:
     between chunks; context: discarded seconds computed around each chunk (None = enough for
     the model's receptive field, at least 0.6 s); clip: what to do with samples beyond +-1
     when writing files ("rescale" the whole file, "clamp", or "none"); precision: "fp32"
-    (exact), "bf16" (autocast; GPUs and AVX-512 BF16 CPUs, about 2.5x faster there) or "int8"
-    (dynamic int8 linear layers, CPU only, about 3x faster); both reduced precisions cost a
+    (exact), "bf16" (autocast; GPUs and AVX-512 BF16 CPUs, about 1.4x faster there) or "int8"
+    (dynamic int8 linear layers, CPU only, about 1.5x faster); both reduced precisions cost a
     little quality (docs/performance.md); compile: torch.compile the band-sequence blocks
     (GPU, or bf16 on a CPU; on a CPU each new chunk length first costs ~40 s of compiling).
     """

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from .api import resolve_device
 from .compiled import check_compile, compile_blocks
 from .config import PRESETS
 from .model import Apollo
-from .api import resolve_device
 from .precision import check_precision, with_precision
 from .pretrained import count_parameters, load_model
 

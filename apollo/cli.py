@@ -284,8 +284,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32: exact; bf16: bfloat16 autocast (GPU, or a CPU with AVX-512 BF16), ~2.5x "
-                             "faster; int8: CPU only, dynamic int8 linear layers, ~3x faster. The reduced "
+                        help="fp32: exact; bf16: bfloat16 autocast (GPU, or a CPU with AVX-512 BF16), ~1.4x "
+                             "faster on CPU; int8: CPU only, dynamic int8 linear layers, ~1.5x faster. The reduced "
                              "precisions lose a little quality (default: fp32)")
     parser.add_argument("--int8", dest="precision", action="store_const", const="int8",
                         help="same as --precision int8")

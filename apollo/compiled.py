@@ -19,7 +19,7 @@ from .model import Apollo
 def check_compile(precision: str, device: torch.device | str) -> None:
     """Raises ValueError (one line for users) for a precision and device that compiling slows down."""
     if precision == "int8":
-        raise ValueError("the int8 path cannot be compiled; use --compile with --precision bf16 or on a GPU")
+        raise ValueError("the int8 path cannot be compiled; use --compile with --precision bf16")
     if precision == "fp32" and torch.device(device).type == "cpu" and ONEDNN_LINEAR:
         raise ValueError("--compile would slow float32 down on this CPU (eager float32 runs its linear layers "
                          "in oneDNN, compiled code does not); use it with --precision bf16 or on a GPU")

@@ -2,7 +2,7 @@
 
 float32 reproduces the released implementation to float rounding. bfloat16 runs the matrix
 multiplies and attention in bf16 under autocast, while the STFT, the norms and the band limit
-stay float32. It is the usual GPU setting, and on CPUs with AVX-512 BF16 it is about 2.5x
+stay float32. It is the usual GPU setting, and on CPUs with AVX-512 BF16 it is about 1.4x
 faster than float32 (docs/performance.md). int8 quantises the linear layers (CPU only; see
 quantize.py). Both reduced precisions change the output slightly; `apollo evaluate --bf16 /
 --int8` measures what that costs.
