@@ -12,6 +12,7 @@ import torch
 from .api import resolve_device
 from .compiled import check_compile, compile_blocks
 from .config import PRESETS
+from .layers import ONEDNN_LINEAR
 from .model import Apollo
 from .precision import check_precision, with_precision
 from .pretrained import count_parameters, load_model
@@ -30,7 +31,8 @@ def macs_per_second(model: Apollo, channels: int = 1) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     wav = torch.zeros(1, channels, model.config.sample_rate)
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.mkldnn._linear_pointwise: _linear_flops})
+    onednn = {torch.ops.mkldnn._linear_pointwise: _linear_flops} if ONEDNN_LINEAR else {}
+    counter = FlopCounterMode(display=False, custom_mapping=onednn)
     with torch.inference_mode(), counter:
         model(wav)
     return counter.get_total_flops() / 2

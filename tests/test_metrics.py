@@ -201,10 +201,18 @@ def test_evaluate_scores_reduced_precisions_as_their_own_systems(tmp_path):
     assert max(abs(by_system[s] - by_system["tiny-test"]) for s in ("tiny-test-bf16", "tiny-test-int8")) < 0.5
 
 
-def test_macs_count_the_same_on_every_linear_path():
+@pytest.mark.parametrize("onednn", [True, False])
+def test_macs_count_the_same_on_every_linear_path(monkeypatch, onednn):
     from torch.utils.flop_counter import FlopCounterMode
 
+    import apollo.benchmark
+    import apollo.layers
     from apollo.benchmark import macs_per_second
+
+    if onednn and not apollo.layers.ONEDNN_LINEAR:
+        pytest.skip("needs oneDNN on an AVX-512 CPU")
+    monkeypatch.setattr(apollo.layers, "ONEDNN_LINEAR", onednn)  # off: as on CPUs without AVX-512
+    monkeypatch.setattr(apollo.benchmark, "ONEDNN_LINEAR", onednn)
 
     torch.manual_seed(0)
     model = apollo.Apollo(ApolloConfig(feature_dim=32, num_blocks=2, num_heads=2)).eval()
