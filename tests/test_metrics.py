@@ -205,18 +205,16 @@ def test_evaluate_scores_reduced_precisions_as_their_own_systems(tmp_path):
 def test_macs_count_the_same_on_every_linear_path(monkeypatch, onednn):
     from torch.utils.flop_counter import FlopCounterMode
 
-    import apollo.benchmark
-    import apollo.layers
-    from apollo.benchmark import macs_per_second
+    from apollo import benchmark, layers
 
-    if onednn and not apollo.layers.ONEDNN_LINEAR:
+    if onednn and not layers.ONEDNN_LINEAR:
         pytest.skip("needs oneDNN on an AVX-512 CPU")
-    monkeypatch.setattr(apollo.layers, "ONEDNN_LINEAR", onednn)  # off: as on CPUs without AVX-512
-    monkeypatch.setattr(apollo.benchmark, "ONEDNN_LINEAR", onednn)
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", onednn)  # off: as on CPUs without AVX-512
+    monkeypatch.setattr(benchmark, "ONEDNN_LINEAR", onednn)
 
     torch.manual_seed(0)
     model = apollo.Apollo(ApolloConfig(feature_dim=32, num_blocks=2, num_heads=2)).eval()
     counter = FlopCounterMode(display=False)
     with torch.enable_grad(), counter:  # gradients on: plain F.linear, which PyTorch counts itself
         model(torch.zeros(1, 1, model.config.sample_rate))
-    assert macs_per_second(model) == counter.get_total_flops() / 2 > 1e8
+    assert benchmark.macs_per_second(model) == counter.get_total_flops() / 2 > 1e8
