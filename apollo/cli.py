@@ -65,6 +65,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     fmt = args.format
     bits = args.bits or ("32f" if fmt == "wav" else "24")
+    if args.threads is not None:
+        if args.threads < 1:
+            print("apollo: error: --threads must be at least 1", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         subtype_for(fmt, bits)
         restorer = Restorer(args.checkpoint, device=args.device, segment=args.segment, overlap=args.overlap,
@@ -316,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overlap", type=float, default=0.05, help="crossfade seconds between chunks (default: 0.05)")
     restore.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass (default: 1)")
     restore.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    restore.add_argument("--threads", type=int,
+                         help="CPU threads for the model (default: PyTorch's choice, one per physical core)")
     restore.add_argument("--format", default="flac", choices=["flac", "wav"], help="output format (default: flac)")
     restore.add_argument("--bits", choices=["16", "24", "32f"], help="sample format (default: 24 for flac, 32f for wav)")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],

@@ -255,3 +255,15 @@ def test_headerless_vbr_mp3_is_restored_in_full(tmp_path):
     assert 6 * 44100 <= frames <= 6 * 44100 + 3 * 1152  # all of it (plus the codec's padding)
     tagged = write(tmp_path / "tagged.mp3", data)  # libsndfile writes a Xing/Info header
     assert mp3_has_length_header(tagged) and probe(tagged).backend == "soundfile"
+
+
+def test_threads_option_sets_torch_threads(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    src = tmp_path / "x.wav"
+    sf.write(str(src), np.zeros((4410, 1), np.float32), 44100)
+    assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--checkpoint", "tiny-test", "--threads", "1",
+                 "-q"]) == 0
+    assert calls == [1] and (tmp_path / "o" / "x.flac").exists()
+    assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--checkpoint", "tiny-test", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err and calls == [1]
