@@ -3,10 +3,12 @@
     python benchmarks/gpu_speed.py [--batches 1 4 16] [--precisions fp32 bf16] [--compile]
                                    [--seconds 10] [--json OUT]
 
-Each point is `apollo benchmark` (apollo.benchmark.benchmark): a batch of `--seconds` stereo
-clips per forward pass, median of `--repeats` after an untimed warm-up run (which is where
---compile compiles). The issue's goal is <= 5 ms per stereo second; the paper reports 53 ms.
-`--device cpu --config tiny` runs the same sweep on a CPU, to try the script without a GPU.
+First a correctness check: the same weights and 1 s of stereo on the CPU in float32 and on
+the device at each precision (largest difference and SNR against the CPU). Then each timing
+point is `apollo benchmark` (apollo.benchmark.benchmark): a batch of `--seconds` stereo clips per
+forward pass, median of `--repeats` after an untimed warm-up run (which is where --compile
+compiles). The issue's goal is <= 5 ms per stereo second; the paper reports 53 ms.
+`--device cpu --config tiny` runs the same script on a CPU, to try it without a GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,27 @@ import json
 import torch
 
 from apollo.benchmark import benchmark
+from apollo.config import PRESETS
+from apollo.model import Apollo
+from apollo.precision import with_precision
+
+
+def check_against_cpu(config: str, device: str, precisions: list[str]) -> list[dict]:
+    """Device output vs CPU float32 output for the same random weights and input."""
+    torch.manual_seed(0)
+    model = Apollo(PRESETS[config]).eval()
+    wav = torch.randn(1, 2, model.config.sample_rate) * 0.1
+    with torch.inference_mode():
+        expected = model(wav).double()
+        on_device = model.to(device)
+        rows = []
+        for precision in precisions:
+            out = with_precision(on_device, precision, device)(wav.to(device)).double().cpu()
+            err = out - expected
+            snr = (10 * torch.log10(expected.pow(2).sum() / err.pow(2).sum())).item()
+            rows.append({"precision": precision, "max_abs_diff_vs_cpu_fp32": err.abs().max().item(),
+                         "snr_db_vs_cpu_fp32": snr if snr != float("inf") else None})  # None: identical
+    return rows
 
 
 def main() -> None:
@@ -36,6 +59,10 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: no silent TF32
         torch.backends.cudnn.allow_tf32 = False
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    checks = check_against_cpu(args.config, args.device, args.precisions)
+    for row in checks:
+        print(f"{row['precision']:4s} on {args.device} vs CPU fp32: max |diff| {row['max_abs_diff_vs_cpu_fp32']:.2e}, "
+              f"SNR {row['snr_db_vs_cpu_fp32'] or float('inf'):.1f} dB", flush=True)
     runs = []
     for precision in args.precisions:
         for compiled in ([False, True] if args.compile else [False]):
@@ -57,8 +84,8 @@ def main() -> None:
                       flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"device": device_name, "torch": torch.__version__, "config": args.config, "runs": runs},
-                      handle, indent=2)
+            json.dump({"device": device_name, "torch": torch.__version__, "config": args.config, "checks": checks,
+                       "runs": runs}, handle, indent=2)
 
 
 if __name__ == "__main__":
