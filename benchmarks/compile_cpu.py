@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 
 import torch
@@ -20,6 +19,7 @@ from apollo.compiled import compile_blocks
 from apollo.config import PRESETS
 from apollo.model import Apollo
 from apollo.precision import with_precision
+from forward_speed import time_interleaved  # benchmarks/ is on the path when run as a script
 
 
 def main() -> None:
@@ -42,13 +42,9 @@ def main() -> None:
             start = time.perf_counter()
             diff = (compiled(wav) - expected).abs().max().item()
             took = time.perf_counter() - start
-            times: dict[str, list[float]] = {"eager": [], "compiled": []}
-            for _ in range(args.repeats):
-                for name, run in (("eager", eager), ("compiled", compiled)):
-                    start = time.perf_counter()
-                    run(wav)
-                    times[name].append(time.perf_counter() - start)
-        rtf = {name: statistics.median(t) / args.seconds for name, t in times.items()}
+        median = time_interleaved({"eager": eager, "compiled": compiled}, wav,
+                                  {"eager": args.repeats, "compiled": args.repeats})
+        rtf = {name: seconds / args.seconds for name, seconds in median.items()}
         print(f"{precision}: compile + first run {took:.1f} s; max |compiled - eager| {diff:.2e}; "
               f"RTF eager {rtf['eager']:.3f}, compiled {rtf['compiled']:.3f} "
               f"({rtf['eager'] / rtf['compiled']:.2f}x)", flush=True)
