@@ -80,3 +80,35 @@ def test_vbr_output_is_complete_to_the_last_sample():
     y = degrade.mp3(x, SR, None, vbr=6)
     tail = slice(-SR // 2, -2000)
     assert np.corrcoef(x[0, tail], y[0, tail])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("kbps", [24, 128])
+def test_libsndfile_decodes_cbr_as_ffmpeg_does(kbps):
+    # the light-install fallback (no PyAV) must give the same CBR pairs as FFmpeg
+    x = _music(1.0)
+    rate = encode_rate(SR, kbps)
+    from apollo.audio import resample
+
+    stream = degrade.encode_mp3(resample(x, SR, rate), rate, kbps)
+    ffmpeg, r1 = degrade._decode_ffmpeg(stream)
+    sndfile, r2 = degrade._decode_libsndfile(stream)
+    assert r1 == r2 == rate and ffmpeg.shape == sndfile.shape
+    assert np.abs(ffmpeg - sndfile).max() < 2e-6
+
+
+def test_vbr_without_pyav_is_refused(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_av(name, *args, **kwargs):
+        if name == "av":
+            raise ImportError("no av")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    stream = degrade.encode_mp3(_music(0.5), SR, None, vbr=5)
+    with pytest.raises(ImportError, match="PyAV"):
+        degrade.decode_mp3(stream, vbr=True)
+    wav, rate = degrade.decode_mp3(degrade.encode_mp3(_music(0.5), SR, 128), vbr=False)
+    assert rate == SR and wav.shape[0] == 2
