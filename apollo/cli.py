@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .data.realmusic import MUSIC_PACKAGES
 from .precision import PRECISIONS
 from .states import CheckpointError
 
@@ -171,9 +172,22 @@ def _cmd_data(args: argparse.Namespace) -> int:
                              workers=args.workers, progress=not args.quiet)
         print(f"{count} tracks in {args.out}")
         return 0
+    if args.data_command == "real":
+        from .data.realmusic import build_corpus, summary
+
+        try:
+            manifest = build_corpus(args.out, tuple(args.packages), workers=args.workers, progress=not args.quiet)
+        except (RuntimeError, ValueError) as err:
+            print(f"apollo: error: {err}", file=sys.stderr)
+            return 1
+        for row in summary(manifest):
+            print(f"{row['package']}: {row['kept']} of {row['files']} files kept, {row['minutes']} min "
+                  f"(train {row['train']}, valid {row['valid']}, test {row['test']})")
+        return 0
     from .data.cache import prepare
 
-    index = prepare(args.source, args.out, layout=args.layout, sample_rate=args.sample_rate, progress=not args.quiet)
+    index = prepare(args.source, args.out, layout=args.layout, sample_rate=args.sample_rate, progress=not args.quiet,
+                    workers=args.workers)
     import json
 
     tracks = json.loads(Path(index).read_text())["tracks"]
@@ -282,11 +296,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     if trainer.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    result = trainer.fit()
+    result = trainer.fit(time_limit=args.time_limit)
     if trainer.rank == 0 and not args.quiet:
-        print(f"stopped at step {result['step']} (epoch {result['epoch']}); best validation "
+        why = " at the time limit" if result["out_of_time"] else ""
+        print(f"stopped{why} at step {result['step']} (epoch {result['epoch']}); best validation "
               f"reconstruction {result['best_valid']:.4f}; weights: {run_dir / 'generator-best.safetensors'}")
     return 0
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
 
 
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
@@ -353,10 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--track-seconds", type=float, default=30.0)
     synth.add_argument("--workers", type=int, default=2)
     synth.add_argument("-q", "--quiet", action="store_true")
+    real = data_sub.add_parser("real", help="fetch DFSG-free recorded music from Debian and keep the full-band "
+                                            "tracks (resumable)")
+    real.add_argument("--out", required=True, help="corpus folder, e.g. corpus/real")
+    real.add_argument("--packages", nargs="+", default=list(MUSIC_PACKAGES), metavar="PACKAGE",
+                      help="Debian packages to use (default: every checked music package)")
+    real.add_argument("--workers", type=int, default=2, help="files measured in parallel (default: 2)")
+    real.add_argument("-q", "--quiet", action="store_true")
     prep = data_sub.add_parser("prepare", help="silence-trimmed training cache from a dataset folder")
     prep.add_argument("source", help="MUSDB18-HQ, MoisesDB(-like) or a folder of lossless mixtures")
     prep.add_argument("--out", required=True)
-    prep.add_argument("--layout", default="auto", choices=["auto", "musdb", "moisesdb", "folder"])
+    prep.add_argument("--layout", default="auto", choices=["auto", "musdb", "moisesdb", "folder", "real"])
+    prep.add_argument("--workers", type=int, default=1, help="tracks decoded in parallel (default: 1)")
     prep.add_argument("--sample-rate", type=int, default=44100)
     prep.add_argument("-q", "--quiet", action="store_true")
     data.set_defaults(func=_cmd_data)
@@ -399,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics, samples")
     train.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
+    train.add_argument("--time-limit", type=_positive_seconds, metavar="SECONDS",
+                       help="stop cleanly (checkpoint written) after this many seconds of training")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set schedule.max_steps=100")
     train.add_argument("-q", "--quiet", action="store_true")

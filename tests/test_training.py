@@ -254,3 +254,21 @@ def test_reconstruction_only_recipe_never_runs_the_discriminator(tmp_path):
     assert all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
     moved = _unwrap(trainer.generator).state_dict()
     assert any(not torch.equal(generator_start[k], moved[k]) for k in moved)
+
+
+def test_time_limit_stops_after_the_step_that_crosses_it_and_saves(tmp_path):
+    # the limit is checked after every step: a limit shorter than any step stops at step 1
+    result = Trainer(load_config(SMOKE, {"schedule.max_steps": 50}), tmp_path, progress=False).fit(time_limit=1e-9)
+    assert result["out_of_time"] and result["step"] == 1
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["step"] == 1
+    resumed = Trainer(load_config(SMOKE, {"schedule.max_steps": 3}), tmp_path, resume=True, progress=False)
+    assert resumed.fit()["step"] == 3  # and the run resumes from there
+
+
+def test_cli_time_limit_is_checked(tmp_path, capsys):
+    from apollo.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(SMOKE), "--run-dir", str(tmp_path), "--time-limit", "-5"])
+    assert exit_info.value.code == 2
+    assert "must be more than 0 seconds" in capsys.readouterr().err

@@ -57,8 +57,14 @@ def _safe(name: str) -> str:
 
 
 def prepare(source: str | Path, out: str | Path, layout: str = "auto", sample_rate: int = 44100,
-            window: float = 6.0, hop: float = 3.0, progress: bool = True) -> Path:
-    """Builds (or extends) a cache from a dataset folder; returns the index path."""
+            window: float = 6.0, hop: float = 3.0, progress: bool = True, workers: int = 1) -> Path:
+    """Builds (or extends) a cache from a dataset folder; returns the index path.
+
+    With workers > 1 tracks are decoded in parallel processes; the index lists tracks in the
+    order they finish, and only finished ones, so an interrupted run resumes where it stopped.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     out = Path(out)
@@ -70,16 +76,26 @@ def prepare(source: str | Path, out: str | Path, layout: str = "auto", sample_ra
         raise ValueError(f"{out} holds a cache at {index['sample_rate']} Hz, not {sample_rate} Hz")
     done = {t["name"] for t in index["tracks"]}
     tracks = [t for t in read_tracks(source, layout) if t.name not in done]
-    for track in tqdm(tracks, desc="prepare", unit="track", disable=not progress):
-        entry = _prepare_track(track, out, sample_rate, window, hop)
-        if entry is not None:
-            index["tracks"].append(entry)
-            tmp = index_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(index, indent=1))
-            tmp.replace(index_path)  # resumable: the index only lists finished tracks
+    jobs = [(track, out, sample_rate, window, hop) for track in tracks]
+    pool = ProcessPoolExecutor(workers) if workers > 1 and len(jobs) > 1 else None
+    results = pool.map(_prepare_job, jobs) if pool else map(_prepare_job, jobs)
+    try:
+        for entry in tqdm(results, total=len(jobs), desc="prepare", unit="track", disable=not progress):
+            if entry is not None:
+                index["tracks"].append(entry)
+                tmp = index_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(index, indent=1))
+                tmp.replace(index_path)  # resumable: the index only lists finished tracks
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     if not index_path.exists():
         index_path.write_text(json.dumps(index, indent=1))
     return index_path
+
+
+def _prepare_job(job: tuple[Track, Path, int, float, float]) -> dict[str, Any] | None:
+    return _prepare_track(*job)
 
 
 def _prepare_track(track: Track, out: Path, rate: int, window: float, hop: float) -> dict[str, Any] | None:

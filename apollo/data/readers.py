@@ -1,4 +1,4 @@
-"""Dataset readers: MUSDB18-HQ, MoisesDB and plain folders of lossless mixtures -> Tracks."""
+"""Dataset readers: MUSDB18-HQ, MoisesDB, the real-music corpus and folders of lossless mixtures -> Tracks."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class Track:
 
 
 def detect_layout(root: Path) -> str:
+    if (root / "manifest.json").is_file():
+        return "real"
     if (root / "train").is_dir() or (root / "test").is_dir():
         return "musdb"
     if any(p.is_file() for p in root.glob("*/data.json")):
@@ -41,10 +43,12 @@ def read_tracks(root: str | Path, layout: str = "auto", split: str | None = None
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
     layout = detect_layout(root) if layout == "auto" else layout
-    readers = {"musdb": read_musdb, "moisesdb": read_moisesdb, "folder": read_folder}
+    readers = {"musdb": read_musdb, "moisesdb": read_moisesdb, "folder": read_folder, "real": read_real}
     if layout not in readers:
-        raise ValueError(f"unknown layout {layout!r} (musdb, moisesdb, folder, auto)")
-    return [t for t in readers[layout](root) if (split is None or t.split == split) and _keep_lossless(t)]
+        raise ValueError(f"unknown layout {layout!r} (musdb, moisesdb, folder, real, auto)")
+    # the real-music corpus has passed its own, stricter full-band rule (data/realmusic.py)
+    checked = layout == "real"
+    return [t for t in readers[layout](root) if (split is None or t.split == split) and (checked or _keep_lossless(t))]
 
 
 def read_musdb(root: Path) -> list[Track]:
@@ -82,6 +86,13 @@ def read_folder(root: Path) -> list[Track]:
     """Every audio file under root is one mixture."""
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in LOSSLESS_EXTENSIONS | LOSSY_EXTENSIONS)
     return [Track(str(p.relative_to(root)), {}, p, split_of(str(p.relative_to(root)))) for p in files]
+
+
+def read_real(root: Path) -> list[Track]:
+    """The kept tracks of `apollo data real` (root/manifest.json): one mixture each, split by track."""
+    from .realmusic import kept_tracks
+
+    return [Track(t["name"], {}, root / t["path"], t["split"]) for t in kept_tracks(root)]
 
 
 def split_of(name: str, valid: float = 0.05, test: float = 0.05) -> str:

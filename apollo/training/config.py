@@ -68,6 +68,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     init_from: str | None = None  # fine-tune from any checkpoint load_model accepts
+    # a discriminator state dict (safetensors) from an earlier run: a later round continues the
+    # adversarial game instead of restarting it against a trained generator
+    init_discriminator_from: str | None = None
     # with init_from: the model keys the recipe sets, applied over the checkpoint's config
     # (only keys that add no weights, e.g. keep_input_band)
     model_overrides: tuple[str, ...] = ()
@@ -95,11 +98,13 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     raw = dict(raw or {})
     sections = {"model": ApolloConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
                 "schedule": ScheduleConfig}
-    unknown = set(raw) - set(sections) - {"init_from", "seed", "precision", "activation_checkpointing"}
+    unknown = set(raw) - set(sections) - {"init_from", "init_discriminator_from", "seed", "precision",
+                                          "activation_checkpointing"}
     if unknown:
         raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
     built = {name: _build(cls, raw.get(name), name) for name, cls in sections.items()}
     return TrainConfig(**built, init_from=raw.get("init_from"), seed=int(raw.get("seed", 0)),
+                       init_discriminator_from=raw.get("init_discriminator_from"),
                        model_overrides=tuple(sorted(raw.get("model") or {})),
                        precision=raw.get("precision", "auto"),
                        activation_checkpointing=bool(raw.get("activation_checkpointing", False)))

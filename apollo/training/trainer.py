@@ -88,6 +88,10 @@ class Trainer:
             generator = Apollo(config.model)
         generator.activation_checkpointing = config.activation_checkpointing
         discriminator = MultiResolutionDiscriminator(audio_channels=2)
+        if config.init_discriminator_from:
+            from safetensors.torch import load_file
+
+            discriminator.load_state_dict(load_file(config.init_discriminator_from))
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
         opt = config.optim
         self.opt_g = torch.optim.AdamW(generator.parameters(), lr=opt.lr_g * lr_scale, betas=opt.betas_g,
@@ -221,7 +225,9 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def fit(self) -> dict[str, Any]:
+    def fit(self, time_limit: float | None = None) -> dict[str, Any]:
+        """Trains until max_steps, the epoch count, early stopping or `time_limit` seconds of this
+        call (checked after every step: the run then saves and returns, resumable as always)."""
         from tqdm import tqdm
 
         sched = self.cfg.schedule
@@ -234,7 +240,9 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.step, unit="step", desc="train",
                    disable=not self.progress or self.rank != 0, dynamic_ncols=True)
         last_time, last_step = time.perf_counter(), self.step
-        while self.epoch < sched.epochs and not self.stopped and not self._done():
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        out_of_time = False
+        while self.epoch < sched.epochs and not self.stopped and not self._done() and not out_of_time:
             for degraded, target, _ in self._loader():
                 stats = self.train_step(degraded, target)
                 self.step += 1
@@ -248,7 +256,8 @@ class Trainer:
                     self._log(log, writer, {**stats, "steps_per_s": rate})
                 if self.step % sched.checkpoint_every == 0:
                     self._save(self.run_dir / STATE)
-                if self._done():
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                if self._done() or out_of_time:
                     break
             else:
                 self._end_epoch(log, writer)
@@ -256,7 +265,8 @@ class Trainer:
         bar.close()
         if writer is not None:
             writer.close()
-        return {"step": self.step, "epoch": self.epoch, "best_valid": self.best, "stopped_early": self.stopped}
+        return {"step": self.step, "epoch": self.epoch, "best_valid": self.best, "stopped_early": self.stopped,
+                "out_of_time": out_of_time}
 
     def _done(self) -> bool:
         return self.cfg.schedule.max_steps is not None and self.step >= self.cfg.schedule.max_steps

@@ -1,0 +1,262 @@
+"""The real-music corpus: DFSG-free recordings from Debian's archive, rebuilt offline by one command.
+
+    apollo data real --out corpus/real
+
+Each package is fetched with `apt-get download` (no root needed), unpacked with `dpkg-deb -x`
+(and the zip archives some games keep their music in), and every audio file in it is measured.
+Only truly full-band tracks are kept (FULL_BAND_HZ): most of these are Ogg Vorbis or Opus, and a
+target with an encoder's lowpass at 16 kHz would teach the model to stop there. Kept files are
+linked, never re-encoded, into `tracks/<package>/`, and `manifest.json` records each track's
+package, version, licences, SHA-256, bandwidth, length and split. Every step is resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+AUDIO_SUFFIXES = (".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3")
+# Checked music packages of Debian 12 (docs/real-music.md has the per-package counts).
+MUSIC_PACKAGES = (
+    "wesnoth-1.16-music", "warzone2100-music", "nexuiz-music", "ufoai-music", "singularity-music",
+    "asc-music", "hyperrogue-music", "fb-music-high", "xblast-tnt-musics", "drascula-music",
+    "planetblupi-music-ogg",
+)
+RESERVED_PREFIX = "fretsonfire-songs-"  # kept for an independent check of the project: never used
+# The bandwidth rule: the long-term average spectrum of the first MEASURE_SECONDS (mono downmix)
+# must stay within FLOOR_DB of its peak up to at least FULL_BAND_HZ. Opus stops at 20 kHz, good
+# Vorbis near 20-22 kHz; Vorbis at low quality and MP3 stop at 15-18 kHz and fail.
+FULL_BAND_HZ = 19500.0
+FLOOR_DB = 70.0
+MEASURE_SECONDS = 120.0
+VALID_SHARE, TEST_SHARE = 0.1, 0.1
+
+
+@dataclass
+class TrackRecord:
+    """One audio file of one package, measured; `split` is empty for files that were not kept."""
+
+    name: str  # "<package>/<path inside the package>": the unit of the split
+    package: str
+    version: str
+    licences: list[str]
+    source: str  # path under unpacked/
+    sha256: str
+    sample_rate: int
+    channels: int
+    seconds: float
+    bandwidth_hz: float
+    kept: bool
+    reason: str
+    split: str
+    path: str  # under tracks/, for kept files
+
+
+def check_package_name(name: str) -> None:
+    if name.startswith(RESERVED_PREFIX):
+        raise ValueError(f"{name}: the {RESERVED_PREFIX}* packages are reserved for an independent check")
+
+
+def split_of_track(name: str) -> str:
+    """Train/valid/test by a hash of the track name: fixed on every machine."""
+    u = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if u < TEST_SHARE else "valid" if u < TEST_SHARE + VALID_SHARE else "train"
+
+
+def fetch(package: str, debs: Path) -> Path:
+    """The package's .deb in `debs`, downloaded with apt-get unless already there."""
+    check_package_name(package)
+    debs.mkdir(parents=True, exist_ok=True)
+    found = sorted(debs.glob(f"{package}_*.deb"))
+    if found:
+        return found[-1]
+    if shutil.which("apt-get") is None:
+        raise RuntimeError("apt-get not found: the real-music corpus is fetched from Debian's archive")
+    done = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
+    found = sorted(debs.glob(f"{package}_*.deb"))
+    if done.returncode or not found:
+        raise RuntimeError(f"apt-get download {package} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return found[-1]
+
+
+def unpack(deb: Path, dest: Path) -> Path:
+    """dpkg-deb -x into dest, then the audio inside zip archives (.pk3, .zip) beside them."""
+    marker = dest / ".unpacked"
+    if marker.exists():
+        return dest
+    if shutil.which("dpkg-deb") is None:
+        raise RuntimeError("dpkg-deb not found: install dpkg to unpack Debian packages")
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+    for archive in sorted(p for p in dest.rglob("*") if p.suffix.lower() in (".pk3", ".zip") and p.is_file()):
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                if member.lower().endswith(AUDIO_SUFFIXES) and ".." not in Path(member).parts:
+                    zf.extract(member, archive.with_suffix(archive.suffix + ".d"))
+    marker.write_text(deb.name)
+    return dest
+
+
+def deb_version(deb: Path) -> str:
+    return deb.name.split("_")[1].replace("%3a", ":")
+
+
+def licences(root: Path, package: str) -> tuple[list[str], Path | None]:
+    """Licence short names in the package's Debian copyright file, and that file."""
+    path = root / "usr" / "share" / "doc" / package / "copyright"
+    if not path.is_file():
+        return [], None
+    names = re.findall(r"^License:[ \t]*(\S[^\n]*)$", path.read_text(errors="replace"), flags=re.MULTILINE)
+    return sorted({n.strip() for n in names}), path
+
+
+def bandwidth(path: Path) -> tuple[float, int, int, float]:
+    """(bandwidth Hz, rate, channels, seconds): the top frequency within FLOOR_DB of the peak."""
+    import soundfile as sf
+
+    from ..metrics import average_spectrum_db
+
+    with sf.SoundFile(str(path)) as handle:
+        rate, channels, frames = handle.samplerate, handle.channels, handle.frames
+        data = handle.read(int(min(frames, MEASURE_SECONDS * rate)), dtype="float32", always_2d=True)
+    mono = data.mean(1)
+    if mono.size < 8192 or not np.any(mono):
+        return 0.0, rate, channels, frames / rate
+    freqs, level = average_spectrum_db(mono, rate, floor=1e-30)
+    audible = freqs > 100
+    above = np.nonzero(audible & (level > level[audible].max() - FLOOR_DB))[0]
+    return float(freqs[above[-1]]) if above.size else 0.0, rate, channels, frames / rate
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _measure(args: tuple[str, str]) -> dict[str, Any]:
+    path, _ = args
+    sha = _sha256(Path(path))
+    try:
+        bw, rate, channels, seconds = bandwidth(Path(path))
+        return {"sha256": sha, "bandwidth_hz": bw, "sample_rate": rate, "channels": channels, "seconds": seconds,
+                "error": ""}
+    except (RuntimeError, OSError, ValueError) as err:  # soundfile raises LibsndfileError (a RuntimeError)
+        return {"sha256": sha, "bandwidth_hz": 0.0, "sample_rate": 0, "channels": 0, "seconds": 0.0,
+                "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
+
+
+def _verdict(measured: dict[str, Any], seen: dict[str, str], name: str) -> str:
+    """Why a measured file is not kept, or '' when it is."""
+    if measured["error"]:
+        return f"unreadable: {measured['error']}"
+    if measured["sha256"] in seen:
+        return f"duplicate of {seen[measured['sha256']]}"
+    if measured["seconds"] < 10:
+        return "shorter than 10 s"
+    if measured["bandwidth_hz"] < FULL_BAND_HZ:
+        return f"bandwidth {measured['bandwidth_hz'] / 1000:.1f} kHz < {FULL_BAND_HZ / 1000:.1f} kHz"
+    return ""
+
+
+def build_corpus(out: str | Path, packages: tuple[str, ...] = MUSIC_PACKAGES, workers: int = 2,
+                 progress: bool = True) -> dict[str, Any]:
+    """Fetches, unpacks, measures and links the corpus; returns (and writes) the manifest."""
+    from tqdm import tqdm
+
+    for package in packages:
+        check_package_name(package)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "measurements.json"  # resumable: each file (by its path under out) is measured once
+    measured: dict[str, dict[str, Any]] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    records: list[TrackRecord] = []
+    seen: dict[str, str] = {}
+    say = tqdm.write if progress else (lambda message: None)
+    for package in packages:
+        deb = fetch(package, out / "debs")
+        root = unpack(deb, out / "unpacked" / package)
+        names, copyright_file = licences(root, package)
+        if copyright_file is not None:
+            (out / "licences").mkdir(exist_ok=True)
+            shutil.copyfile(copyright_file, out / "licences" / f"{package}.copyright")
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                       and p.suffix.lower() in AUDIO_SUFFIXES)
+        todo = [str(p) for p in files if str(p.relative_to(out)) not in measured]
+        if todo:
+            with ProcessPoolExecutor(max(1, workers)) as pool:
+                jobs = pool.map(_measure, [(p, package) for p in todo])
+                for path, result in tqdm(zip(todo, jobs), total=len(todo), desc=package, unit="file",
+                                         disable=not progress):
+                    measured[str(Path(path).relative_to(out))] = result
+            tmp = cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(measured, indent=0))
+            tmp.replace(cache_path)
+        for path in files:
+            rel = str(path.relative_to(out))
+            m = measured[rel]
+            name = f"{package}/{path.relative_to(root)}"
+            reason = _verdict(m, seen, name)
+            split, link = "", ""
+            if not reason:
+                seen[m["sha256"]] = name
+                split = split_of_track(name)
+                target = out / "tracks" / package / "_".join(path.relative_to(root).parts[-2:])
+                _link(path, target)
+                link = str(target.relative_to(out))
+            records.append(TrackRecord(name, package, deb_version(deb), names, rel, m["sha256"], m["sample_rate"],
+                                       m["channels"], round(m["seconds"], 2), round(m["bandwidth_hz"], 1),
+                                       not reason, reason, split, link))
+        kept = [r for r in records if r.package == package and r.kept]
+        say(f"{package}: {len(kept)} of {sum(r.package == package for r in records)} files kept "
+            f"({sum(r.seconds for r in kept) / 60:.0f} min)")
+    manifest = {"rule": {"full_band_hz": FULL_BAND_HZ, "floor_db": FLOOR_DB, "measure_seconds": MEASURE_SECONDS,
+                         "min_seconds": 10, "valid_share": VALID_SHARE, "test_share": TEST_SHARE},
+                "tracks": [asdict(r) for r in records]}
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out / MANIFEST)
+    return manifest
+
+
+def _link(source: Path, target: Path) -> None:
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def kept_tracks(root: str | Path) -> list[dict[str, Any]]:
+    """The manifest's kept tracks (each with its split and path under root)."""
+    manifest = json.loads((Path(root) / MANIFEST).read_text())
+    return [t for t in manifest["tracks"] if t["kept"]]
+
+
+def summary(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per package: files, kept, minutes kept, and kept tracks per split (for docs/real-music.md)."""
+    rows = []
+    for package in dict.fromkeys(t["package"] for t in manifest["tracks"]):
+        tracks = [t for t in manifest["tracks"] if t["package"] == package]
+        kept = [t for t in tracks if t["kept"]]
+        rows.append({"package": package, "files": len(tracks), "kept": len(kept),
+                     "minutes": round(sum(t["seconds"] for t in kept) / 60, 1),
+                     **{s: sum(t["split"] == s for t in kept) for s in ("train", "valid", "test")},
+                     "licences": sorted({n for t in tracks for n in t["licences"]})})
+    return rows

@@ -1,0 +1,314 @@
+"""One GPU round in one call: GPU inference timings, then the large model trained to a deadline.
+
+A GPU machine is lent now and then for 15 minutes, start-up included, with no network and 64 MiB
+of working tree per call (docs/gpu.md). So everything travels with the call and one command does
+it all. Three steps:
+
+    # here, once per round: wheels the GPU machine lacks + a budgeted share of the real-music
+    # corpus (train split, a little of valid) -> .gpu/ (ignored by git, carried by the call)
+    python scripts/gpu_round.py pack --corpus corpus/real
+
+    # there, in one call (device run, carry [".gpu"]):
+    python3 scripts/gpu_round.py run --out $OUT --deadline 480
+
+    # here, after: rebuild one checkpoint from the returned parts
+    python scripts/gpu_round.py join OUT/generator-part*.safetensors -o apollo/weights/apollo-large.safetensors
+
+`run` writes at most 8 files of at most 15 MiB to --out (the limits of what comes back): log.txt,
+gpu_speed.json, summary.json, metrics.csv, discriminator.safetensors and the generator as
+float16 parts. It continues from apollo/weights/apollo-large.safetensors (and .gpu/discriminator
+.safetensors) when they exist. Each step has its own timeout; training gets what is left of
+--deadline less the export margin, and `apollo train --time-limit` stops it with a checkpoint.
+`run --device cpu --config-set ...` runs the same round on a CPU, to test it (tests/test_gpu_round.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / ".gpu"
+WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23")  # PyAV stays home: CBR decodes with libsndfile
+PART_BYTES = 15 * 2 ** 20
+EXPORT_MARGIN_S = 45.0  # training stops this long before the deadline: save, shard, copy
+LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
+
+
+# -- here: pack ---------------------------------------------------------------------------------
+
+def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
+    """Tracks taken one per package in turn (hash order within a package) while they fit."""
+    import hashlib
+
+    by_package: dict[str, list[dict]] = {}
+    for track in sorted(tracks, key=lambda t: hashlib.sha256(t["name"].encode()).hexdigest()):
+        by_package.setdefault(track["package"], []).append(track)
+    chosen, used = [], 0
+    while any(by_package.values()):
+        for package in sorted(by_package):
+            queue = by_package[package]
+            while queue:
+                track = queue.pop(0)
+                size = (corpus / track["path"]).stat().st_size
+                if used + size <= budget:
+                    chosen.append(track)
+                    used += size
+                    break
+    return chosen
+
+
+def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK) -> dict:
+    """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music)."""
+    from apollo.data.realmusic import MANIFEST, kept_tracks
+
+    tracks = kept_tracks(corpus)
+    chosen = (_round_robin([t for t in tracks if t["split"] == "train"], int(train_mb * 2 ** 20), corpus)
+              + _round_robin([t for t in tracks if t["split"] == "valid"], int(valid_mb * 2 ** 20), corpus))
+    music = dest / "music"
+    shutil.rmtree(music, ignore_errors=True)
+    for track in chosen:
+        target = music / track["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(corpus / track["path"], target)
+    manifest = json.loads((corpus / MANIFEST).read_text())
+    manifest["tracks"] = chosen
+    manifest["packed_from"] = str(corpus)
+    (music / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    wheels = dest / "wheels"
+    if not all(any(wheels.glob(f"{w.split('==')[0]}-{w.split('==')[1]}-*.whl")) for w in WHEELS):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--python-version", "3.12", "--implementation", "cp",
+                        *[a for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
+                                      "manylinux2014_x86_64") for a in ("--platform", p)],
+                        "-d", str(wheels), *WHEELS], check=True)
+    minutes = sum(t["seconds"] for t in chosen) / 60
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    info = {"tracks": len(chosen), "train": sum(t["split"] == "train" for t in chosen),
+            "valid": sum(t["split"] == "valid" for t in chosen), "minutes": round(minutes, 1),
+            "packages": sorted({t["package"] for t in chosen}), "pack_mb": round(size / 2 ** 20, 1)}
+    print(json.dumps(info))
+    return info
+
+
+# -- there: run ---------------------------------------------------------------------------------
+
+class Round:
+    """The steps of one call, each logged with its wall time, never raising past the export."""
+
+    def __init__(self, out: Path, deadline: float, device: str) -> None:
+        self.start = time.monotonic()
+        self.out, self.deadline, self.device = out, deadline, device
+        self.log = open(out / "log.txt", "a", buffering=1)
+        self.summary: dict = {"device": device, "steps": {}}
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def say(self, text: str) -> None:
+        line = f"[{self.elapsed():6.1f} s] {text}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+
+    def step(self, name: str, command: list[str], timeout: float) -> bool:
+        self.say(f"{name}: {' '.join(command)} (timeout {timeout:.0f} s)")
+        began = time.monotonic()
+        try:
+            done = subprocess.run(command, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, timeout=timeout)
+            output, code = done.stdout, done.returncode
+        except subprocess.TimeoutExpired as err:
+            output, code = (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or ""), 124
+        seconds = round(time.monotonic() - began, 1)
+        tail = "\n".join(output.splitlines()[-25:])
+        self.log.write(tail + "\n")
+        print(tail, flush=True)
+        self.summary["steps"][name] = {"rc": code, "seconds": seconds}
+        self.say(f"{name}: rc {code} in {seconds} s")
+        return code == 0
+
+    def install(self, wheels: Path) -> None:
+        site = Path("/tmp/gpu-round-site")
+        files = sorted(glob.glob(str(wheels / "*.whl")))
+        if files:
+            self.step("install", [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                                  "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(site), *files], 120)
+        paths = [str(site), str(ROOT), self.env.get("PYTHONPATH", "")]
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+
+
+def _shard(source: Path, out: Path, prefix: str) -> list[str]:
+    """The checkpoint's tensors as float16 parts of at most PART_BYTES, each with the config."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        meta = handle.metadata() or {}
+        names = list(handle.keys())
+        tensors = {k: handle.get_tensor(k) for k in names}
+    parts: list[dict] = [{}]
+    size = 0
+    for name in names:
+        t = tensors[name].to(torch.float16) if tensors[name].is_floating_point() else tensors[name]
+        nbytes = t.numel() * t.element_size()
+        if parts[-1] and size + nbytes > PART_BYTES - 2 ** 16:  # room for the header
+            parts.append({})
+            size = 0
+        parts[-1][name] = t.contiguous()
+        size += nbytes
+    written = []
+    for i, part in enumerate(parts):
+        path = out / f"{prefix}-part{i}.safetensors"
+        save_file(part, str(path), metadata={**meta, "part": f"{i}/{len(parts)}"})
+        written.append(path.name)
+    return written
+
+
+def run(out: Path, deadline: float, device: str, config_sets: list[str]) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    rnd = Round(out, deadline, device)
+    py = sys.executable
+    rnd.install(PACK / "wheels")
+    rnd.step("machine", [py, "-c", "import torch, platform; print(torch.__version__, platform.python_version(), "
+                         "torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"], 60)
+    if device == "cuda":
+        rnd.step("gpu_speed", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed.json"),
+                               "--batches", "1", "4", "16", "--seconds", "10", "--repeats", "5"], 150)
+        rnd.step("restore", [py, "-m", "apollo.cli", "restore", "examples/example.mp3", "-o", "/tmp/gpu-round-restored",
+                             "--device", "cuda", "--overwrite", "-q"], 60)
+    else:
+        rnd.step("speed_cpu", [py, "benchmarks/gpu_speed.py", "--device", "cpu", "--config", "tiny", "--json",
+                               str(out / "gpu_speed.json"), "--batches", "1", "--seconds", "1", "--repeats", "1",
+                               "--precisions", "fp32"], 120)
+    cache = Path("/tmp/gpu-round-cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    workers = str(min(16, os.cpu_count() or 1))
+    rnd.step("prepare", [py, "-m", "apollo.cli", "data", "prepare", str(PACK / "music"), "--out", str(cache),
+                         "--workers", workers, "-q"], 150)
+    run_dir = Path("/tmp/gpu-round-run")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    sets = [f"data.cache={cache}", f"data.workers={max(1, int(workers) - 2)}", *config_sets]
+    if LARGE.exists():
+        sets.append(f"init_from={LARGE}")
+    if (PACK / "discriminator.safetensors").exists():
+        sets.append(f"init_discriminator_from={PACK / 'discriminator.safetensors'}")
+    budget = deadline - rnd.elapsed() - EXPORT_MARGIN_S
+    rnd.summary["train_time_limit_s"] = round(budget, 1)
+    if budget > 20:
+        command = [py, "-m", "apollo.cli", "train", "--config", "configs/apollo-large.yaml", "--run-dir", str(run_dir),
+                   "--time-limit", f"{budget:.0f}", "-q"]
+        for item in sets:
+            command += ["--set", item]
+        rnd.step("train", command, budget + EXPORT_MARGIN_S - 10)
+    else:
+        rnd.say(f"train: skipped, only {budget:.0f} s left")
+    _export(rnd, run_dir)
+    rnd.summary["total_s"] = round(rnd.elapsed(), 1)
+    (out / "summary.json").write_text(json.dumps(rnd.summary, indent=1))
+    rnd.say("done")
+    return 0
+
+
+def _export(rnd: Round, run_dir: Path) -> None:
+    """Generator parts, the discriminator, metrics and throughput into the out folder."""
+    import csv
+
+    generator = run_dir / "generator-last.safetensors"
+    if not generator.exists():
+        rnd.say("export: no generator was written")
+        return
+    rnd.summary["generator_parts"] = _shard(generator, rnd.out, "generator")
+    try:
+        import torch
+        from safetensors.torch import save_file
+
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+        save_file({k: v.contiguous() for k, v in state["discriminator"].items()},
+                  str(rnd.out / "discriminator.safetensors"))
+        rnd.summary.update(step=state["step"], epoch=state["epoch"])
+    except (OSError, RuntimeError, KeyError) as err:
+        rnd.say(f"export: discriminator not written ({err})")
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        shutil.copyfile(metrics, rnd.out / "metrics.csv")
+        rates = [float(r["steps_per_s"]) for r in csv.DictReader(open(metrics)) if r.get("steps_per_s")]
+        if rates:
+            import yaml
+
+            batch = yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["batch_size"]
+            rate = sorted(rates)[len(rates) // 2]
+            rnd.summary.update(median_steps_per_s=round(rate, 3), batch_size=batch,
+                               examples_per_s=round(rate * batch, 2))
+    if (run_dir / "config.yaml").exists():
+        import yaml
+
+        rnd.summary["config"] = yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+# -- here: join ---------------------------------------------------------------------------------
+
+def join(parts: list[Path], output: Path, dtype: str = "float16") -> None:
+    """One checkpoint (load_model's format) from the parts of one export, checked complete."""
+    import torch
+    from safetensors import safe_open
+
+    from apollo.config import ApolloConfig
+    from apollo.states import CONFIG_KEY, save_checkpoint
+
+    state, config, counts, seen = {}, None, set(), set()
+    for path in parts:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            state.update({k: handle.get_tensor(k) for k in handle.keys()})
+        index, count = meta["part"].split("/")
+        seen.add(int(index))
+        counts.add(int(count))
+        part_config = ApolloConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+        if config is not None and part_config != config:
+            raise ValueError(f"{path}: another model's part")
+        config = part_config
+    if len(counts) != 1 or seen != set(range(counts.pop())):
+        raise ValueError(f"parts {sorted(seen)} do not make one whole checkpoint")
+    target = getattr(torch, dtype)
+    state = {k: v.to(target) if v.is_floating_point() else v for k, v in state.items()}
+    extra = {k: v for k, v in meta.items() if k in ("step", "epoch")}
+    save_checkpoint(output, state, config, metadata=extra)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="here: wheels and a share of the corpus -> .gpu/")
+    p.add_argument("--corpus", type=Path, default=ROOT / "corpus" / "real")
+    p.add_argument("--train-mb", type=float, default=40.0)
+    p.add_argument("--valid-mb", type=float, default=4.0)
+    r = sub.add_parser("run", help="there: the whole round in one call")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--deadline", type=float, default=480.0, help="seconds from start to the end of the export")
+    r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    r.add_argument("--config-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra --set for apollo train (tests shrink the model with these)")
+    j = sub.add_parser("join", help="here: rebuild one checkpoint from the returned parts")
+    j.add_argument("parts", nargs="+", type=Path)
+    j.add_argument("-o", "--output", type=Path, required=True)
+    j.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    args = parser.parse_args()
+    if args.command == "pack":
+        pack(args.corpus, args.train_mb, args.valid_mb)
+    elif args.command == "run":
+        sys.exit(run(args.out, args.deadline, args.device, args.config_set))
+    else:
+        join(args.parts, args.output, args.dtype)
+
+
+if __name__ == "__main__":
+    main()
