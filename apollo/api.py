@@ -14,11 +14,10 @@ from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
 from .compiled import check_compile, compile_blocks
 from .precision import check_precision, with_precision
-from .pretrained import load_model
+from .pretrained import built_in_path, load_model
 from .states import CheckpointError, atomic_write
 
 CLIP_MODES = ("rescale", "clamp", "none")
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "apollo-default.safetensors"
 
 
 def _mps_available() -> bool:
@@ -40,12 +39,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def default_checkpoint() -> Path:
-    if not DEFAULT_WEIGHTS.is_file():
-        raise CheckpointError(
-            f"the default weights are missing from this installation ({DEFAULT_WEIGHTS}): reinstall "
-            "apollo, or pass --checkpoint PATH (a released pytorch_model.bin or an apollo .safetensors)"
-        )
-    return DEFAULT_WEIGHTS
+    """The shipped default model's file."""
+    return built_in_path("default")
 
 
 class Restorer:

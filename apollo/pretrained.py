@@ -15,6 +15,19 @@ from .states import CheckpointError, read_checkpoint, strip_prefix
 
 TEST_MODEL = "tiny-test"
 TEST_SEED = 1234
+WEIGHTS = Path(__file__).parent / "weights"
+# built-in models by name: weights that ship inside the package (docs/default-model.md, docs/gpu.md)
+BUILT_IN = {"default": "apollo-default.safetensors", "large": "apollo-large.safetensors"}
+
+
+def built_in_path(name: str) -> Path:
+    """The file of a built-in model; a missing file means a broken or partial installation."""
+    path = WEIGHTS / BUILT_IN[name]
+    if not path.is_file():
+        raise CheckpointError(f"the built-in model {name!r} is missing from this installation ({path}): reinstall "
+                              "apollo, or pass --checkpoint PATH (a released pytorch_model.bin or an apollo "
+                              ".safetensors)")
+    return path
 
 
 def build_test_model() -> Apollo:
@@ -45,7 +58,8 @@ def model_from_state(state: Mapping[str, torch.Tensor], config: ApolloConfig | N
 
 
 def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> Apollo:
-    """A ready generator (eval mode) from a checkpoint path, a state dict or a built-in name.
+    """A ready generator (eval mode) from a checkpoint path, a state dict or a built-in name
+    ("default", "large", "tiny-test"; a file of that name in the working folder wins).
 
     Accepts the project's safetensors files, released `pytorch_model.bin` state dicts, the
     authors' training dicts, and Lightning / toolkit checkpoints (`audio_model.` / `model.`).
@@ -55,6 +69,9 @@ def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor], devi
         model = model_from_state(source)
     elif str(source) == TEST_MODEL and not Path(source).exists():
         model = build_test_model()
+    elif str(source) in BUILT_IN and not Path(source).exists():
+        state, config = read_checkpoint(built_in_path(str(source)))
+        model = model_from_state(state, config)
     else:
         state, config = read_checkpoint(source)
         model = model_from_state(state, config)

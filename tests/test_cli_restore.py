@@ -172,9 +172,9 @@ def test_unwritable_output_folder(tmp_path, capsys):
 
 
 def test_missing_default_weights_message(tmp_path, capsys, monkeypatch):
-    import apollo.api
+    import apollo.pretrained
 
-    monkeypatch.setattr(apollo.api, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(apollo.pretrained, "WEIGHTS", tmp_path / "absent")
     src = write(tmp_path / "x.wav", tone(0.5))
     assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--quiet"]) == 2
     assert "--checkpoint" in capsys.readouterr().err

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from apollo import Restorer, degrade, metrics
-from apollo.api import DEFAULT_WEIGHTS
 from apollo.cli import main
-from apollo.pretrained import count_parameters, load_model
+from apollo.pretrained import built_in_path, count_parameters, load_model
 
 RATE = 44100
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "make_example.py"
@@ -37,9 +37,11 @@ def restorer() -> Restorer:
 
 
 def test_default_weights_ship_small_and_load():
-    assert DEFAULT_WEIGHTS.is_file()
-    assert DEFAULT_WEIGHTS.stat().st_size < 50 * 2**20
-    model = load_model(DEFAULT_WEIGHTS)
+    weights = built_in_path("default")
+    assert weights.stat().st_size < 50 * 2**20
+    model = load_model(weights)
+    by_name = load_model("default")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), by_name.state_dict().values()))
     config = model.config
     assert config.sample_rate == RATE and config.keep_input_band and config.cap_emptied_band
     assert count_parameters(model) < 5_000_000
