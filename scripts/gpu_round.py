@@ -38,18 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".gpu"
 WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23")  # PyAV stays home: CBR decodes with libsndfile
 PART_BYTES = 15 * 2 ** 20
-EXPORT_MARGIN_S = 45.0  # training stops this long before the deadline: save, shard, copy
+EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
 
 
 # -- here: pack ---------------------------------------------------------------------------------
 
 def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
-    """Tracks taken one per package in turn (hash order within a package) while they fit."""
-    import hashlib
-
+    """Tracks taken one per package in turn while they fit, most minutes per byte first."""
     by_package: dict[str, list[dict]] = {}
-    for track in sorted(tracks, key=lambda t: hashlib.sha256(t["name"].encode()).hexdigest()):
+    for track in sorted(tracks, key=lambda t: ((corpus / t["path"]).stat().st_size / t["seconds"], t["name"])):
         by_package.setdefault(track["package"], []).append(track)
     chosen, used = [], 0
     while any(by_package.values()):
@@ -65,8 +63,17 @@ def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
     return chosen
 
 
-def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK) -> dict:
+def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
+         wheels: bool = True) -> dict:
     """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music)."""
+    carried = dest / "discriminator.safetensors"
+    carried.unlink(missing_ok=True)
+    if discriminator is not None:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        dest.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.to(torch.float16) for k, v in load_file(str(discriminator)).items()}, str(carried))
     from apollo.data.realmusic import MANIFEST, kept_tracks
 
     tracks = kept_tracks(corpus)
@@ -82,13 +89,8 @@ def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK) -> d
     manifest["tracks"] = chosen
     manifest["packed_from"] = str(corpus)
     (music / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    wheels = dest / "wheels"
-    if not all(any(wheels.glob(f"{w.split('==')[0]}-{w.split('==')[1]}-*.whl")) for w in WHEELS):
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.12", "--implementation", "cp",
-                        *[a for p in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-                                      "manylinux2014_x86_64") for a in ("--platform", p)],
-                        "-d", str(wheels), *WHEELS], check=True)
+    if wheels:
+        fetch_wheels(dest / "wheels")
     minutes = sum(t["seconds"] for t in chosen) / 60
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     info = {"tracks": len(chosen), "train": sum(t["split"] == "train" for t in chosen),
@@ -96,6 +98,16 @@ def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK) -> d
             "packages": sorted({t["package"] for t in chosen}), "pack_mb": round(size / 2 ** 20, 1)}
     print(json.dumps(info))
     return info
+
+
+def fetch_wheels(folder: Path) -> None:
+    """The GPU machine's missing wheels (its Python is 3.12), downloaded unless already there."""
+    if all(any(folder.glob(f"{w.split('==')[0]}-{w.split('==')[1]}-*.whl")) for w in WHEELS):
+        return
+    platforms = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp",
+                    *[a for p in platforms for a in ("--platform", p)], "-d", str(folder), *WHEELS], check=True)
 
 
 # -- there: run ---------------------------------------------------------------------------------
@@ -173,42 +185,44 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
     return written
 
 
-def run(out: Path, deadline: float, device: str, config_sets: list[str]) -> int:
+def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: bool = True,
+        margin: float = EXPORT_MARGIN_S, pack_dir: Path = PACK, fresh: bool = False) -> int:
+    """The round: install, time, prepare the cache, train to the deadline, export; returns 0."""
     out.mkdir(parents=True, exist_ok=True)
     rnd = Round(out, deadline, device)
     py = sys.executable
-    rnd.install(PACK / "wheels")
+    rnd.install(pack_dir / "wheels")
     rnd.step("machine", [py, "-c", "import torch, platform; print(torch.__version__, platform.python_version(), "
                          "torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"], 60)
-    if device == "cuda":
+    if device == "cuda" and speed:
         rnd.step("gpu_speed", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed.json"),
                                "--batches", "1", "4", "16", "--seconds", "10", "--repeats", "5"], 150)
         rnd.step("restore", [py, "-m", "apollo.cli", "restore", "examples/example.mp3", "-o", "/tmp/gpu-round-restored",
                              "--device", "cuda", "--overwrite", "-q"], 60)
-    else:
+    elif speed:
         rnd.step("speed_cpu", [py, "benchmarks/gpu_speed.py", "--device", "cpu", "--config", "tiny", "--json",
                                str(out / "gpu_speed.json"), "--batches", "1", "--seconds", "1", "--repeats", "1",
                                "--precisions", "fp32"], 120)
     cache = Path("/tmp/gpu-round-cache")
     shutil.rmtree(cache, ignore_errors=True)
     workers = str(min(16, os.cpu_count() or 1))
-    rnd.step("prepare", [py, "-m", "apollo.cli", "data", "prepare", str(PACK / "music"), "--out", str(cache),
+    rnd.step("prepare", [py, "-m", "apollo.cli", "data", "prepare", str(pack_dir / "music"), "--out", str(cache),
                          "--workers", workers, "-q"], 150)
     run_dir = Path("/tmp/gpu-round-run")
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = [f"data.cache={cache}", f"data.workers={max(1, int(workers) - 2)}", *config_sets]
-    if LARGE.exists():
+    if LARGE.exists() and not fresh:
         sets.append(f"init_from={LARGE}")
-    if (PACK / "discriminator.safetensors").exists():
-        sets.append(f"init_discriminator_from={PACK / 'discriminator.safetensors'}")
-    budget = deadline - rnd.elapsed() - EXPORT_MARGIN_S
+    if not fresh and (pack_dir / "discriminator.safetensors").exists():
+        sets.append(f"init_discriminator_from={pack_dir / 'discriminator.safetensors'}")
+    budget = deadline - rnd.elapsed() - margin
     rnd.summary["train_time_limit_s"] = round(budget, 1)
-    if budget > 20:
+    if budget >= 5:
         command = [py, "-m", "apollo.cli", "train", "--config", "configs/apollo-large.yaml", "--run-dir", str(run_dir),
                    "--time-limit", f"{budget:.0f}", "-q"]
         for item in sets:
             command += ["--set", item]
-        rnd.step("train", command, budget + EXPORT_MARGIN_S - 10)
+        rnd.step("train", command, budget + 0.8 * margin)
     else:
         rnd.say(f"train: skipped, only {budget:.0f} s left")
     _export(rnd, run_dir)
@@ -291,10 +305,17 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, default=ROOT / "corpus" / "real")
     p.add_argument("--train-mb", type=float, default=40.0)
     p.add_argument("--valid-mb", type=float, default=4.0)
+    p.add_argument("--dest", type=Path, default=PACK)
+    p.add_argument("--discriminator", type=Path, help="an earlier round's discriminator, carried as float16")
     r = sub.add_parser("run", help="there: the whole round in one call")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--deadline", type=float, default=480.0, help="seconds from start to the end of the export")
     r.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    r.add_argument("--pack", type=Path, default=PACK, help="what `pack` wrote (default: .gpu/)")
+    r.add_argument("--fresh", action="store_true", help="train from scratch, not from the shipped large weights")
+    r.add_argument("--export-margin", type=float, default=EXPORT_MARGIN_S,
+                   help="seconds kept after training for saving and export (default: %(default)s)")
+    r.add_argument("--no-speed", action="store_true", help="skip the timings (a later round of the same day)")
     r.add_argument("--config-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra --set for apollo train (tests shrink the model with these)")
     j = sub.add_parser("join", help="here: rebuild one checkpoint from the returned parts")
@@ -303,9 +324,10 @@ def main() -> None:
     j.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.corpus, args.train_mb, args.valid_mb)
+        pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator)
     elif args.command == "run":
-        sys.exit(run(args.out, args.deadline, args.device, args.config_set))
+        sys.exit(run(args.out, args.deadline, args.device, args.config_set, speed=not args.no_speed,
+                     margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh))
     else:
         join(args.parts, args.output, args.dtype)
 

@@ -1,0 +1,86 @@
+"""scripts/gpu_round.py: packing within a budget, weights in parts and back, a whole round on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import apollo
+from apollo.config import PRESETS
+from apollo.model import Apollo
+from apollo.states import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("gpu_round", ROOT / "scripts" / "gpu_round.py")
+gpu_round = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gpu_round)
+
+
+def _corpus(root: Path, sizes: dict[str, list[int]], split: str = "train") -> Path:
+    """A real-music corpus manifest over small noise files: sizes are seconds per package."""
+    tracks = []
+    for package, seconds_list in sizes.items():
+        for i, seconds in enumerate(seconds_list):
+            rel = f"tracks/{package}/t{i}.flac"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(len(tracks))
+            sf.write(root / rel, (rng.standard_normal((int(seconds * 44100), 2)) * 0.1).astype(np.float32), 44100)
+            tracks.append({"name": f"{package}/t{i}.flac", "package": package, "path": rel, "kept": True,
+                           "split": split if i else "valid", "seconds": float(seconds)})
+    (root / "manifest.json").write_text(json.dumps({"rule": {}, "tracks": tracks}))
+    return root
+
+
+def test_pack_takes_every_package_in_turn_within_the_budget(tmp_path):
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 12, 12, 12], "b": [12, 12], "c": [12]})
+    size = (corpus / "tracks/a/t1.flac").stat().st_size
+    info = gpu_round.pack(corpus, train_mb=3.5 * size / 2 ** 20, valid_mb=0, dest=tmp_path / "pack", wheels=False)
+    packed = json.loads((tmp_path / "pack" / "music" / "manifest.json").read_text())["tracks"]
+    # 3.5 files of budget: a, b and one more a (c's only track is its valid one)
+    assert [t["package"] for t in packed] == ["a", "b", "a"] and info["train"] == 3 and info["valid"] == 0
+    assert all((tmp_path / "pack" / "music" / t["path"]).is_file() for t in packed)
+
+
+def test_weights_in_parts_and_back(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = Apollo(PRESETS["tiny"])
+    source = tmp_path / "generator-last.safetensors"
+    save_checkpoint(source, model.state_dict(), model.config, metadata={"step": "7"})
+    monkeypatch.setattr(gpu_round, "PART_BYTES", 2 ** 16 + 40_000)  # forces several parts
+    parts = gpu_round._shard(source, tmp_path, "generator")
+    assert len(parts) > 2
+    assert all((tmp_path / p).stat().st_size <= gpu_round.PART_BYTES for p in parts)
+    joined = tmp_path / "joined.safetensors"
+    gpu_round.join([tmp_path / p for p in parts], joined)
+    restored = apollo.load_model(joined)
+    assert restored.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.allclose(restored.state_dict()[key], value, rtol=1e-3, atol=1e-4), key  # float16 storage
+    with pytest.raises(ValueError, match="do not make one whole"):
+        gpu_round.join([tmp_path / p for p in parts[1:]], tmp_path / "broken.safetensors")
+
+
+def test_a_whole_round_on_the_cpu(tmp_path):
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
+    gpu_round.pack(corpus, train_mb=50, valid_mb=50, dest=tmp_path / "pack", wheels=False)
+    out = tmp_path / "out"
+    tiny = ["model.feature_dim=16", "model.num_blocks=1", "model.num_heads=2", "optim.batch_size=2",
+            "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1", "data.workers=0",
+            "schedule.checkpoint_every=1000", "schedule.log_every=1"]
+    assert gpu_round.run(out, deadline=30, device="cpu", config_sets=tiny, speed=False, margin=12,
+                         pack_dir=tmp_path / "pack", fresh=True) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"]["prepare"]["rc"] == 0 and summary["steps"]["train"]["rc"] == 0
+    assert summary["step"] >= 1 and summary["examples_per_s"] > 0
+    assert summary["config"]["model"]["feature_dim"] == 16
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["discriminator.safetensors", "generator-part0.safetensors", "log.txt", "metrics.csv",
+                     "summary.json"]
+    gpu_round.join([out / "generator-part0.safetensors"], tmp_path / "g.safetensors")
+    assert apollo.load_model(tmp_path / "g.safetensors").config.feature_dim == 16
