@@ -114,11 +114,18 @@ def deb_version(deb: Path) -> str:
 
 
 def licences(root: Path, package: str) -> tuple[list[str], Path | None]:
-    """Licence short names in the package's Debian copyright file, and that file."""
+    """Licence names in the package's Debian copyright file, and that file.
+
+    Machine-readable files name them in `License:` fields; free-form ones point at
+    /usr/share/common-licenses/NAME. The file itself is copied beside the corpus for the rest.
+    """
     path = root / "usr" / "share" / "doc" / package / "copyright"
     if not path.is_file():
         return [], None
-    names = re.findall(r"^License:[ \t]*(\S[^\n]*)$", path.read_text(errors="replace"), flags=re.MULTILINE)
+    text = path.read_text(errors="replace")
+    names = re.findall(r"^License:[ \t]*(\S[^\n]*)$", text, flags=re.MULTILINE)
+    if not names:
+        names = [n.rstrip(".") for n in re.findall(r"/usr/share/common-licenses/([A-Za-z0-9.+-]+)", text)]
     return sorted({n.strip() for n in names}), path
 
 
