@@ -105,14 +105,33 @@ class Restorer:
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")
         wav = audio.resample(wav.astype(np.float32), int(sample_rate), self.sample_rate)
-        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0])), axis=1)
+        limit = self.file_band_limit([wav], wav.shape[0])
+        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit)), axis=1)
         out = out[0] if mono else out
         return (torch.from_numpy(out) if is_torch else out), self.sample_rate
 
-    def restore_blocks(self, blocks: Any, channels: int,
-                       on_progress: Callable[[int], None] | None = None) -> Any:
-        """Streams (channels, n) blocks at the model's rate through the chunked model."""
-        return restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress)
+    def file_band_limit(self, blocks: Any, channels: int) -> torch.Tensor | None:
+        """The whole input's band limit for models that keep the input band (else None).
+
+        Computed once per file and given to every chunk, so chunked output equals one-pass
+        output for these models too; `blocks` are (channels, n) at the model's rate.
+        """
+        levels = self.model.file_band_levels(channels)
+        if levels is None:
+            return None
+        for block in blocks:
+            levels.add(block)
+        return levels.limit()
+
+    def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
+                       band_limit: torch.Tensor | None = None) -> Any:
+        """Streams (channels, n) blocks at the model's rate through the chunked model.
+
+        band_limit: the whole input's (file_band_limit) for models that keep the input band;
+        without it each chunk takes its own, and chunked output can differ from one pass.
+        """
+        return restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress,
+                              band_limit)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -140,12 +159,17 @@ class Restorer:
         audio.check_destination(src, dst, overwrite)
         info = info or audio.probe(src)
         _check_writable(dst.parent)
+
+        def decoded() -> Any:
+            return audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
+
+        # a first decoding pass for the whole file's band limit, where the model needs one
+        limit = self.file_band_limit(decoded(), info.channels)
         # decoding and resampling run one thread ahead of the model
-        blocks = prefetch(audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate,
-                                                info.channels))
+        blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
-        restored = self.restore_blocks(blocks, info.channels, progress)
+        restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit)
 
         import soundfile as sf
 

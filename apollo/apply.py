@@ -100,22 +100,24 @@ def _weights(keep_lo: int, keep_hi: int, index: int, segment: int, half: int, la
 
 
 def restore_stream(
-    model: Callable[[torch.Tensor], torch.Tensor],
+    model: Callable[..., torch.Tensor],
     blocks: Iterable[np.ndarray],
     plan: ChunkPlan,
     channels: int,
     device: torch.device | str = "cpu",
     batch_size: int = 1,
     on_progress: Callable[[int], None] | None = None,
+    band_limit: torch.Tensor | None = None,
 ) -> Iterator[np.ndarray]:
     """Restores a stream of (channels, n) blocks at the model's rate; yields restored blocks.
 
     The output has exactly as many samples as the input. on_progress(n) is called with the
-    number of samples whose output became final.
+    number of samples whose output became final. band_limit (1,) is the whole file's input band
+    limit for models that keep the input band (FileBandLevels): every chunk then uses it.
     """
     if plan.segment == 0:
         data = np.concatenate(list(blocks), axis=1)
-        out = _run(model, [data], device)[0]
+        out = _run(model, [data], device, band_limit)[0]
         if on_progress:
             on_progress(data.shape[1])
         yield out
@@ -136,7 +138,7 @@ def restore_stream(
                 n += 1
             group = pending[:n]
             del pending[:n]
-            for chunk, y in zip(group, _run(model, [c.x for c in group], device)):
+            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit)):
                 start = chunk.keep_lo - chunk.lo
                 acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)
                 if chunk.release > done:
@@ -232,7 +234,8 @@ def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
     return (nonzero[:, hi] - nonzero[:, lo]) == 0
 
 
-def _run(model: Callable[[torch.Tensor], torch.Tensor], chunks: list[np.ndarray], device: torch.device | str) -> list[np.ndarray]:
+def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: torch.device | str,
+         band_limit: torch.Tensor | None = None) -> list[np.ndarray]:
     """One forward pass; digital silence in the input stays exactly silent in the output."""
     device = torch.device(device)
     with torch.inference_mode():
@@ -241,7 +244,11 @@ def _run(model: Callable[[torch.Tensor], torch.Tensor], chunks: list[np.ndarray]
             x = x.pin_memory().to(device, non_blocking=True)
         else:
             x = x.to(device)
-        y = model(x).float().cpu().numpy()
+        if band_limit is None:
+            y = model(x)
+        else:
+            y = model(x, band_limit.expand(len(chunks)))
+        y = y.float().cpu().numpy()
     radius = getattr(getattr(model, "config", None), "window", 0)
     for chunk, out in zip(chunks, y):
         out[silence_mask(chunk, radius)] = 0.0

@@ -28,9 +28,12 @@ class Autocast(nn.Module):
     def config(self):  # noqa: ANN201 - the wrapped generator's ApolloConfig
         return self.model.config
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def file_band_levels(self, channels: int):  # noqa: ANN201 - the wrapped generator's
+        return self.model.file_band_levels(channels)
+
+    def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(wav.device.type, dtype=self.dtype):
-            return self.model(wav)
+            return self.model(wav, band_limit)
 
 
 def check_precision(precision: str, device: torch.device | str) -> None:

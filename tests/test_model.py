@@ -197,6 +197,34 @@ def test_band_limit_of_real_mp3_is_the_coded_bandwidth(kbps, low, high):
     assert low <= start_hz <= high
 
 
+@pytest.mark.parametrize("seconds", [0.01, 0.02, 0.03, 1.0, 7.3])
+def test_file_band_levels_from_blocks_equal_one_stft_over_the_file(seconds):
+    # the streamed histogram sees the frames of the generator's own STFT, zero padding included
+    from apollo.model.band_limit import (FileBandLevels, cells_to_db, frame_levels, input_band_limit,
+                                         quantile_rank)
+
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
+    model = apollo.Apollo(config)
+    samples = int(seconds * config.sample_rate)
+    wav = _lowpassed_noise(samples, 200, config.window)[0] if samples >= config.window else torch.randn(2, samples)
+    x = torch.nn.functional.pad(wav, (0, max(config.window - samples, 0)))
+    spec = model.stft(x)
+    cells = frame_levels(spec)
+    expected = cells_to_db(cells.kthvalue(quantile_rank(cells.shape[1]) + 1, dim=1).values)
+    rng = np.random.default_rng(samples)
+    levels = FileBandLevels(config.window, config.hop, channels=2)
+    pos = 0
+    while pos < samples:  # blocks of random sizes, down to one sample
+        n = int(rng.integers(1, 3 * config.window))
+        levels.add(wav[:, pos:pos + n])
+        pos += n
+    got = levels.levels()
+    assert levels.frames == spec.shape[1]
+    assert (got - expected).abs().max() <= 0.1 + 1e-4  # at most one 0.1 dB cell, from FFT rounding
+    assert (got == expected).float().mean() > 0.99
+    assert levels.limit().tolist() == input_band_limit(spec, 2).tolist()
+
+
 def test_keep_input_band_writes_only_above_the_band_limit():
     config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
     torch.manual_seed(0)

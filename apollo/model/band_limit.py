@@ -55,20 +55,136 @@ def band_limit(level_db: torch.Tensor, margin_db: float = MARGIN_DB) -> torch.Te
     return torch.where(depth[:, 0] > margin_db, index, torch.full_like(index, level_db.shape[-1] - 1))
 
 
-def emptied_band_mask(spec: torch.Tensor, channels: int, margin_db: float = MARGIN_DB) -> torch.Tensor:
+# Levels are compared on a grid of LEVEL_STEP_DB from LEVEL_FLOOR_DB: the level of a bin is the
+# grid cell of its LEVEL_QUANTILE frame, so a file's levels can be counted in a fixed histogram
+# while it streams past (FileBandLevels) and come out the same as from all frames at once.
+LEVEL_FLOOR_DB = -200.0  # 10 log10 of the 1e-20 power floor
+LEVEL_STEP_DB = 0.1
+LEVEL_CELLS = 3000  # up to +100 dB: far above any float audio's bin power at these windows
+
+
+def frame_levels(spec: torch.Tensor) -> torch.Tensor:
+    """(rows, T, F, 2) spectrum -> (rows, T, F) per-frame levels as grid cells (int64)."""
+    db = 10 * torch.log10(spec.detach().float().pow(2).sum(-1).clamp_min(1e-20))
+    return ((db - LEVEL_FLOOR_DB) / LEVEL_STEP_DB).floor().long().clamp(0, LEVEL_CELLS - 1)
+
+
+def quantile_rank(frames: int) -> int:
+    """The 0-based rank of the LEVEL_QUANTILE frame among `frames` sorted levels."""
+    return int(LEVEL_QUANTILE * (frames - 1))
+
+
+def cells_to_db(cells: torch.Tensor) -> torch.Tensor:
+    return LEVEL_FLOOR_DB + (cells.float() + 0.5) * LEVEL_STEP_DB
+
+
+def item_band_limit(level_db: torch.Tensor, channels: int, margin_db: float = MARGIN_DB) -> torch.Tensor:
+    """(items * channels, F) levels -> (items,) band limits: an item's channels share one
+    (joint stereo codes them to one cutoff)."""
+    rows, bins = level_db.shape
+    return band_limit(level_db.reshape(rows // channels, channels, bins).mean(1), margin_db)
+
+
+def input_band_limit(spec: torch.Tensor, channels: int) -> torch.Tensor:
+    """(B*C, T, F, 2) spectrum -> (B,) band limits from the spectrum's own frames.
+
+    A bin's level is a high quantile (LEVEL_QUANTILE) of its per-frame levels: heard if a
+    fifth of the frames have it, unmoved by the click at a chunk's cut edge in one.
+    """
+    cells = frame_levels(spec)  # (rows, T, F)
+    rank = quantile_rank(cells.shape[1])
+    level = cells_to_db(cells.kthvalue(rank + 1, dim=1).values)  # (rows, F)
+    return item_band_limit(level, channels)
+
+
+def emptied_band_mask(spec: torch.Tensor, channels: int, limit: torch.Tensor | None = None) -> torch.Tensor:
     """(B*C, T, F, 2) spectrum -> (B*C, 1, F, 1) mask: 1 above each item's band limit, else 0.
 
-    A bin's level is a high quantile (LEVEL_QUANTILE) of its per-frame levels in dB: heard if a
-    fifth of the frames have it, unmoved by the click at a chunk's cut edge in one. An item's
-    channels share the limit (joint stereo codes them to one cutoff).
+    `limit` (B,) is the band limit of each item's whole file (FileBandLevels); without it the
+    limit comes from the spectrum at hand, which for a chunk of a longer file can differ.
     """
-    rows, _, bins, _ = spec.shape
-    frames = 10 * torch.log10(spec.detach().float().pow(2).sum(-1).clamp_min(1e-20))  # (B*C, T, F)
-    level = torch.quantile(frames, LEVEL_QUANTILE, dim=1)  # (B*C, F)
-    level = level.reshape(rows // channels, channels, bins).mean(1)
-    limit = band_limit(level, margin_db).repeat_interleave(channels)
+    bins = spec.shape[2]
+    if limit is None:
+        limit = input_band_limit(spec, channels)
+    limit = limit.to(spec.device).repeat_interleave(channels)
     mask = torch.arange(bins, device=spec.device) > limit[:, None]
     return mask.to(spec.dtype)[:, None, :, None]
+
+
+FRAMES_PER_FFT = 1024
+
+
+class FileBandLevels:
+    """A file's band limit from a stream of (channels, n) blocks, in flat memory.
+
+    The frames are exactly those of one STFT over the whole file as the generator takes it
+    (centred, reflect-padded, zero-padded to one window if shorter), so chunked restoration
+    uses the limit a one-pass restoration computes for itself. Levels are counted in a
+    histogram per channel and bin (LEVEL_CELLS cells), not kept per frame.
+    """
+
+    def __init__(self, window: int, hop: int, channels: int) -> None:
+        self.window, self.hop, self.half, self.channels = window, hop, window // 2, channels
+        self.hann = torch.hann_window(window)
+        self.bins = window // 2 + 1
+        self.counts = torch.zeros(channels * self.bins * LEVEL_CELLS, dtype=torch.int64)
+        self.frames = 0  # frames counted so far
+        self.head: list[torch.Tensor] = []  # the first samples, until the front padding can be built
+        self.padded: torch.Tensor | None = None  # the padded signal from frame `frames` on
+        self.length = 0
+
+    def add(self, block: object) -> None:
+        """Counts the frames that `block` (channels, n) completes."""
+        block = torch.as_tensor(block, dtype=torch.float32)
+        self.length += block.shape[1]
+        if self.padded is None:
+            self.head.append(block)
+            head = torch.cat(self.head, dim=1)
+            if head.shape[1] <= self.window:  # a file this short is zero-padded as a whole: wait
+                return
+            self.head = []
+            self.padded = self._front(head)
+        else:
+            self.padded = torch.cat([self.padded, block], dim=1)
+        # count every frame that leaves a full window behind it (the end padding needs it)
+        self._count(max((self.padded.shape[1] - self.window) // self.hop, 0))
+
+    def _front(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[:, 1:self.half + 1].flip(1), x], dim=1)
+
+    def _count(self, frames: int) -> None:
+        """Counts the next `frames` frames, at most FRAMES_PER_FFT at a time (bounded memory)."""
+        assert self.padded is not None
+        offsets = (torch.arange(self.channels)[:, None, None] * self.bins
+                   + torch.arange(self.bins)[None, None, :]) * LEVEL_CELLS
+        done = 0
+        while done < frames:
+            n = min(frames - done, FRAMES_PER_FFT)
+            start = done * self.hop
+            windows = self.padded[:, start:start + (n - 1) * self.hop + self.window].unfold(1, self.window, self.hop)
+            cells = frame_levels(torch.view_as_real(torch.fft.rfft(windows * self.hann, dim=-1)))  # (C, n, F)
+            self.counts += torch.bincount((offsets + cells).reshape(-1), minlength=self.counts.numel())
+            done += n
+        self.frames += frames
+        self.padded = self.padded[:, frames * self.hop:]
+
+    def limit(self) -> torch.Tensor:
+        """The file's band limit, a (1,) bin index; call after the last block."""
+        return item_band_limit(self.levels(), self.channels)
+
+    def levels(self) -> torch.Tensor:
+        """(channels, F) levels in dB, as input_band_limit takes them; call after the last block."""
+        length = self.length
+        if self.padded is None:  # at most one window long: zero-padded to one, as the generator does
+            head = torch.cat(self.head, dim=1) if self.head else torch.zeros(self.channels, 0)
+            length = max(length, self.window)
+            self.padded = self._front(torch.nn.functional.pad(head, (0, length - head.shape[1])))
+        self.padded = torch.cat([self.padded, self.padded[:, -self.half - 1:-1].flip(1)], dim=1)
+        total = 1 + (length + 2 * self.half - self.window) // self.hop  # torch.stft(center=True)'s count
+        self._count(total - self.frames)
+        counts = self.counts.reshape(self.channels, self.bins, LEVEL_CELLS)
+        cells = (counts.cumsum(-1) > quantile_rank(self.frames)).int().argmax(-1)  # the rank's cell
+        return cells_to_db(cells)
 
 
 # The written band is capped by the kept band's top this many bins (1 kHz at 20-ms windows) ...

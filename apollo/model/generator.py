@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..config import ApolloConfig
-from .band_limit import cap_to_band_edge, emptied_band_mask
+from .band_limit import FileBandLevels, cap_to_band_edge, emptied_band_mask
 from .band_reconstruction import BandReconstruction
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
@@ -44,6 +44,12 @@ class Apollo(nn.Module):
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
+    def file_band_levels(self, channels: int) -> FileBandLevels | None:
+        """An accumulator of a file's band limit, for models that keep the input band (else None)."""
+        if not self.config.keep_input_band:
+            return None
+        return FileBandLevels(self.config.window, self.config.hop, channels)
+
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, T, F, 2) real/imag spectrogram."""
         spec = torch.stft(
@@ -60,7 +66,13 @@ class Apollo(nn.Module):
             center=True, normalized=False, onesided=True, length=length,
         )
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, channels, samples) -> the same shape, restored.
+
+        band_limit (batch,) is each item's input band limit (FileBandLevels) for models that
+        keep the input band: pass the whole file's when `wav` is a chunk of it. Without it the
+        limit comes from `wav` itself.
+        """
         if wav.dim() != 3:
             raise ValueError(f"expected (batch, channels, samples), got shape {tuple(wav.shape)}")
         batch, channels, length = wav.shape
@@ -78,7 +90,7 @@ class Apollo(nn.Module):
                 z = block(z)
         out = self.band_reconstruction(z)
         if self.config.keep_input_band:
-            mask = emptied_band_mask(spec, channels)
+            mask = emptied_band_mask(spec, channels, band_limit)
             out = out * mask
             if self.config.cap_emptied_band:
                 out = cap_to_band_edge(out, spec, mask)
