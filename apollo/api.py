@@ -116,7 +116,8 @@ class Restorer:
         Computed once per file and given to every chunk, so chunked output equals one-pass
         output for these models too; `blocks` are (channels, n) at the model's rate.
         """
-        levels = self.model.file_band_levels(channels)
+        make = getattr(self.model, "file_band_levels", None)  # any callable generator may stand in
+        levels = make(channels) if make is not None else None
         if levels is None:
             return None
         for block in blocks:
@@ -144,12 +145,14 @@ class Restorer:
         overwrite: bool = False,
         on_progress: Callable[[float], None] | None = None,
         info: audio.AudioInfo | None = None,
+        on_rescale: Callable[[float], None] | None = None,
     ) -> Path:
         """Restores src into dst (FLAC or WAV, at the model's rate), atomically.
 
         on_progress(seconds) reports seconds of input audio finished; info is src's
-        audio.probe() result when the caller already has it. Raises audio.AudioError with a
-        one-line message for unusable input or output.
+        audio.probe() result when the caller already has it; on_rescale(peak) is called when
+        clip="rescale" scales the file down by 1/peak. Raises audio.AudioError with a one-line
+        message for unusable input or output.
         """
         src, dst = Path(src), Path(dst)
         fmt = (fmt or dst.suffix.lstrip(".") or "flac").lower()
@@ -183,6 +186,8 @@ class Restorer:
                         peak = max(peak, float(np.abs(block).max(initial=0.0)))
                         out.write(block.T)
                 scale = 1.0 / peak if self.clip == "rescale" and peak > 1.0 else 1.0
+                if scale != 1.0 and on_rescale:
+                    on_rescale(peak)
                 with sf.SoundFile(str(scratch)) as inp, \
                         sf.SoundFile(tmp, "w", self.sample_rate, info.channels, subtype, format=fmt.upper()) as out:
                     for block in inp.blocks(audio.BLOCK, dtype="float32", always_2d=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,36 +27,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect(inputs: list[str], out_dir: Path, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
-    """(source, destination, error) for every input file; folders are searched recursively."""
-    from .audio import AUDIO_EXTENSIONS
-
-    jobs: list[tuple[Path, Path | None, str | None]] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                           and out_dir.resolve() not in p.resolve().parents)
-            if not files:
-                jobs.append((path, None, f"{path}: folder holds no audio files"))
-            jobs += [(p, out_dir / p.relative_to(path).with_suffix(f".{fmt}"), None) for p in files]
-        elif path.exists():
-            jobs.append((path, out_dir / f"{path.stem}.{fmt}", None))
-        else:
-            jobs.append((path, None, f"{path}: no such file or folder"))
-    claimed: dict[Path, Path] = {}
-    inputs_resolved = {src.resolve() for src, _, _ in jobs}
-    for i, (src, dst, err) in enumerate(jobs):
-        if dst is None or err:
-            continue
-        key = dst.resolve()
-        if key in inputs_resolved:
-            jobs[i] = (src, None, f"{src}: output {dst} would replace an input file; choose another -o")
-        elif key in claimed:
-            jobs[i] = (src, None, f"{src}: output {dst} is already the output of {claimed[key]}")
-        else:
-            claimed[key] = src
-    return jobs
+LONG_ONE_PASS_SECONDS = 60.0  # --segment 0 beyond this: memory grows with the file (~1.6 GB a minute)
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
@@ -63,62 +35,116 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
     from .api import Restorer
     from .audio import AudioError, probe, subtype_for
+    from .outputs import Claim, check_output, output_file, plan
 
-    fmt = args.format
+    bad_output = check_output(args.inputs, args.output)
+    if bad_output:
+        return _fail(bad_output, 2)
+    fmt = args.format or (Path(args.output).suffix.lower().lstrip(".") if output_file(args.inputs, args.output)
+                          else "flac")
+    if output_file(args.inputs, args.output) and Path(args.output).suffix.lower().lstrip(".") != fmt:
+        return _fail(f"-o {args.output} does not end in .{fmt} (--format {fmt})", 2)
     bits = args.bits or ("32f" if fmt == "wav" else "24")
     if args.threads is not None:
         if args.threads < 1:
-            print("apollo: error: --threads must be at least 1", file=sys.stderr)
-            return 2
+            return _fail("--threads must be at least 1", 2)
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.segment > 0 and 2 * args.overlap > args.segment:
+        return _fail(f"--overlap {args.overlap:g} s is more than half of --segment {args.segment:g} s: "
+                     "neighbouring chunks would crossfade over more than they keep", 2)
     try:
         subtype_for(fmt, bits)
         restorer = Restorer(args.checkpoint, device=args.device, segment=args.segment, overlap=args.overlap,
                             batch_size=args.batch_size, clip=args.clip, precision=args.precision,
                             compile=args.compile)
     except (AudioError, ValueError) as err:
-        print(f"apollo: error: {err}", file=sys.stderr)
-        return 2
-    jobs = _collect(args.inputs, Path(args.output), fmt)
-    failed = 0
+        return _fail(str(err), 2)
+    jobs = plan(args.inputs, args.output, fmt)
+    bars = not args.quiet and sys.stderr.isatty()  # bars only on a terminal: logs get plain lines
+
+    def say(message: str, error: bool = False) -> None:
+        if error or not args.quiet:
+            tqdm.write(message, file=sys.stderr if error else sys.stdout)
+
     infos = {}  # probed once: for the progress totals and for restoring
-    for src, _, err in jobs:
-        if err is None:
+    for job in jobs:
+        if job.error is None:
             try:
-                infos[src] = probe(src)
+                infos[job.src] = probe(job.src)
             except AudioError:
                 pass  # restore_file probes again and reports the error in its place
-    overall = tqdm(total=round(sum(i.duration for i in infos.values()), 1), unit="s", desc="all files", disable=args.quiet,
-                   position=0, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")
-    for src, dst, err in jobs:
-        if err is None and dst is not None:
-            bar = tqdm(total=round(infos[src].duration if src in infos else 0.0, 1), unit="s", desc=src.name[:40], disable=args.quiet,
-                       position=1, leave=False,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{rate_fmt}]")
+    overall = tqdm(total=round(sum(i.duration for i in infos.values()), 1), unit="s", desc="all files",
+                   disable=not bars, position=0,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")
+    failed = skipped = 0
+    for job in jobs:
+        err = job.error
+        if err is None and job.dst is not None:
+            if job.dst.exists() and not args.overwrite:
+                skipped += 1
+                say(f"skipped {job.src}: {job.dst} exists (--overwrite replaces it)")
+                overall.update(round(infos[job.src].duration, 1) if job.src in infos else 0)
+                continue
+            try:
+                claim = Claim.take(job.dst)
+            except OSError as error:
+                failed += 1
+                say(f"apollo: error: {job.dst.parent}: output folder is not writable ({error.strerror or error})",
+                    error=True)
+                continue
+            if isinstance(claim, str) or (job.dst.exists() and not args.overwrite):
+                # another run holds it, or finished it since we looked
+                skipped += 1
+                say(f"skipped {job.src}: {job.dst} " + (f"is being restored by {claim}" if isinstance(claim, str)
+                                                         else "exists (--overwrite replaces it)"))
+                if not isinstance(claim, str):
+                    claim.release()
+                continue
+            duration = infos[job.src].duration if job.src in infos else 0.0
+            if args.segment == 0 and duration > LONG_ONE_PASS_SECONDS:
+                say(f"apollo: warning: --segment 0 restores {job.src} ({duration / 60:.1f} min) in one pass: memory "
+                    "grows with its length (~1.6 GB a minute with the default model); --segment 10 keeps it flat",
+                    error=True)
+            bar = tqdm(total=round(duration, 1), unit="s", desc=job.src.name[:40], disable=not bars,
+                       position=1, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{rate_fmt}]")
 
             def step(seconds: float, bar=bar) -> None:  # noqa: ANN001
                 bar.update(seconds)
                 overall.update(seconds)
 
+            def gain(peak: float, src=job.src) -> None:  # noqa: ANN001
+                import math
+
+                say(f"{src}: restored peak {peak:.3f}, whole file scaled by {-20 * math.log10(peak):.2f} dB "
+                    "(--clip rescale; --clip clamp or none keep the level)")
+
             try:
-                restorer.restore_file(src, dst, fmt=fmt, bits=bits, overwrite=args.overwrite, on_progress=step,
-                                      info=infos.get(src))
+                restorer.restore_file(job.src, job.dst, fmt=fmt, bits=bits, overwrite=args.overwrite,
+                                      on_progress=step, info=infos.get(job.src), on_rescale=gain)
             except AudioError as error:
                 err = str(error)
             finally:
                 bar.close()
+                claim.release()
         if err is not None:
             failed += 1
-            overall.clear()
-            print(f"apollo: error: {err}", file=sys.stderr)
-        elif not args.quiet:
-            overall.write(f"restored {src} -> {dst}")
+            say(f"apollo: error: {err}", error=True)
+        else:
+            say(f"restored {job.src} -> {job.dst}")
     overall.close()
+    if skipped and not args.quiet:
+        print(f"apollo: {skipped} of {len(jobs)} file(s) skipped (restored already, or by another run)",
+              file=sys.stderr)
     if failed:
         print(f"apollo: {failed} of {len(jobs)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"apollo: error: {message}", file=sys.stderr)
+    return code
 
 
 def _cmd_degrade(args: argparse.Namespace) -> int:
@@ -341,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Restore the high band and transients an MP3 encoder removed. "
                                          "Outputs are written at the model's sample rate.")
     restore.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
-    restore.add_argument("-o", "--output", default="restored", help="output folder (default: ./restored)")
+    restore.add_argument("-o", "--output", default="restored",
+                         help="output folder, mirroring input folders (default: ./restored); with one input file "
+                              "also an output file name ending in .flac or .wav")
     restore.add_argument("--checkpoint", help="model weights (default: the shipped model); 'tiny-test' for a test model")
     restore.add_argument("--segment", type=float, default=10.0,
                          help="seconds restored per chunk; 0 = whole file at once (default: 10)")
@@ -350,12 +378,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     restore.add_argument("--threads", type=int,
                          help="CPU threads for the model (default: PyTorch's choice, one per physical core)")
-    restore.add_argument("--format", default="flac", choices=["flac", "wav"], help="output format (default: flac)")
+    restore.add_argument("--format", choices=["flac", "wav"],
+                         help="output format (default: flac, or the extension of -o NAME.wav)")
     restore.add_argument("--bits", choices=["16", "24", "32f"], help="sample format (default: 24 for flac, 32f for wav)")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
     _add_speed_options(restore)
-    restore.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    restore.add_argument("--overwrite", action="store_true",
+                         help="replace existing output files (default: skip them, so a rerun finishes the job)")
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
     restore.set_defaults(func=_cmd_restore)
 
@@ -441,17 +471,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every cleanup path runs the same way."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    handled = (signal.SIGTERM, signal.SIGHUP)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in handled}
     try:
         return args.func(args)
     except CheckpointError as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("apollo: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
+        print(f"apollo: interrupted ({signal.Signals(signum).name}); finished outputs are kept, "
+              "partial ones removed", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -92,9 +92,11 @@ def test_no_clobber_then_overwrite(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
     (out / "x.flac").write_bytes(b"precious")
-    assert restore(src, "-o", out) == 1
+    # an existing output is skipped with a note, not an error: a rerun finishes the job
+    assert main(["restore", "--checkpoint", "tiny-test", str(src), "-o", str(out)]) == 0
     assert (out / "x.flac").read_bytes() == b"precious"
-    assert "--overwrite" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "skipped" in captured.out and "--overwrite" in captured.out and "error" not in captured.err
     assert restore(src, "-o", out, "--overwrite") == 0
     assert sf.info(str(out / "x.flac")).frames == 22050
 
@@ -107,12 +109,19 @@ def test_never_overwrites_an_input(tmp_path, capsys):
     assert "input" in capsys.readouterr().err
 
 
-def test_same_name_collision(tmp_path, capsys):
+def test_same_name_collision_gets_distinct_names(tmp_path):
     a = write(tmp_path / "a" / "song.wav", tone(0.5))
     b = write(tmp_path / "b" / "song.mp3", tone(0.5))
-    assert restore(a, b, "-o", tmp_path / "o") == 1
-    assert "already the output" in capsys.readouterr().err
-    assert (tmp_path / "o" / "song.flac").exists()
+    c = write(tmp_path / "c.wav", tone(0.5))
+    assert restore(b, a, c, "-o", tmp_path / "o") == 0
+    # every clashing input is named after its full name, whatever the order
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["c.flac", "song.mp3.flac", "song.wav.flac"]
+
+
+def test_duplicates_are_restored_once(tmp_path, capsys):
+    song = write(tmp_path / "music" / "song.wav", tone(0.5))
+    assert restore(song, song, tmp_path / "music", "-o", tmp_path / "o") == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["song.flac"]
 
 
 def _nan_wav(path):
@@ -203,13 +212,37 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 
 def test_console_script_and_progress(tmp_path):
+    import pty
+
     src = write(tmp_path / "x.wav", tone(1.0))
-    proc = subprocess.run([sys.executable, "-m", "apollo.cli", "restore", str(src), "-o", str(tmp_path / "o"),
-                           "--checkpoint", "tiny-test"], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "apollo.cli", "restore", str(src), "--checkpoint", "tiny-test", "-o"]
+    # stderr not a terminal (a log, a pipe): plain lines, no progress bars
+    proc = subprocess.run([*command, str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "s audio" in proc.stderr and "restored" in proc.stdout + proc.stderr
-    quiet = subprocess.run([sys.executable, "-m", "apollo.cli", "restore", str(src), "-o", str(tmp_path / "q"),
-                            "--checkpoint", "tiny-test", "-q"], capture_output=True, text=True, timeout=120)
+    assert proc.stderr == "" and proc.stdout.startswith("restored ")
+    # on a terminal the bars are drawn
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 wide
+    proc = subprocess.run([*command, str(tmp_path / "t")], stdout=subprocess.PIPE, stderr=follower, text=True,
+                          timeout=120)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    drawn = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0 and "s audio" in drawn
+    quiet = subprocess.run([*command, str(tmp_path / "q"), "-q"], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
 
 
