@@ -18,6 +18,9 @@ from .pretrained import built_in_path, load_model
 from .states import CheckpointError, atomic_write
 
 CLIP_MODES = ("rescale", "clamp", "none")
+LAYOUTS = ("channels_first", "channels_last")
+MAX_CHANNELS = 64  # more is a transposed array, not a recording
+MIN_RATE, MAX_RATE = 1000, 768000  # resampling from outside this range would blow the length up or down
 
 
 def _mps_available() -> bool:
@@ -91,23 +94,39 @@ class Restorer:
 
     # -- arrays -------------------------------------------------------------------------------
 
-    def restore(self, waveform: Any, sample_rate: int) -> tuple[Any, int]:
+    def restore(self, waveform: Any, sample_rate: int, layout: str = "channels_first") -> tuple[Any, int]:
         """(channels, samples) or (samples,) numpy/torch array -> (restored, model rate).
 
-        Returns the same kind of array; no clipping is applied to arrays.
+        layout="channels_last" takes (samples, channels), the shape soundfile returns, and
+        gives the result in that layout too. Returns the same kind of array; no clipping is
+        applied to arrays.
         """
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        rate = float(sample_rate) if isinstance(sample_rate, (int, float, np.number)) else float("nan")
+        if isinstance(sample_rate, bool) or not rate.is_integer() or not MIN_RATE <= rate <= MAX_RATE:
+            raise ValueError(f"sample_rate must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, "
+                             f"got {sample_rate!r}")
         is_torch = isinstance(waveform, torch.Tensor)
         wav = waveform.detach().cpu().numpy() if is_torch else np.asarray(waveform)
         mono = wav.ndim == 1
         wav = wav[None] if mono else wav
         if wav.ndim != 2 or wav.shape[1] == 0:
             raise ValueError(f"expected (channels, samples) or (samples,) with samples > 0, got {wav.shape}")
+        if layout == "channels_last" and not mono:
+            wav = wav.T
+        if wav.shape[0] > MAX_CHANNELS or wav.shape[0] > wav.shape[1]:
+            raise ValueError(f"an array of shape {tuple(waveform.shape)} would be {wav.shape[0]} channels of "
+                             f"{wav.shape[1]} samples; if it is (samples, channels), as soundfile returns, pass "
+                             "layout='channels_last' (or its transpose)")
+        if not np.issubdtype(wav.dtype, np.floating) and not np.issubdtype(wav.dtype, np.integer):
+            raise ValueError(f"expected a numeric array, got dtype {wav.dtype}")
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")
-        wav = audio.resample(wav.astype(np.float32), int(sample_rate), self.sample_rate)
+        wav = audio.resample(wav.astype(np.float32), int(rate), self.sample_rate)
         limit = self.file_band_limit([wav], wav.shape[0])
         out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit)), axis=1)
-        out = out[0] if mono else out
+        out = out[0] if mono else (out.T.copy() if layout == "channels_last" else out)
         return (torch.from_numpy(out) if is_torch else out), self.sample_rate
 
     def file_band_limit(self, blocks: Any, channels: int) -> torch.Tensor | None:

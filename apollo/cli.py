@@ -360,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="print a checkpoint's inferred config and parameter count")
-    info.add_argument("checkpoint", help="checkpoint file (safetensors, pytorch_model.bin, .ckpt) or 'tiny-test'")
+    info.add_argument("checkpoint", nargs="?", default="default",
+                      help="checkpoint file (safetensors, pytorch_model.bin, .ckpt) or a built-in model: default "
+                           "(the shipped one, when no checkpoint is given), tiny-test")
     info.set_defaults(func=_cmd_info)
 
     restore = sub.add_parser("restore", help="restore MP3-damaged audio files or folders",
@@ -370,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("-o", "--output", default="restored",
                          help="output folder, mirroring input folders (default: ./restored); with one input file "
                               "also an output file name ending in .flac or .wav")
-    restore.add_argument("--checkpoint", help="model weights (default: the shipped model); 'tiny-test' for a test model")
+    restore.add_argument("--checkpoint",
+                         help="model weights: a file (safetensors, the authors' pytorch_model.bin, .ckpt) or a "
+                              "built-in model: default (the shipped one; the default), tiny-test (random weights, "
+                              "for tests)")
     restore.add_argument("--segment", type=float, default=10.0,
                          help="seconds restored per chunk; 0 = whole file at once (default: 10)")
     restore.add_argument("--overlap", type=float, default=0.05, help="crossfade seconds between chunks (default: 0.05)")
@@ -389,73 +394,83 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
     restore.set_defaults(func=_cmd_restore)
 
-    deg = sub.add_parser("degrade", help="apply real MP3 damage (LAME encode + decode, zero lag)")
-    deg.add_argument("input")
+    deg = sub.add_parser("degrade", help="apply real MP3 damage (LAME encode + decode, zero lag)",
+                         description="Encode a file with LAME and decode it again, aligned to the input (zero lag, "
+                                     "same length and rate), or write the MP3 stream itself.")
+    deg.add_argument("input", help="audio file to damage (any format `apollo restore` reads)")
     deg.add_argument("output", help=".wav/.flac: decoded and aligned audio; .mp3: the encoded stream")
     rate = deg.add_mutually_exclusive_group()
     rate.add_argument("--bitrate", type=int, default=128, help="CBR kbps, 8-320 (default: 128)")
     rate.add_argument("--vbr", type=int, choices=range(10), metavar="0-9", help="LAME VBR quality -V instead of CBR")
-    deg.add_argument("--overwrite", action="store_true")
-    deg.add_argument("-q", "--quiet", action="store_true")
+    deg.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    deg.add_argument("-q", "--quiet", action="store_true", help="no message on success")
     deg.set_defaults(func=_cmd_degrade)
 
     data = sub.add_parser("data", help="build training data")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     synth = data_sub.add_parser("synth", help="render an offline multi-stem corpus with FluidSynth")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--hours", type=float, default=1.0)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--track-seconds", type=float, default=30.0)
-    synth.add_argument("--workers", type=int, default=2)
-    synth.add_argument("-q", "--quiet", action="store_true")
+    synth.add_argument("--out", required=True, help="corpus folder to write (one folder of stems per track)")
+    synth.add_argument("--hours", type=float, default=1.0, help="total length of the corpus (default: 1)")
+    synth.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    synth.add_argument("--track-seconds", type=float, default=30.0, help="length of each track (default: 30)")
+    synth.add_argument("--workers", type=int, default=2, help="tracks rendered in parallel (default: 2)")
+    synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     real = data_sub.add_parser("real", help="fetch DFSG-free recorded music from Debian and keep the full-band "
                                             "tracks (resumable)")
     real.add_argument("--out", required=True, help="corpus folder, e.g. corpus/real")
     real.add_argument("--packages", nargs="+", default=list(MUSIC_PACKAGES), metavar="PACKAGE",
                       help="Debian packages to use (default: every checked music package)")
     real.add_argument("--workers", type=int, default=2, help="files measured in parallel (default: 2)")
-    real.add_argument("-q", "--quiet", action="store_true")
+    real.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     prep = data_sub.add_parser("prepare", help="silence-trimmed training cache from a dataset folder")
-    prep.add_argument("source", help="MUSDB18-HQ, MoisesDB(-like) or a folder of lossless mixtures")
-    prep.add_argument("--out", required=True)
-    prep.add_argument("--layout", default="auto", choices=["auto", "musdb", "moisesdb", "folder", "real"])
+    prep.add_argument("source", help="MUSDB18-HQ, MoisesDB(-like), the real-music corpus or a folder of lossless "
+                                     "mixtures")
+    prep.add_argument("--out", required=True, help="cache folder to write or extend (resumable)")
+    prep.add_argument("--layout", default="auto", choices=["auto", "musdb", "moisesdb", "folder", "real"],
+                      help="how to read SOURCE (default: auto, from its files)")
     prep.add_argument("--workers", type=int, default=1, help="tracks decoded in parallel (default: 1)")
-    prep.add_argument("--sample-rate", type=int, default=44100)
-    prep.add_argument("-q", "--quiet", action="store_true")
+    prep.add_argument("--sample-rate", type=int, default=44100, help="rate of the cache, the model's (default: 44100)")
+    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data.set_defaults(func=_cmd_data)
 
-    ev = sub.add_parser("evaluate", help="score restorations (SDR, SI-SNR, LSD, ViSQOL) or run the paper's evaluation")
-    ev.add_argument("--reference", help="clean reference file")
-    ev.add_argument("--estimate", help="file to score (aligned to the reference first)")
-    ev.add_argument("--degraded", help="the MP3-damaged input, for LSD above its cutoff")
-    ev.add_argument("--json", action="store_true")
-    ev.add_argument("--data", help="dataset folder: degrade its test excerpts, restore and score them")
-    ev.add_argument("--checkpoint", nargs="+", help="models to evaluate with --data")
-    ev.add_argument("--bitrates", default="24,32,48,64,96,128")
-    ev.add_argument("--out", help="report folder (CSV, JSON, Markdown table, plots); resumable")
-    ev.add_argument("--workers", type=int, default=2)
-    ev.add_argument("--excerpt-seconds", type=float, default=10.0)
-    ev.add_argument("--per-track", type=int, default=1, help="excerpts per track and group")
+    ev = sub.add_parser("evaluate", help="score restorations (SDR, SI-SNR, LSD, ViSQOL) or run the paper's evaluation",
+                        description="Two modes. One file: --reference and --estimate (and --degraded) print its "
+                                    "scores. A dataset: --data, --checkpoint and --out degrade its excerpts at each "
+                                    "bitrate, restore them with each model and write the paper's tables and plots.")
+    ev.add_argument("--reference", help="one file: the clean reference")
+    ev.add_argument("--estimate", help="one file: the file to score (aligned to the reference first)")
+    ev.add_argument("--degraded", help="one file: the MP3-damaged input, for LSD above its cutoff")
+    ev.add_argument("--json", action="store_true", help="one file: print the scores as JSON")
+    ev.add_argument("--data", help="dataset: folder whose test (or --split valid) excerpts are degraded, restored and "
+                                   "scored")
+    ev.add_argument("--checkpoint", nargs="+", help="dataset: models to evaluate (files or built-in names)")
+    ev.add_argument("--bitrates", default="24,32,48,64,96,128",
+                    help="dataset: comma-separated MP3 kbps (default: the paper's 24,32,48,64,96,128)")
+    ev.add_argument("--out", help="dataset: report folder (CSV, JSON, Markdown table, plots); resumable")
+    ev.add_argument("--workers", type=int, default=2, help="dataset: parallel worker processes (default: 2)")
+    ev.add_argument("--excerpt-seconds", type=float, default=10.0, help="dataset: excerpt length (default: 10)")
+    ev.add_argument("--per-track", type=int, default=1, help="dataset: excerpts per track and group (default: 1)")
     ev.add_argument("--split", choices=("test", "valid"), default="test",
                     help="tracks to score with --data: test (the report) or valid (to choose among candidates)")
-    ev.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (slow)")
+    ev.add_argument("--no-visqol", action="store_true", help="both: skip ViSQOL (the slow metric)")
     ev.add_argument("--bf16", action="store_true", help="also score each model in bfloat16 (name-bf16)")
     ev.add_argument("--int8", action="store_true", help="also score each model's int8 CPU path (name-int8)")
-    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.add_argument("-q", "--quiet", action="store_true", help="dataset: no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 
     bench = sub.add_parser("benchmark", help="parameters, MACs, RTF and peak memory of a model")
     which = bench.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint")
-    which.add_argument("--config", help="a built-in config: apollo-v1, apollo-paper, tiny")
-    bench.add_argument("--seconds", type=float, default=10.0)
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--channels", type=int, default=2)
-    bench.add_argument("--repeats", type=int, default=5)
+    which.add_argument("--checkpoint", help="model weights to time (a file or a built-in name)")
+    which.add_argument("--config", help="a built-in config with random weights: apollo-v1, apollo-paper, tiny")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of each timed clip (default: 10)")
+    bench.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    bench.add_argument("--channels", type=int, default=2, help="channels per clip (default: 2, stereo)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median counts "
+                                                              "(default: 5)")
     bench.add_argument("--batch", type=int, default=1, help="clips per forward pass (GPU throughput; default: 1)")
-    bench.add_argument("--threads", type=int)
+    bench.add_argument("--threads", type=int, help="CPU threads for the model (default: PyTorch's choice)")
     _add_speed_options(bench)
-    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.set_defaults(func=_cmd_benchmark)
 
     train = sub.add_parser("train", help="train a generator with the paper's GAN recipe (torchrun for many GPUs)")
@@ -466,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop cleanly (checkpoint written) after this many seconds of training")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set schedule.max_steps=100")
-    train.add_argument("-q", "--quiet", action="store_true")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     train.set_defaults(func=_cmd_train)
     return parser
 

@@ -57,7 +57,8 @@ def model_from_state(state: Mapping[str, torch.Tensor], config: ApolloConfig | N
     return model.eval()
 
 
-def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor], device: str | torch.device = "cpu") -> Apollo:
+def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor] = "default",
+               device: str | torch.device = "cpu") -> Apollo:
     """A ready generator (eval mode) from a checkpoint path, a state dict or a built-in name
     ("default", "large", "tiny-test"; a file of that name in the working folder wins).
 

@@ -157,3 +157,20 @@ def test_prefetch_stops_reading_when_closed_early():
     got.close()
     assert not any(t.name == "apollo-prefetch" for t in threading.enumerate())
     assert len(read) <= 4  # the one consumed, `depth` queued, and one waiting to be queued
+
+
+def test_api_refuses_implausible_layouts_and_rates():
+    restorer = Restorer("tiny-test", device="cpu")
+    samples_channels = np.random.default_rng(0).standard_normal((20000, 2)).astype(np.float32) * 0.1
+    with pytest.raises(ValueError, match="layout='channels_last'"):
+        restorer.restore(samples_channels, SR)  # 20000 "channels" of 2 samples: refused, not restored
+    with pytest.raises(ValueError, match="layout='channels_last'"):
+        restorer.restore(np.zeros((100, 5000), np.float32), SR)  # 100 channels
+    out, rate = restorer.restore(samples_channels, SR, layout="channels_last")
+    expected, _ = restorer.restore(samples_channels.T, SR)
+    assert out.shape == (20000, 2) and np.array_equal(out, expected.T)
+    for rate in (0, 8, 44100.5, True, "44100", 10_000_000):
+        with pytest.raises(ValueError, match="sample_rate"):
+            restorer.restore(samples_channels.T, rate)
+    with pytest.raises(ValueError, match="layout must be"):
+        restorer.restore(samples_channels.T, SR, layout="rows")

@@ -135,3 +135,15 @@ def test_info_cli_prints_inferred_config(released_full_state, tmp_path, capsys):
     assert "parameters: 16,539,308" in out and "79 x 5 bins, 1 x 47 bins" in out
     assert main(["info", str(tmp_path / "missing.bin")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_built_in_names(capsys):
+    from apollo.cli import main
+    from apollo.pretrained import built_in_path
+
+    shipped = apollo.load_model()
+    assert shipped.config == apollo.load_model("default").config == apollo.load_model(built_in_path("default")).config
+    assert main(["info", "default"]) == 0
+    assert "parameters:" in capsys.readouterr().out
+    assert main(["info"]) == 0
+    assert "checkpoint: default" in capsys.readouterr().out

@@ -265,12 +265,27 @@ def test_clip_modes(tmp_path, clip, expected_peak):
     src = write(tmp_path / "x.wav", 0.6 * data / np.abs(data).max(), subtype="FLOAT")  # peak 0.6 -> 1.8
     restorer = Restorer("tiny-test", device="cpu", clip=clip)
     restorer.model = _Loud(restorer.model.config)
-    dst = restorer.restore_file(src, tmp_path / "o.wav", bits="32f")
+    peaks = []
+    dst = restorer.restore_file(src, tmp_path / "o.wav", bits="32f", on_rescale=peaks.append)
     out, _ = sf.read(str(dst))
     inp, _ = sf.read(str(src))
     assert np.abs(out).max() == pytest.approx(expected_peak, abs=1e-4)
     if clip == "rescale":  # one gain for the whole file: the waveform's shape is kept
         assert np.allclose(out, inp / np.abs(inp).max(), atol=1e-5)
+        assert peaks == [pytest.approx(1.8, abs=1e-4)]  # and the caller is told the gain
+    else:
+        assert peaks == []
+
+
+def test_cli_says_when_rescale_lowers_a_file(tmp_path, capsys, monkeypatch):
+    import apollo.api
+
+    data = tone(0.5)
+    src = write(tmp_path / "x.wav", 0.6 * data / np.abs(data).max(), subtype="FLOAT")
+    monkeypatch.setattr(apollo.api, "load_model", lambda checkpoint, device: _Loud(
+        apollo.pretrained.load_model("tiny-test").config))
+    assert main(["restore", str(src), "-o", str(tmp_path / "o")]) == 0
+    assert "restored peak 1.800, whole file scaled by -5.11 dB" in capsys.readouterr().out
 
 
 def test_headerless_vbr_mp3_is_restored_in_full(tmp_path):
@@ -300,3 +315,20 @@ def test_threads_option_sets_torch_threads(tmp_path, monkeypatch, capsys):
     assert calls == [1] and (tmp_path / "o" / "x.flac").exists()
     assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--checkpoint", "tiny-test", "--threads", "0"]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err and calls == [1]
+
+
+def test_every_option_of_every_subcommand_has_help():
+    import argparse
+
+    from apollo.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    missing = [f"{p.prog}: {a.dest}" for p in parsers(build_parser()) for a in p._actions
+               if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    assert missing == []

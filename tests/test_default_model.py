@@ -94,3 +94,20 @@ def test_chunks_without_the_file_limit_would_differ(music):
     plan = ChunkPlan.from_seconds(model.config, 4.0)
     own = np.concatenate(list(restore_stream(model, [coded], plan, 2)), axis=1)
     assert np.abs(own - one_pass).max() > 1e-4
+
+
+def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
+    import re
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    snippet = re.search(r"Python API.*?```python\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "examples").mkdir()
+    shutil.copy(root / "examples" / "example.mp3", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert scope["restored"].shape == scope["waveform"].shape and scope["rate"] == RATE
+    assert (tmp_path / "restored" / "example-api.flac").is_file()
+    assert scope["out"].shape == (1, *scope["waveform"].T.shape)
