@@ -166,7 +166,8 @@ class Restorer:
         info: audio.AudioInfo | None = None,
         on_rescale: Callable[[float], None] | None = None,
     ) -> Path:
-        """Restores src into dst (FLAC or WAV, at the model's rate), atomically.
+        """Restores src into dst (FLAC or WAV, at the model's rate), atomically, tags and cover art
+        copied (apollo.tags).
 
         on_progress(seconds) reports seconds of input audio finished; info is src's
         audio.probe() result when the caller already has it; on_rescale(peak) is called when
@@ -195,6 +196,10 @@ class Restorer:
 
         import soundfile as sf
 
+        from .tags import read_tags, write_tags
+
+        source_tags = read_tags(src)
+
         def write(tmp: str) -> None:
             # pass 1: float32 scratch file and the peak; pass 2: final format with clipping
             scratch = Path(tmp).with_name(Path(tmp).name + ".f32.wav")
@@ -214,6 +219,7 @@ class Restorer:
                         out.write(np.clip(block, -1.0, 1.0) if self.clip == "clamp" else block)
             finally:
                 scratch.unlink(missing_ok=True)
+            write_tags(tmp, source_tags, fmt)  # before the rename: the output appears complete
 
         try:
             atomic_write(dst, write, suffix=f".{fmt}")

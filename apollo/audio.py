@@ -149,6 +149,21 @@ def _soundfile_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
         raise AudioError(f"{info.path}: cannot decode ({err})") from err
 
 
+# An AAC-LC encoder primes its stream with one frame (1024 samples) that a raw ADTS stream does
+# not declare; MP4 declares its priming (edit list, which FFmpeg applies) and its true length.
+ADTS_AAC_LC_PRIMING = 1024
+
+
+def _aligned_span(info: AudioInfo, stream: object) -> tuple[int, int | None]:
+    """(samples to drop at the start, total to keep or None) so output lines up with the source."""
+    codec = stream.codec_context
+    if info.container.startswith("mov") and info.frames > 0:
+        return 0, info.frames  # MP4/M4A: the declared duration, without the last frame's padding
+    if info.container == "aac" and codec.name == "aac" and codec.profile == "LC":
+        return ADTS_AAC_LC_PRIMING, None
+    return 0, None
+
+
 def _ffmpeg_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
     import av
 
@@ -156,13 +171,27 @@ def _ffmpeg_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
     try:
         with av.open(str(info.path)) as container:
             stream = container.streams.audio[0]
+            skip, keep = _aligned_span(info, stream)
             resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=info.sample_rate)
-            for packet in container.demux(stream):
-                for frame in packet.decode():
-                    for out in resampler.resample(frame):
-                        yield out.to_ndarray().astype(np.float32, copy=False)
-            for out in resampler.resample(None):
-                yield out.to_ndarray().astype(np.float32, copy=False)
+
+            def frames() -> Iterator[np.ndarray]:
+                for packet in container.demux(stream):
+                    for frame in packet.decode():
+                        for out in resampler.resample(frame):
+                            yield out.to_ndarray().astype(np.float32, copy=False)
+                for out in resampler.resample(None):
+                    yield out.to_ndarray().astype(np.float32, copy=False)
+
+            position = 0  # decoded samples so far
+            for data in frames():
+                start, end = position, position + data.shape[1]
+                position = end
+                lo = max(skip - start, 0)
+                hi = data.shape[1] if keep is None else min(data.shape[1], skip + keep - start)
+                if hi > lo:
+                    yield data[:, lo:hi]
+                if keep is not None and position >= skip + keep:
+                    break
     except av.error.FFmpegError as err:
         raise AudioError(f"{info.path}: cannot decode ({err})") from err
 
