@@ -264,8 +264,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     est, lag = metrics.align(ref, est, max_lag=int(0.1 * ref_info.sample_rate))
     if degraded is not None:
         degraded = resample(degraded, d_info.sample_rate, ref_info.sample_rate)
+    from .diagnostics import diagnose
+
     result = {"lag_fixed_samples": lag, **metrics.score(ref, est, ref_info.sample_rate, degraded=degraded,
                                                          with_visqol=not args.no_visqol)}
+    result.update(diagnose(ref, est, ref_info.sample_rate, result["cutoff_hz"]))
     if args.json:
         print(json.dumps(result, indent=1))
     else:

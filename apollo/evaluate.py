@@ -20,9 +20,12 @@ import numpy as np
 
 from . import degrade, metrics
 from .audio import fit_length, resample
+from .diagnostics import LEVEL_BANDS, diagnose
 
 GROUPS = ("vocals", "single_stem", "multi_stem", "multi_stem_vocals")
-METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_high")
+DIAGNOSTICS = ("lsd_below", "holes", "transient_envelope", "transient_onsets", "hop_comb",
+               *(f"level_{lo / 1000:g}-{hi / 1000:g}k" for lo, hi in LEVEL_BANDS))
+METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_high", *DIAGNOSTICS)
 FIELDS = ("excerpt", "group", "bitrate", "system", *METRICS, "cutoff_hz")
 
 
@@ -99,6 +102,7 @@ def _job(args: tuple) -> list[dict]:
         est, _ = metrics.align(ref, estimate, max_lag=2048)
         row = {"excerpt": excerpt.name, "group": excerpt.group, "bitrate": bitrate, "system": system}
         row.update(metrics.score(ref, est, rate, degraded=coded, with_visqol=with_visqol))
+        row.update(diagnose(ref, est, rate, row["cutoff_hz"]))
         rows.append(row)
     return rows
 
@@ -131,8 +135,12 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
     jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol, tuple(precisions))
             for e in excerpts for b in bitrates if not systems <= done[(e.name, b)]]
     new_file = not csv_path.exists()
+    fields = FIELDS
+    if not new_file:  # a report begun by an earlier version keeps its columns
+        with open(csv_path) as handle:
+            fields = tuple(next(csv.reader(handle), FIELDS))
     with open(csv_path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         bar = tqdm(total=len(jobs), unit="excerpt", desc="evaluate", disable=not progress)
@@ -225,7 +233,29 @@ def _table(summary: dict) -> str:
             v = summary["by_bitrate"].get(system, {}).get(str(b), {})
             cells.append("/".join(f"{v[m]:.2f}" if m in v else "-" for m in ("sdr", "si_snr", "visqol", "lsd")))
         lines.append(f"| {'MP3 input' if system == 'mp3' else system} | " + " | ".join(cells) + " |")
+    if any("holes" in v for by_b in summary["by_bitrate"].values() for v in by_b.values()):
+        lines += _diagnostics_table(summary)
     return "\n".join(lines) + "\n"
+
+
+def _diagnostics_table(summary: dict) -> list[str]:
+    """Per system and bitrate: the failure modes of apollo.diagnostics (definitions there)."""
+    columns = [("lsd_below", "LSD below cutoff"), ("lsd_high", "LSD above"), ("holes", "holes"),
+               ("transient_envelope", "8-16k envelope r"), ("transient_onsets", "onsets r"), ("hop_comb", "hop comb"),
+               *((f"level_{lo / 1000:g}-{hi / 1000:g}k", f"{lo / 1000:g}-{hi / 1000:g} kHz dB")
+                 for lo, hi in LEVEL_BANDS)]
+    lines = ["", "Diagnostics (overall, apollo/diagnostics.py): LSD below / above the input's cutoff (dB); share "
+                 "of active cells in the 2 kHz under the cutoff left > 20 dB under the reference; correlation of the "
+                 "8-16 kHz frame energy and of its onsets with the reference's; share of the high band's energy on "
+                 "the 100 Hz hop comb (noise: ~0.2); level of each band against the reference (dB, 0 is right).", "",
+             "| Model | kbps | " + " | ".join(name for _, name in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]
+    for system in summary["systems"]:
+        for b in summary["bitrates"]:
+            v = summary["by_bitrate"].get(system, {}).get(str(b), {})
+            cells = [f"{v[key]:.2f}" if key in v else "-" for key, _ in columns]
+            lines.append(f"| {'MP3 input' if system == 'mp3' else system} | {b} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plots(summary: dict, out: Path) -> None:

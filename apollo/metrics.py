@@ -58,12 +58,14 @@ def db_spectrogram(x: np.ndarray, n_fft: int = 2048, hop: int = 512, floor: floa
 
 
 def lsd(reference: np.ndarray, estimate: np.ndarray, sample_rate: int, min_hz: float = 0.0,
-        n_fft: int = 2048, hop: int = 512) -> float:
-    """Log-spectral distance (dB): RMS over bins >= min_hz of the log-power difference,
-    averaged over frames and channels."""
+        n_fft: int = 2048, hop: int = 512, max_hz: float | None = None) -> float:
+    """Log-spectral distance (dB): RMS over bins from min_hz up to (not including) max_hz of the
+    log-power difference, averaged over frames and channels."""
     ref, est = _checked(reference, estimate)
     freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-    keep = freqs >= min_hz
+    keep = (freqs >= min_hz) & (freqs < (np.inf if max_hz is None else max_hz))
+    if not keep.any():
+        return 0.0
     diff = db_spectrogram(ref, n_fft, hop)[..., keep, :] - db_spectrogram(est, n_fft, hop)[..., keep, :]
     return float(np.mean(np.sqrt(np.mean(diff**2, axis=-2))))
 

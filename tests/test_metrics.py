@@ -92,7 +92,9 @@ def test_evaluate_pair_cli(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["lag_fixed_samples"] == 50
     assert result["sdr"] == pytest.approx(6.02, abs=0.1)
-    assert set(result) >= {"sdr", "si_snr", "lsd", "lsd_high", "cutoff_hz"}
+    assert set(result) >= {"sdr", "si_snr", "lsd", "lsd_high", "cutoff_hz", "lsd_below", "holes", "hop_comb",
+                           "transient_envelope", "level_2-4k"}
+    assert result["level_2-4k"] == pytest.approx(-6.02, abs=0.05)  # half the amplitude in every band
     # an unreadable --degraded file is one error line, not a traceback
     assert main(["evaluate", "--reference", str(tmp_path / "ref.wav"), "--estimate", str(tmp_path / "est.wav"),
                  "--degraded", str(tmp_path / "missing.mp3"), "--no-visqol"]) == 1
@@ -123,6 +125,9 @@ def test_report_on_tiny_dataset(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["count"] == 4 * 2 * 2  # 4 excerpt groups x 2 bitrates x 2 systems
     assert summary["by_bitrate"]["mp3"]["32"]["lsd"] > summary["by_bitrate"]["mp3"]["128"]["lsd"]
+    # the diagnostics: 32 kbps MP3 leaves the 8-11 kHz band nearly empty, 128 kbps keeps it
+    assert "Diagnostics" in table and "hop comb" in table
+    assert summary["by_bitrate"]["mp3"]["32"]["level_8-11k"] < summary["by_bitrate"]["mp3"]["128"]["level_8-11k"] - 10
     rows = (out / "results.csv").read_text().splitlines()
     # resumable: a second run recomputes nothing
     assert main(args) == 0
