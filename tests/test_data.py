@@ -190,3 +190,19 @@ def test_single_stem_probability(musdb, tmp_path):
     assert 0.05 < share["plain"] < 0.22  # uniform 1..8: one in eight
     assert 0.55 < share["lone"] < 0.8  # 0.6 + 0.4 / 8
     assert max(counts["lone"]) == 8  # the other draws still sum up to 8 stems
+
+
+def test_two_caches_train_as_one_pool(musdb, moises, tmp_path):
+    prepare(musdb, tmp_path / "a", progress=False)
+    prepare(moises, tmp_path / "b", progress=False)
+    both = Cache([tmp_path / "a", tmp_path / "b"])
+    names = {t["name"] for t in both.tracks}
+    assert names == {t["name"] for t in Cache(tmp_path / "a").tracks} | {t["name"] for t in Cache(tmp_path / "b").tracks}
+    config = ExampleConfig(segment=0.5, examples_per_epoch=40, bitrates=(128,))
+    examples = TrainingExamples(both, config, split=None)
+    drawn = {part[1]["name"] for i in range(40) for part in examples.draw(i)["parts"]}
+    assert drawn & {"A", "B", "C"} and drawn & {"id1", "id2"}  # both corpora feed the examples
+    track = next(t for t in both.tracks if t["name"] == "id1")
+    assert both.read(track["stems"]["drums"], track["scales"]["drums"], 0, 100).shape == (2, 100)
+    with pytest.raises(FileNotFoundError, match="apollo data prepare"):
+        Cache([tmp_path / "a", tmp_path / "missing"])

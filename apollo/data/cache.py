@@ -120,16 +120,43 @@ def _prepare_track(track: Track, out: Path, rate: int, window: float, hop: float
 
 
 class Cache:
-    """Read access to a prepared cache: memory-mapped int16 arrays, scaled on read."""
+    """Read access to one or more prepared caches: memory-mapped int16 arrays, scaled on read.
 
-    def __init__(self, root: str | Path, split: str | None = None) -> None:
-        self.root = Path(root)
-        index = json.loads((self.root / INDEX).read_text())
-        self.sample_rate = int(index["sample_rate"])
-        self.tracks = [t for t in index["tracks"] if split is None or t["split"] == split]
+    Several caches (the real-music and the synthetic corpus, say) read as one: their tracks are
+    pooled, each still read from its own folder. They must share one sample rate.
+    """
+
+    def __init__(self, root: str | Path | list[str | Path] | tuple[str | Path, ...], split: str | None = None) -> None:
+        roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
+        if not roots:
+            raise ValueError("no cache folder given")
+        self.root = roots[0] if len(roots) == 1 else roots
+        self.tracks: list[dict[str, Any]] = []
+        rates = set()
+        for folder in roots:
+            if not (folder / INDEX).is_file():
+                raise FileNotFoundError(f"{folder}: no {INDEX} (build it with: apollo data prepare SOURCE --out {folder})")
+            index = json.loads((folder / INDEX).read_text())
+            rates.add(int(index["sample_rate"]))
+            for track in index["tracks"]:
+                if split is None or track["split"] == split:
+                    self.tracks.append(_rooted(track, folder))
+        if len(rates) > 1:
+            raise ValueError(f"caches at different sample rates {sorted(rates)} cannot be mixed")
+        self.sample_rate = rates.pop()
         self._maps: dict[str, np.ndarray] = {}
 
-    def read(self, relpath: str, scale: float, start: int, length: int) -> np.ndarray:
-        if relpath not in self._maps:
-            self._maps[relpath] = np.load(self.root / relpath, mmap_mode="r")
-        return fit_length(self._maps[relpath][:, start:start + length].astype(np.float32) * scale, length)
+    def read(self, path: str, scale: float, start: int, length: int) -> np.ndarray:
+        """`length` samples of a track's array from `start` (its path as listed in `tracks`)."""
+        if path not in self._maps:
+            self._maps[path] = np.load(path, mmap_mode="r")
+        return fit_length(self._maps[path][:, start:start + length].astype(np.float32) * scale, length)
+
+
+def _rooted(track: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A track entry whose array paths include their cache folder."""
+    track = dict(track)
+    if "mixture" in track:
+        track["mixture"] = str(folder / track["mixture"])
+    track["stems"] = {k: str(folder / v) for k, v in track.get("stems", {}).items()}
+    return track

@@ -15,7 +15,8 @@ from ..config import ApolloConfig
 @dataclass
 class DataConfig:
     source: str = "cache"  # "cache" (apollo data prepare) or "synthetic" (generated on the fly)
-    cache: str | None = None
+    # one cache folder, or a list of them read as one pool (e.g. [cache/real, cache/synth])
+    cache: str | tuple[str, ...] | None = None
     segment: float = 3.0
     bitrates: tuple[int, ...] = (24, 32, 48, 64, 96, 128)
     examples_per_epoch: int = 40000
