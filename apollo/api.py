@@ -15,7 +15,7 @@ from .apply import ChunkPlan, prefetch, restore_stream
 from .compiled import check_compile, compile_blocks
 from .precision import check_precision, with_precision
 from .pretrained import built_in_path, load_model
-from .states import CheckpointError, atomic_write
+from .states import atomic_write
 
 CLIP_MODES = ("rescale", "clamp", "none")
 LAYOUTS = ("channels_first", "channels_last")

@@ -66,7 +66,8 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
         raise AudioError(f"{path}: permission denied")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file")
-    ffmpeg_first = path.suffix.lower() in FFMPEG_FIRST or (path.suffix.lower() == ".mp3" and not mp3_has_length_header(path))
+    suffix = path.suffix.lower()
+    ffmpeg_first = suffix in FFMPEG_FIRST or (suffix == ".mp3" and not mp3_has_length_header(path))
     backends = ("ffmpeg", "soundfile") if ffmpeg_first else ("soundfile", "ffmpeg")
     for backend in backends:
         try:
@@ -331,4 +332,5 @@ def subtype_for(fmt: str, bits: str) -> str:
     try:
         return SUBTYPES[(fmt, bits)]
     except KeyError:
-        raise AudioError(f"{fmt.upper()} cannot store {bits}-bit samples (FLAC: 16 or 24; WAV: 16, 24 or 32f)") from None
+        raise AudioError(f"{fmt.upper()} cannot store {bits}-bit samples "
+                         "(FLAC: 16 or 24; WAV: 16, 24 or 32f)") from None

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.realmusic import MUSIC_PACKAGES
+from .optional import MissingExtra
 from .precision import PRECISIONS
 from .states import CheckpointError
 
@@ -108,7 +109,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                     "grows with its length (~1.6 GB a minute with the default model); --segment 10 keeps it flat",
                     error=True)
             bar = tqdm(total=round(duration, 1), unit="s", desc=job.src.name[:40], disable=not bars,
-                       position=1, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{rate_fmt}]")
+                       position=1, leave=False,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{rate_fmt}]")
 
             def step(seconds: float, bar=bar) -> None:  # noqa: ANN001
                 bar.update(seconds)
@@ -388,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CPU threads for the model (default: PyTorch's choice, one per physical core)")
     restore.add_argument("--format", choices=["flac", "wav"],
                          help="output format (default: flac, or the extension of -o NAME.wav)")
-    restore.add_argument("--bits", choices=["16", "24", "32f"], help="sample format (default: 24 for flac, 32f for wav)")
+    restore.add_argument("--bits", choices=["16", "24", "32f"],
+                         help="sample format (default: 24 for flac, 32f for wav)")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
     _add_speed_options(restore)
@@ -512,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = {sig: signal.signal(sig, _raise_terminated) for sig in handled}
     try:
         return args.func(args)
-    except CheckpointError as err:
+    except (CheckpointError, MissingExtra) as err:
         print(f"apollo: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

@@ -105,7 +105,8 @@ def from_released(state: Mapping[str, Tensor], config: ApolloConfig) -> dict[str
             if parts[2] == "0":
                 put(f"{stage}.groups.{g}.norm", i, count, value)
             else:
-                put(f"{stage}.groups.{g}.proj.{parts[3]}", i, count, value.squeeze(-1) if parts[3] == "weight" else value)
+                weight = value.squeeze(-1) if parts[3] == "weight" else value
+                put(f"{stage}.groups.{g}.proj.{parts[3]}", i, count, weight)
             continue
         m = re.fullmatch(r"net\.(\d+)\.band_net\.(.+)", name)
         if m and m.group(2) in _BAND_NET:
@@ -149,7 +150,8 @@ def to_released(state: Mapping[str, Tensor], config: ApolloConfig) -> dict[str, 
     for layer in range(config.num_blocks):
         for released, ours in _BAND_NET.items():
             value = state[f"blocks.{layer}.band.{ours}"]
-            out[f"net.{layer}.band_net.{released}"] = value.unsqueeze(-1) if value.dim() == 2 and "freq" not in released else value
+            conv = value.dim() == 2 and "freq" not in released
+            out[f"net.{layer}.band_net.{released}"] = value.unsqueeze(-1) if conv else value
         for j in range(config.tcn_blocks):
             for released, ours in _SEQ_NET.items():
                 value = state[f"blocks.{layer}.tcn.{j}.{ours}"]

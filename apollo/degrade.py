@@ -110,7 +110,8 @@ def codec_delay(rate: int, channels: int, kbps: int | None, vbr: int | None) -> 
 
 def mp3(wav: np.ndarray, sample_rate: int, kbps: int | None = 128, vbr: int | None = None,
         quality: int = 2) -> np.ndarray:
-    """Encodes with LAME and decodes (FFmpeg; libsndfile for CBR without PyAV); the result has the input's shape, rate and zero lag.
+    """Encodes with LAME and decodes (FFmpeg; libsndfile for CBR without PyAV); the result has the
+    input's shape, rate and zero lag.
 
     wav: (samples,) or (channels, samples). More than two channels are coded in stereo pairs.
     """

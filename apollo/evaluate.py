@@ -198,7 +198,8 @@ def write_report(csv_path: Path, out: Path) -> dict:
                 for m, v in cell.items():
                     pooled[m] += v
                 if group == "overall":
-                    summary["by_bitrate"].setdefault(system, {})[str(b)] = {m: float(np.mean(v)) for m, v in cell.items()}
+                    means = {m: float(np.mean(v)) for m, v in cell.items()}
+                    summary["by_bitrate"].setdefault(system, {})[str(b)] = means
             summary["by_group"].setdefault(system, {})[group] = {m: float(np.mean(v)) for m, v in pooled.items()}
     summary["count"] = len(rows)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -259,9 +260,9 @@ def _diagnostics_table(summary: dict) -> list[str]:
 
 
 def _plots(summary: dict, out: Path) -> None:
-    import matplotlib
+    from .optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "eval", "the evaluation's plots").use("Agg")
     import matplotlib.pyplot as plt
 
     labels = {"sdr": "SDR (dB)", "si_snr": "SI-SNR (dB)", "visqol": "ViSQOL (MOS-LQO)", "lsd": "LSD (dB)",
@@ -270,7 +271,8 @@ def _plots(summary: dict, out: Path) -> None:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         drawn = False
         for system in summary["systems"]:
-            points = [(b, summary["by_bitrate"].get(system, {}).get(str(b), {}).get(metric)) for b in summary["bitrates"]]
+            by_bitrate = summary["by_bitrate"].get(system, {})
+            points = [(b, by_bitrate.get(str(b), {}).get(metric)) for b in summary["bitrates"]]
             points = [(b, v) for b, v in points if v is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", label="MP3 input" if system == "mp3" else system)

@@ -34,7 +34,8 @@ def magnitude(wav: torch.Tensor, window: int) -> torch.Tensor:
     return spec.abs()
 
 
-def reconstruction_loss(estimate: torch.Tensor, reference: torch.Tensor, windows: tuple[int, ...] = WINDOWS) -> torch.Tensor:
+def reconstruction_loss(estimate: torch.Tensor, reference: torch.Tensor,
+                        windows: tuple[int, ...] = WINDOWS) -> torch.Tensor:
     """Mean over STFT windows of mean| |S_est| - |S_ref| | / mean |S_ref| (Eq. 4)."""
     terms = []
     for w in windows:

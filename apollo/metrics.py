@@ -120,7 +120,9 @@ def align(reference: np.ndarray, estimate: np.ndarray, max_lag: int = 4096) -> t
 
 def visqol(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
     """ViSQOL v3 audio mode MOS-LQO on the mono downmix resampled to 48 kHz (visqol-python)."""
-    from visqol import VisqolApi
+    from .optional import require
+
+    VisqolApi = require("visqol", "eval", "ViSQOL (skip it with --no-visqol)").VisqolApi
 
     ref = resample(np.atleast_2d(np.asarray(reference, np.float32)).mean(0, keepdims=True), sample_rate, 48000)[0]
     est = resample(np.atleast_2d(np.asarray(estimate, np.float32)).mean(0, keepdims=True), sample_rate, 48000)[0]

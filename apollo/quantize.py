@@ -3,7 +3,8 @@
 Weights of every nn.Linear (the Roformer and TCN layers: >95% of the compute) become int8 per
 tensor; activations are quantised on the fly per batch. The per-band bottleneck and
 reconstruction layers and all norms stay float32. About 1.5x faster than float32 (which runs
-its linear layers in oneDNN) on this project's 2-core AVX-512 VNNI machine (docs/performance.md); the quality cost is measured with
+its linear layers in oneDNN) on this project's 2-core AVX-512 VNNI machine (docs/performance.md);
+the quality cost is measured with
 `apollo evaluate --int8`.
 
 torch.ao's dynamic quantisation is deprecated upstream (moving to torchao) but works in the

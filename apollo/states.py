@@ -108,7 +108,8 @@ def _load_pickle(path: Path) -> Any:
                 f"{path}: refused: the file asks to run code, not just store tensors ({reason}). "
                 "Only weights are loaded; convert the checkpoint with code you trust."
             ) from err
-        detail = next((line for line in lines if line.startswith("Unsupported") or "load key" in line), "corrupt pickle")
+        detail = next((line for line in lines if line.startswith("Unsupported") or "load key" in line),
+                      "corrupt pickle")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({detail})") from err
     except Exception as err:  # torch raises many types for corrupt or foreign files
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err

@@ -61,7 +61,8 @@ def read_tags(path: str | Path) -> Tags:
 
 
 def _pictures(audio: object) -> list[Picture]:
-    from mutagen.flac import FLAC, Picture as FlacPicture
+    from mutagen.flac import FLAC
+    from mutagen.flac import Picture as FlacPicture
     from mutagen.mp4 import MP4, MP4Cover
 
     found: list[Picture] = []
@@ -88,14 +89,16 @@ def write_tags(path: str | Path, tags: Tags, fmt: str) -> None:
     if not tags:
         return
     if fmt == "flac":
-        from mutagen.flac import FLAC, Picture as FlacPicture
+        from mutagen.flac import FLAC
+        from mutagen.flac import Picture as FlacPicture
 
         audio = FLAC(str(path))
         for key, values in tags.text.items():
             audio[key] = values
         for picture in tags.pictures:
             block = FlacPicture()
-            block.data, block.mime, block.type, block.desc = picture.data, picture.mime, picture.kind, picture.description
+            block.data, block.mime = picture.data, picture.mime
+            block.type, block.desc = picture.kind, picture.description
             audio.add_picture(block)
         audio.save()
     elif fmt == "wav":

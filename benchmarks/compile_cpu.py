@@ -14,12 +14,12 @@ import copy
 import time
 
 import torch
+from forward_speed import time_interleaved  # benchmarks/ is on the path when run as a script
 
 from apollo.compiled import compile_blocks
 from apollo.config import PRESETS
 from apollo.model import Apollo
 from apollo.precision import with_precision
-from forward_speed import time_interleaved  # benchmarks/ is on the path when run as a script
 
 
 def main() -> None:

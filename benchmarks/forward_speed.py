@@ -15,15 +15,16 @@ import time
 
 import torch
 
+from apollo import convert
 from apollo.config import ApolloConfig
+from apollo.model import Apollo
 from apollo.precision import Autocast
 from apollo.quantize import quantize_int8
-from apollo.model import Apollo
 from apollo.reference import LoopApollo
-from apollo import convert
 
 
-def time_interleaved(models: dict[str, torch.nn.Module], wav: torch.Tensor, repeats: dict[str, int]) -> dict[str, float]:
+def time_interleaved(models: dict[str, torch.nn.Module], wav: torch.Tensor,
+                     repeats: dict[str, int]) -> dict[str, float]:
     """Median seconds per forward of each model, taking turns each round.
 
     The speed of this shared machine drifts by 10-30% over minutes; timing the models in turn

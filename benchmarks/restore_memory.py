@@ -29,7 +29,8 @@ def make_file(path: Path, minutes: float) -> None:
     with sf.SoundFile(str(path), "w", RATE, 2, "PCM_16", format="FLAC") as out:
         for start in range(0, total, block):
             t = (np.arange(start, min(start + block, total)) / RATE)[:, None]
-            data = 0.2 * np.sin(2 * np.pi * np.array([[220.0, 330.0]]) * t) + 0.02 * rng.standard_normal((t.shape[0], 2))
+            data = (0.2 * np.sin(2 * np.pi * np.array([[220.0, 330.0]]) * t)
+                    + 0.02 * rng.standard_normal((t.shape[0], 2)))
             out.write(data.astype(np.float32))
 
 
@@ -63,7 +64,8 @@ def main() -> None:
         ratio = rows[0]["peak_rss_mb"] / rows[-1]["peak_rss_mb"]
         print(f"peak ratio first/last: {ratio:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "segment": args.segment, "runs": rows}, indent=2))
+        result = {"checkpoint": args.checkpoint, "segment": args.segment, "runs": rows}
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

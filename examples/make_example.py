@@ -19,7 +19,6 @@ RATE = 44100
 def synth(seconds: float = 8.0, seed: int = 7) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = int(seconds * RATE)
-    t = np.arange(n) / RATE
     out = np.zeros((2, n))
     beat = 60 / 112
     chords = [(220.0, 277.18, 329.63), (196.0, 246.94, 293.66), (174.61, 220.0, 261.63), (196.0, 246.94, 311.13)]
@@ -46,7 +45,8 @@ def synth(seconds: float = 8.0, seed: int = 7) -> np.ndarray:
         out[:, start:start + length] += 0.05 * hat
         if step % 4 == 2:  # snare
             length = min(int(0.15 * RATE), n - start)
-            out[:, start:start + length] += 0.12 * rng.standard_normal((2, length)) * np.exp(-np.arange(length) / (0.03 * RATE))
+            decay = np.exp(-np.arange(length) / (0.03 * RATE))
+            out[:, start:start + length] += 0.12 * rng.standard_normal((2, length)) * decay
         if step % 4 == 0:  # kick
             length = min(int(0.25 * RATE), n - start)
             k = np.arange(length) / RATE

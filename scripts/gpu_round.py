@@ -36,7 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".gpu"
-WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23")  # PyAV stays home: CBR decodes with libsndfile
+# what the GPU machine lacks; PyAV (36 MB) stays home: CBR streams decode with libsndfile there
+WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23")
 PART_BYTES = 15 * 2 ** 20
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from audio_fixtures import tone, write
 
 from apollo.audio import mp3_is_truncated
 from apollo.cli import main
 from apollo.states import atomic_write
-
-from audio_fixtures import tone, write
 
 RUN = ["restore", "--checkpoint", "tiny-test", "--quiet"]
 
@@ -44,7 +43,8 @@ def test_resampling_22k_mono_mp3(tmp_path):
     assert info.frames == 3 * 44100  # same duration
 
 
-@pytest.mark.parametrize("fmt,bits,subtype", [("wav", "16", "PCM_16"), ("wav", "32f", "FLOAT"), ("flac", "16", "PCM_16")])
+@pytest.mark.parametrize("fmt,bits,subtype",
+                         [("wav", "16", "PCM_16"), ("wav", "32f", "FLOAT"), ("flac", "16", "PCM_16")])
 def test_formats_and_multichannel(tmp_path, fmt, bits, subtype):
     src = write(tmp_path / "surround.wav", tone(1.0, channels=6), subtype="FLOAT")
     assert restore(src, "-o", tmp_path / "o", "--format", fmt, "--bits", bits) == 0
@@ -332,3 +332,22 @@ def test_every_option_of_every_subcommand_has_help():
     missing = [f"{p.prog}: {a.dest}" for p in parsers(build_parser()) for a in p._actions
                if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
     assert missing == []
+
+
+def test_restoring_needs_none_of_the_extras(tmp_path):
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parents[1]
+    core = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    heavy = ("music21", "pyfluidsynth", "matplotlib", "visqol", "tensorboard")
+    assert not [d for d in core if d.startswith(heavy)]
+    src = write(tmp_path / "x.wav", tone(0.5))
+    code = ("import sys; from apollo.cli import main; "
+            f"main(['restore', {str(src)!r}, '--checkpoint', 'tiny-test', '-q', '-o', {str(tmp_path / 'o')!r}]); "
+            "print(sorted(m for m in ('music21', 'fluidsynth', 'matplotlib', 'visqol', 'tensorboard') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -35,7 +35,8 @@ def musdb(tmp_path):
     root = tmp_path / "musdb"
     for split, names in (("train", ["A", "B"]), ("test", ["C"])):
         for i, name in enumerate(names):
-            stems = {s: _noise(7, seed=10 * i + k, level=0.05) for k, s in enumerate(["vocals", "drums", "bass", "other"])}
+            stems = {s: _noise(7, seed=10 * i + k, level=0.05)
+                     for k, s in enumerate(["vocals", "drums", "bass", "other"])}
             for s, d in stems.items():
                 _write(root / split / name / f"{s}.wav", d)
             _write(root / split / name / "mixture.wav", sum(stems.values()))
@@ -197,7 +198,8 @@ def test_two_caches_train_as_one_pool(musdb, moises, tmp_path):
     prepare(moises, tmp_path / "b", progress=False)
     both = Cache([tmp_path / "a", tmp_path / "b"])
     names = {t["name"] for t in both.tracks}
-    assert names == {t["name"] for t in Cache(tmp_path / "a").tracks} | {t["name"] for t in Cache(tmp_path / "b").tracks}
+    assert names == ({t["name"] for t in Cache(tmp_path / "a").tracks}
+                     | {t["name"] for t in Cache(tmp_path / "b").tracks})
     config = ExampleConfig(segment=0.5, examples_per_epoch=40, bitrates=(128,))
     examples = TrainingExamples(both, config, split=None)
     drawn = {part[1]["name"] for i in range(40) for part in examples.draw(i)["parts"]}

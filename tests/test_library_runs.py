@@ -11,11 +11,10 @@ import time
 
 import numpy as np
 import soundfile as sf
+from audio_fixtures import tone, write
 
 from apollo.cli import main
 from apollo.outputs import CLAIM_SUFFIX, Claim
-
-from audio_fixtures import tone, write
 
 RUN = ["restore", "--checkpoint", "tiny-test"]
 

@@ -186,7 +186,8 @@ def test_evaluate_valid_split_scores_only_validation_tracks(tmp_path, capsys):
     _musdb_track(tmp_path / "musdb" / "train" / valid_name, 2)
     assert main([*args, "--out", str(tmp_path / "valid"), "--split", "valid"]) == 0
     assert main([*args, "--out", str(tmp_path / "test")]) == 0
-    scored = {split: {row.split(",")[0].split("/")[0] for row in (tmp_path / split / "results.csv").read_text().splitlines()[1:]}
+    scored = {split: {row.split(",")[0].split("/")[0]
+                      for row in (tmp_path / split / "results.csv").read_text().splitlines()[1:]}
               for split in ("valid", "test")}
     assert scored == {"valid": {valid_name}, "test": {"held-out"}}
 
@@ -223,3 +224,15 @@ def test_macs_count_the_same_on_every_linear_path(monkeypatch, onednn):
     with torch.enable_grad(), counter:  # gradients on: plain F.linear, which PyTorch counts itself
         model(torch.zeros(1, 1, model.config.sample_rate))
     assert benchmark.macs_per_second(model) == counter.get_total_flops() / 2 > 1e8
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    x = 0.3 * _signal()
+    sf.write(str(tmp_path / "ref.wav"), x.T, SR)
+    monkeypatch.setitem(sys.modules, "visqol", None)  # as if visqol-python were not installed
+    assert main(["evaluate", "--reference", str(tmp_path / "ref.wav"), "--estimate", str(tmp_path / "ref.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apollo: error: ViSQOL") and 'pip install "apollo-restore[eval]"' in err
+    assert "Traceback" not in err

@@ -200,8 +200,7 @@ def test_band_limit_of_real_mp3_is_the_coded_bandwidth(kbps, low, high):
 @pytest.mark.parametrize("seconds", [0.01, 0.02, 0.03, 1.0, 7.3])
 def test_file_band_levels_from_blocks_equal_one_stft_over_the_file(seconds):
     # the streamed histogram sees the frames of the generator's own STFT, zero padding included
-    from apollo.model.band_limit import (FileBandLevels, cells_to_db, frame_levels, input_band_limit,
-                                         quantile_rank)
+    from apollo.model.band_limit import FileBandLevels, cells_to_db, frame_levels, input_band_limit, quantile_rank
 
     config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, keep_input_band=True)
     model = apollo.Apollo(config)

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from audio_fixtures import tone, write
 
 from apollo.cli import main
 from apollo.tags import read_tags
-
-from audio_fixtures import tone, write
 
 COVER = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # content is not checked: it is copied byte for byte
 TEXT = {"title": "Night Drive", "artist": "The Testers", "album": "Fixtures Vol. 1"}

@@ -135,7 +135,8 @@ class Cache:
         rates = set()
         for folder in roots:
             if not (folder / INDEX).is_file():
-                raise FileNotFoundError(f"{folder}: no {INDEX} (build it with: apollo data prepare SOURCE --out {folder})")
+                raise FileNotFoundError(f"{folder}: no {INDEX} "
+                                        f"(build it with: apollo data prepare SOURCE --out {folder})")
             index = json.loads((folder / INDEX).read_text())
             rates.add(int(index["sample_rate"]))
             for track in index["tracks"]:

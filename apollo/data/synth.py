@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..optional import require
 from .readers import split_of
 
 SOUNDFONTS = (
@@ -86,7 +87,8 @@ def score_parts(path: str, rng: np.random.Generator, seconds: float) -> tuple[li
         for n in part.flatten().notes:
             velocity = n.volume.velocity or 80
             for p in n.pitches:
-                raw.append((float(n.offset) * beat, max(float(n.quarterLength) * beat, 0.05), int(p.midi), int(velocity)))
+                length = max(float(n.quarterLength) * beat, 0.05)
+                raw.append((float(n.offset) * beat, length, int(p.midi), int(velocity)))
         if not raw:
             continue
         octave = 12 * int(rng.integers(-1, 2)) if i else 0
@@ -250,6 +252,8 @@ def synth_corpus(out: str | Path, hours: float, seed: int = 0, rate: int = 44100
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     count = max(1, int(np.ceil(hours * 3600 / track_seconds)))
+    for module in ("music21", "fluidsynth"):  # checked up front: one clear line, not a worker's traceback
+        require(module, "synth", "apollo data synth")
     paths, soundfonts = score_paths(), default_soundfonts()
     args = [(out, i, seed, track_seconds, rate, paths, soundfonts) for i in range(count)]
     bar = tqdm(total=count, unit="track", desc="synth", disable=not progress)

@@ -248,7 +248,8 @@ class Trainer:
                 self.step += 1
                 self.step_in_epoch += 1
                 bar.update()
-                bar.set_postfix(g=f"{stats['loss_g']:.3f}", d=f"{stats['loss_d']:.3f}", rec=f"{stats['reconstruction']:.3f}")
+                bar.set_postfix(g=f"{stats['loss_g']:.3f}", d=f"{stats['loss_d']:.3f}",
+                                rec=f"{stats['reconstruction']:.3f}")
                 if self.step % sched.log_every == 0 and self.rank == 0:
                     now = time.perf_counter()
                     rate = (self.step - last_step) / max(now - last_time, 1e-9)
