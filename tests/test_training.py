@@ -272,3 +272,18 @@ def test_cli_time_limit_is_checked(tmp_path, capsys):
         main(["train", "--config", str(SMOKE), "--run-dir", str(tmp_path), "--time-limit", "-5"])
     assert exit_info.value.code == 2
     assert "must be more than 0 seconds" in capsys.readouterr().err
+
+
+def test_resume_restores_every_random_state(tmp_path):
+    import random
+
+    import numpy as np
+
+    trainer = Trainer(load_config(SMOKE, {"schedule.max_steps": 1}), tmp_path, progress=False)
+    trainer.fit()
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    expected = (random.random(), float(np.random.random()), float(torch.rand(1)))
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)  # a fresh process would differ
+    Trainer(load_config(SMOKE, {"schedule.max_steps": 1}), tmp_path, resume=True, progress=False)
+    assert (random.random(), float(np.random.random()), float(torch.rand(1))) == expected
+    assert len(saved["rng_python"]) == 625 and len(saved["rng_numpy"]["key"]) == 624

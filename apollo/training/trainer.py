@@ -34,6 +34,12 @@ METRICS = ("step", "epoch", "loss_g", "loss_d", "reconstruction", "feature_match
            "lr_g", "lr_d", "steps_per_s", "valid_reconstruction")
 
 
+def _numpy_state() -> dict[str, Any]:
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    return {"key": [int(k) for k in key], "pos": int(pos), "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached)}
+
+
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
@@ -322,6 +328,8 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
             "rng_torch": torch.get_rng_state(), "rng_python": list(random.getstate()[1]),
+            "rng_numpy": _numpy_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         export = self.run_dir / ("generator-best.safetensors" if best else "generator-last.safetensors")
@@ -341,6 +349,14 @@ class Trainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         torch.set_rng_state(state["rng_torch"].cpu())
+        if "rng_python" in state:  # the Mersenne Twister's 624 words and position
+            random.setstate((3, tuple(int(v) for v in state["rng_python"]), None))
+        if "rng_numpy" in state:
+            n = state["rng_numpy"]
+            np.random.set_state(("MT19937", np.array(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                                 n["cached_gaussian"]))
+        if state.get("rng_cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         self.epoch, self.step_in_epoch, self.step = state["epoch"], state["step_in_epoch"], state["step"]
         self.best, self.bad_epochs, self.stopped = state["best"], state["bad_epochs"], state["stopped"]
         if self.rank == 0 and self.progress:
