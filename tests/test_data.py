@@ -147,7 +147,9 @@ def test_training_examples(musdb, tmp_path):
     assert abs(float(peak) - 1.0) < 1e-5  # peak-normalised together
     assert bitrate in degrade.PAPER_BITRATES
     # deterministic per index, different across indices and epochs
-    assert torch.equal(ds[3][1], ds[3][1])
+    again = TrainingExamples(tmp_path / "cache", ExampleConfig(), seed=1, length=8)  # a second reader, e.g. a worker
+    assert torch.equal(ds[3][1], again[3][1]) and torch.equal(ds[3][0], again[3][0])
+    assert not torch.equal(ds[3][1], ds[4][1])
     draws = [ds.draw(i) for i in range(200)]
     assert len({d["bitrate"] for d in draws}) == 6
     stem_draws = [d for d in draws if d["parts"][0][0] != "mixture"]

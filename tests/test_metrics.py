@@ -140,7 +140,11 @@ def test_benchmark_json(capsys):
     for key in ("parameters", "macs_per_second_mono", "gmacs_per_second_stereo", "rtf", "rtf_runs",
                 "peak_memory_mb", "device", "threads", "seconds", "channels"):
         assert key in result
-    assert result["parameters"] == 59948 and result["rtf"] > 0 and result["macs_per_second_mono"] > 0
+    assert result["parameters"] == 59948 and result["seconds"] == 0.5 and result["channels"] == 2
+    # the reported RTF is the median of the timed runs, per second of audio
+    assert len(result["rtf_runs"]) == 1 and result["rtf"] == pytest.approx(result["rtf_runs"][0])
+    # the MAC count is the model's arithmetic: twice the mono count for stereo, in GMAC
+    assert result["gmacs_per_second_stereo"] == pytest.approx(2 * result["macs_per_second_mono"] / 1e9, rel=1e-2)
 
 
 def test_excerpts_tolerate_stems_longer_than_the_mixture(tmp_path):
