@@ -72,7 +72,7 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     for backend in backends:
         try:
             info = _probe_soundfile(path) if backend == "soundfile" else _probe_ffmpeg(path)
-        except Exception:  # each library has its own error types; try the next one
+        except AudioError:  # this library cannot read it: try the next one
             continue
         if info.sample_rate <= 0 or info.channels <= 0:
             continue
@@ -83,8 +83,11 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
 def _probe_soundfile(path: Path) -> AudioInfo:
     import soundfile as sf
 
-    with quiet_native_stderr():
-        info = sf.info(str(path))
+    try:
+        with quiet_native_stderr():
+            info = sf.info(str(path))
+    except sf.LibsndfileError as err:  # libsndfile does not know the format
+        raise AudioError(f"{path}: {err}") from err
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), "soundfile", info.format)
 
 
@@ -92,9 +95,18 @@ def _probe_ffmpeg(path: Path) -> AudioInfo:
     import av
 
     av.logging.set_level(av.logging.PANIC)
+    try:
+        return _ffmpeg_info(path)
+    except av.error.FFmpegError as err:  # FFmpeg does not know the format, or the file is damaged
+        raise AudioError(f"{path}: {err}") from err
+
+
+def _ffmpeg_info(path: Path) -> AudioInfo:
+    import av
+
     with av.open(str(path)) as container:
         if not container.streams.audio:
-            raise AudioError("no audio stream")
+            raise AudioError(f"{path}: no audio stream")
         stream = container.streams.audio[0]
         rate = int(stream.rate or stream.codec_context.sample_rate)
         channels = int(stream.codec_context.channels)

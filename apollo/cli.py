@@ -193,6 +193,13 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
+    try:
+        return _data(args)
+    except (FileNotFoundError, NotADirectoryError, ValueError, RuntimeError) as err:  # bad folders, no soundfonts
+        return _fail(str(err), 1)
+
+
+def _data(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         from .data.synth import synth_corpus
 
@@ -203,11 +210,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "real":
         from .data.realmusic import build_corpus, summary
 
-        try:
-            manifest = build_corpus(args.out, tuple(args.packages), workers=args.workers, progress=not args.quiet)
-        except (RuntimeError, ValueError) as err:
-            print(f"apollo: error: {err}", file=sys.stderr)
-            return 1
+        manifest = build_corpus(args.out, tuple(args.packages), workers=args.workers, progress=not args.quiet)
         for row in summary(manifest):
             print(f"{row['package']}: {row['kept']} of {row['files']} files kept, {row['minutes']} min "
                   f"(train {row['train']}, valid {row['valid']}, test {row['test']})")
@@ -238,7 +241,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             return 2
         from .evaluate import evaluate_dataset
 
-        bitrates = tuple(int(b) for b in args.bitrates.split(","))
+        bitrates = args.bitrates
         try:
             summary = evaluate_dataset(args.data, args.checkpoint, args.out, bitrates=bitrates, workers=args.workers,
                                        seconds=args.excerpt_seconds, per_track=args.per_track,
@@ -333,6 +336,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped{why} at step {result['step']} (epoch {result['epoch']}); best validation "
               f"reconstruction {result['best_valid']:.4f}; weights: {run_dir / 'generator-best.safetensors'}")
     return 0
+
+
+def _bitrates(text: str) -> tuple[int, ...]:
+    from .degrade import MPEG1_KBPS, MPEG2_KBPS
+
+    try:
+        values = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated kbps expected, e.g. 24,32,128; got {text!r}") from None
+    wrong = [b for b in values if b not in (*MPEG1_KBPS, *MPEG2_KBPS)]
+    if wrong:
+        raise argparse.ArgumentTypeError(f"not MP3 bitrates: {', '.join(map(str, wrong))}")
+    return values
 
 
 def _positive_seconds(text: str) -> float:
@@ -450,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help="dataset: folder whose test (or --split valid) excerpts are degraded, restored and "
                                    "scored")
     ev.add_argument("--checkpoint", nargs="+", help="dataset: models to evaluate (files or built-in names)")
-    ev.add_argument("--bitrates", default="24,32,48,64,96,128",
+    ev.add_argument("--bitrates", default=(24, 32, 48, 64, 96, 128), type=_bitrates,
                     help="dataset: comma-separated MP3 kbps (default: the paper's 24,32,48,64,96,128)")
     ev.add_argument("--out", help="dataset: report folder (CSV, JSON, Markdown table, plots); resumable")
     ev.add_argument("--workers", type=int, default=2, help="dataset: parallel worker processes (default: 2)")

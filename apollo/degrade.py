@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from .audio import AudioError
+
 MPEG1_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 MPEG2_KBPS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 MPEG1_RATES = (32000, 44100, 48000)
@@ -81,7 +83,7 @@ def _decode_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
         rate = int(stream.codec_context.sample_rate)
         frames = [frame.to_ndarray() for packet in container.demux(stream) for frame in packet.decode()]
     if not frames:
-        raise RuntimeError("the MP3 stream decoded to nothing")
+        raise AudioError("the MP3 stream decoded to nothing")
     wav = np.concatenate([f if f.ndim == 2 else f[None] for f in frames], axis=1)
     return np.ascontiguousarray(wav, dtype=np.float32), rate
 
@@ -91,7 +93,7 @@ def _decode_libsndfile(data: bytes) -> tuple[np.ndarray, int]:
 
     wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     if not wav.size:
-        raise RuntimeError("the MP3 stream decoded to nothing")
+        raise AudioError("the MP3 stream decoded to nothing")
     return np.ascontiguousarray(wav.T), int(rate)
 
 
@@ -129,7 +131,7 @@ def mp3(wav: np.ndarray, sample_rate: int, kbps: int | None = 128, vbr: int | No
         group = y[start:start + 2]
         coded, got = decode_mp3(encode_mp3(group, rate, cbr, vbr, quality), vbr=vbr is not None)
         if got != rate:
-            raise RuntimeError(f"decoder returned {got} Hz for a {rate} Hz stream")
+            raise AudioError(f"the MP3 decoder returned {got} Hz for a {rate} Hz stream")
         delay = codec_delay(rate, group.shape[0], cbr, vbr)
         out.append(fit_length(coded[:, delay:], group.shape[1]))
     z = fit_length(resample(np.concatenate(out), rate, sample_rate), length)

@@ -26,7 +26,7 @@ GROUPS = ("vocals", "single_stem", "multi_stem", "multi_stem_vocals")
 DIAGNOSTICS = ("lsd_below", "holes", "transient_envelope", "transient_onsets", "hop_comb",
                *(f"level_{lo / 1000:g}-{hi / 1000:g}k" for lo, hi in LEVEL_BANDS))
 METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_high", *DIAGNOSTICS)
-FIELDS = ("excerpt", "group", "bitrate", "system", *METRICS, "cutoff_hz")
+FIELDS = ("excerpt", "group", "bitrate", "system", *METRICS, "cutoff_hz", "checkpoint_sha256")
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,14 @@ def _load_models(checkpoints: tuple[str, ...], precisions: tuple[str, ...]):  # 
     """Restorers by system name; cached so each worker process loads the models once."""
     from .api import Restorer
 
-    return {_system_name(c, p): Restorer(c, device="cpu", segment=0, precision=p)
+    names = system_names(list(checkpoints))
+    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0, precision=p)
             for c in checkpoints for p in ("fp32", *precisions)}
 
 
 def _job(args: tuple) -> list[dict]:
     """Scores one (excerpt, bitrate): the MP3 input and every model's restoration."""
-    excerpt, bitrate, rate, checkpoints, done, with_visqol, precisions = args
+    excerpt, bitrate, rate, checkpoints, done, with_visqol, precisions, hashes = args
     ref = excerpt.audio
     coded = degrade.mp3(ref, rate, bitrate)
     systems = {"mp3": coded}
@@ -100,7 +101,8 @@ def _job(args: tuple) -> list[dict]:
         if system in done:
             continue
         est, _ = metrics.align(ref, estimate, max_lag=2048)
-        row = {"excerpt": excerpt.name, "group": excerpt.group, "bitrate": bitrate, "system": system}
+        row = {"excerpt": excerpt.name, "group": excerpt.group, "bitrate": bitrate, "system": system,
+               "checkpoint_sha256": hashes.get(system, "")}
         row.update(metrics.score(ref, est, rate, degraded=coded, with_visqol=with_visqol))
         row.update(diagnose(ref, est, rate, row["cutoff_hz"]))
         rows.append(row)
@@ -123,16 +125,22 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
+    names = system_names(checkpoints)
+    hashes = {_with_precision(names[c], p): checkpoint_sha256(c) for c in checkpoints for p in ("fp32", *precisions)}
     done: dict[tuple[str, int], set[str]] = defaultdict(set)
     if csv_path.exists():
         with open(csv_path) as handle:
             for row in csv.DictReader(handle):
+                stored = row.get("checkpoint_sha256") or ""
+                if stored and row["system"] in hashes and stored != hashes[row["system"]]:
+                    raise ValueError(f"{csv_path} scored another file as {row['system']!r} (SHA-256 {stored[:12]}…); "
+                                     "choose a new --out")
                 done[(row["excerpt"], int(row["bitrate"]))].add(row["system"])
     excerpts = make_excerpts(data, seconds=seconds, per_track=per_track, split=split)
     if not excerpts:
         raise ValueError(f"{data}: no {split} excerpts with audio")
-    systems = {"mp3", *(_system_name(c, p) for c in checkpoints for p in ("fp32", *precisions))}
-    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol, tuple(precisions))
+    systems = {"mp3", *hashes}
+    jobs = [(e, b, 44100, tuple(checkpoints), frozenset(done[(e.name, b)]), with_visqol, tuple(precisions), hashes)
             for e in excerpts for b in bitrates if not systems <= done[(e.name, b)]]
     new_file = not csv_path.exists()
     fields = FIELDS
@@ -164,8 +172,43 @@ def torch_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
-def _system_name(checkpoint: str, precision: str = "fp32") -> str:
-    name = Path(checkpoint).stem if Path(checkpoint).exists() else checkpoint
+def system_names(checkpoints: list[str]) -> dict[str, str]:
+    """A distinct name per checkpoint: the file's stem, with its folders where stems repeat
+    (runs/a/generator-last and runs/b/generator-last), a built-in model's own name."""
+    def name(checkpoint: str, parts: int) -> str:
+        path = Path(checkpoint)
+        if not path.exists():
+            return checkpoint
+        return "/".join([*path.resolve().parent.parts[-(parts - 1):], path.stem] if parts > 1 else [path.stem])
+
+    names: dict[str, str] = {}
+    for checkpoint in dict.fromkeys(checkpoints):
+        parts = 1
+        while parts < 8 and [name(c, parts) for c in checkpoints].count(name(checkpoint, parts)) > 1:
+            parts += 1
+        names[checkpoint] = name(checkpoint, parts)
+    return names
+
+
+def checkpoint_sha256(checkpoint: str) -> str:
+    """The SHA-256 of a checkpoint's file (a built-in model's file), or its name for tiny-test."""
+    import hashlib
+
+    from .pretrained import BUILT_IN, built_in_path
+
+    path = Path(checkpoint)
+    if not path.exists():
+        if checkpoint not in BUILT_IN:
+            return checkpoint
+        path = built_in_path(checkpoint)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _with_precision(name: str, precision: str = "fp32") -> str:
     return name if precision == "fp32" else f"{name}-{precision}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -240,3 +241,42 @@ def test_a_missing_extra_is_one_line_naming_the_install(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert err.startswith("apollo: error: ViSQOL") and 'pip install "apollo-restore[eval]"' in err
     assert "Traceback" not in err
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--data", str(tmp_path), "--checkpoint", "tiny-test", "--out", str(tmp_path / "o"),
+              "--bitrates", "24,abc"])
+    assert exit_info.value.code == 2 and "comma-separated kbps" in capsys.readouterr().err
+    assert main(["data", "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("apollo: error:") and "no such folder" in err and "Traceback" not in err
+    config = Path(__file__).resolve().parents[1] / "configs" / "apollo-smoke.yaml"
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "r"), "--set", "optim.lr_g=abc"]) == 2
+    assert "optim.lr_g: expected a number, got 'abc'" in capsys.readouterr().err
+
+
+def test_systems_have_distinct_names_and_their_files_checksums(tmp_path):
+    from apollo.evaluate import checkpoint_sha256, evaluate_dataset, system_names
+    from apollo.pretrained import load_model
+    from apollo.states import save_checkpoint
+
+    model = load_model("tiny-test")
+    a, b = (tmp_path / "runs" / run / "generator-last.safetensors" for run in ("a", "b"))
+    save_checkpoint(a, model.state_dict(), model.config)
+    save_checkpoint(b, {k: v * 0.5 for k, v in model.state_dict().items()}, model.config)
+    names = system_names([str(a), str(b), "tiny-test"])
+    assert names == {str(a): "a/generator-last", str(b): "b/generator-last", "tiny-test": "tiny-test"}
+    data = tmp_path / "songs"
+    data.mkdir()
+    sf.write(str(data / "one.wav"), (0.3 * _signal()).T, SR)
+    out = tmp_path / "report"
+    evaluate_dataset(data, [str(a), str(b)], out, bitrates=(128,), workers=1, seconds=1.0, with_visqol=False,
+                     progress=False)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["system"]: r["checkpoint_sha256"] for r in rows} == {
+        "mp3": "", "a/generator-last": checkpoint_sha256(str(a)), "b/generator-last": checkpoint_sha256(str(b))}
+    save_checkpoint(a, {k: v * 0.25 for k, v in model.state_dict().items()}, model.config)  # retrained in place
+    with pytest.raises(ValueError, match="scored another file"):
+        evaluate_dataset(data, [str(a), str(b)], out, bitrates=(128,), workers=1, seconds=1.0, with_visqol=False,
+                         progress=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,15 +86,61 @@ class TrainConfig:
 
 
 def _build(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """The dataclass from a YAML mapping, every value checked against its field's type."""
     data = dict(data or {})
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
     if unknown:
         raise ValueError(f"unknown keys in {where}: {sorted(unknown)}")
-    for key, value in data.items():
-        if isinstance(value, list):
-            data[key] = tuple(value)
-    return cls(**data)
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: typed(value, hints[key], f"{where}.{key}") for key, value in data.items()})
+
+
+def typed(value: Any, kind: Any, where: str) -> Any:
+    """`value` as type `kind` (int for float, list for tuple), or ValueError naming `where`."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return typed(value, option, where)
+            except ValueError:
+                continue
+        raise ValueError(f"{where}: expected {_describe(kind)}, got {value!r}")
+    if kind is type(None):
+        if value is None:
+            return None
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(typed(v, args[0], where) for v in value)
+            if len(args) == len(value):
+                return tuple(typed(v, a, where) for v, a in zip(value, args))
+    elif kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ValueError(f"{where}: expected {_describe(kind)}, got {value!r}")
+
+
+def _describe(kind: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "text", type(None): "null"}
+    if kind in names:
+        return names[kind]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        return "a list"
+    return str(kind)
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
@@ -104,11 +152,12 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
     built = {name: _build(cls, raw.get(name), name) for name, cls in sections.items()}
-    return TrainConfig(**built, init_from=raw.get("init_from"), seed=int(raw.get("seed", 0)),
-                       init_discriminator_from=raw.get("init_discriminator_from"),
-                       model_overrides=tuple(sorted(raw.get("model") or {})),
-                       precision=raw.get("precision", "auto"),
-                       activation_checkpointing=bool(raw.get("activation_checkpointing", False)))
+    top = {key: typed(raw[key], typing.get_type_hints(TrainConfig)[key], key)
+           for key in ("init_from", "init_discriminator_from", "seed", "precision", "activation_checkpointing")
+           if key in raw}
+    if top.get("precision", "auto") not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision: expected auto, fp32 or bf16, got {top['precision']!r}")
+    return TrainConfig(**built, **top, model_overrides=tuple(sorted(raw.get("model") or {})))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
