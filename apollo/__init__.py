@@ -1,8 +1,8 @@
 """apollo: restores MP3-damaged music with the Apollo band-sequence generator."""
 
 from .api import Restorer
-from .config import ApolloConfig
 from .model import Apollo
+from .model.config import ApolloConfig
 from .pretrained import load_model
 from .states import CheckpointError, UnsafeCheckpointError, save_checkpoint
 

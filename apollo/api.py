@@ -12,8 +12,7 @@ import torch
 
 from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
-from .compiled import check_compile, compile_blocks
-from .precision import check_precision, with_precision
+from .inference import check_compile, check_precision, compile_blocks, with_precision
 from .pretrained import built_in_path, load_model
 from .states import atomic_write
 

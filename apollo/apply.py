@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ApolloConfig
+from .model.config import ApolloConfig
 
 MIN_CONTEXT_SECONDS = 0.6
 

@@ -10,11 +10,9 @@ from typing import Any
 import torch
 
 from .api import resolve_device
-from .compiled import check_compile, compile_blocks
-from .config import PRESETS
-from .layers import ONEDNN_LINEAR
-from .model import Apollo
-from .precision import check_precision, with_precision
+from .inference import check_compile, check_precision, compile_blocks, with_precision
+from .model import Apollo, layers
+from .model.config import PRESETS
 from .pretrained import count_parameters, load_model
 
 
@@ -31,7 +29,7 @@ def macs_per_second(model: Apollo, channels: int = 1) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     wav = torch.zeros(1, channels, model.config.sample_rate)
-    onednn = {torch.ops.mkldnn._linear_pointwise: _linear_flops} if ONEDNN_LINEAR else {}
+    onednn = {torch.ops.mkldnn._linear_pointwise: _linear_flops} if layers.ONEDNN_LINEAR else {}
     counter = FlopCounterMode(display=False, custom_mapping=onednn)
     with torch.inference_mode(), counter:
         model(wav)

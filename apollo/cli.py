@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data.realmusic import MUSIC_PACKAGES
+from .inference import PRECISIONS
 from .optional import MissingExtra
-from .precision import PRECISIONS
 from .states import CheckpointError
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .config import ApolloConfig, v1_layout
+from .model.config import ApolloConfig, v1_layout
 
 Tensor = torch.Tensor
 

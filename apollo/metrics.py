@@ -82,15 +82,28 @@ def average_spectrum_db(mono: np.ndarray, sample_rate: int, floor: float = 1e-20
     return freqs, uniform_filter1d(10 * np.log10(power + floor), 5, mode="nearest")
 
 
-def cutoff_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0) -> float:
-    """Highest frequency whose average power is within drop_db of the loudest band: the band
-    edge an MP3 encoder left (used for LSD "above the cutoff")."""
-    freqs, level = average_spectrum_db(np.atleast_2d(x).mean(0), sample_rate)
+def bandwidth_hz(x: np.ndarray, sample_rate: int, floor_db: float) -> float:
+    """The one bandwidth rule: the highest frequency whose long-term level (average_spectrum_db
+    of the mono downmix, above 100 Hz) is within floor_db of the loudest. Nyquist for silence.
+
+    Its users pick the floor: 50 dB for an MP3's band edge (cutoff_hz), 60 dB before the
+    lossy-target cliff test (data.readers), 70 dB for the full-band rule of the real-music
+    corpus, 20 dB for the bandwidth table of benchmarks/mp3_bandwidth.py.
+    """
+    mono = np.atleast_2d(x).mean(0)
+    if mono.size < 16 or not np.any(mono):
+        return float(sample_rate / 2)
+    freqs, level = average_spectrum_db(mono, sample_rate, floor=1e-30)
     audible = freqs > 100
     if not audible.any():
         return float(sample_rate / 2)
-    above = np.nonzero(audible & (level > level[audible].max() - drop_db))[0]
+    above = np.nonzero(audible & (level > level[audible].max() - floor_db))[0]
     return float(freqs[above[-1]]) if above.size else float(sample_rate / 2)
+
+
+def cutoff_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0) -> float:
+    """The band edge an MP3 encoder left (used for LSD "above the cutoff"): bandwidth_hz at 50 dB."""
+    return bandwidth_hz(x, sample_rate, drop_db)
 
 
 def find_lag(reference: np.ndarray, estimate: np.ndarray, max_lag: int) -> int:

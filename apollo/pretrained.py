@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from . import convert
-from .config import PRESETS, ApolloConfig
 from .model import Apollo
+from .model.config import PRESETS, ApolloConfig
 from .states import CheckpointError, read_checkpoint, strip_prefix
 
 TEST_MODEL = "tiny-test"

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .config import ApolloConfig
+from .model.config import ApolloConfig
 
 Tensor = torch.Tensor
 CONFIG_KEY = "apollo_config"

@@ -16,10 +16,9 @@ import time
 import torch
 from forward_speed import time_interleaved  # benchmarks/ is on the path when run as a script
 
-from apollo.compiled import compile_blocks
-from apollo.config import PRESETS
+from apollo.inference import compile_blocks, with_precision
 from apollo.model import Apollo
-from apollo.precision import with_precision
+from apollo.model.config import PRESETS
 
 
 def main() -> None:

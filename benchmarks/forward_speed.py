@@ -16,10 +16,9 @@ import time
 import torch
 
 from apollo import convert
-from apollo.config import ApolloConfig
+from apollo.inference import Autocast, quantize_int8
 from apollo.model import Apollo
-from apollo.precision import Autocast
-from apollo.quantize import quantize_int8
+from apollo.model.config import ApolloConfig
 from apollo.reference import LoopApollo
 
 

@@ -19,9 +19,9 @@ import json
 import torch
 
 from apollo.benchmark import benchmark
-from apollo.config import PRESETS
+from apollo.inference import with_precision
 from apollo.model import Apollo
-from apollo.precision import with_precision
+from apollo.model.config import PRESETS
 
 
 def check_against_cpu(config: str, device: str, precisions: list[str]) -> list[dict]:

@@ -6,17 +6,15 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import welch
 
 from apollo import degrade
+from apollo.metrics import bandwidth_hz
 
 RATE = 44100
 
 
 def cutoff(y: np.ndarray) -> float:
-    freqs, power = welch(y.mean(0), RATE, nperseg=4096)
-    ref = np.median(power[(freqs > 500) & (freqs < 2000)])
-    return float(freqs[np.nonzero(10 * np.log10(power / ref + 1e-20) > -20)[0].max()])
+    return bandwidth_hz(y, RATE, 20.0)  # the project's one bandwidth rule, at -20 dB
 
 
 def main() -> None:

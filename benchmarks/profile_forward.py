@@ -12,9 +12,9 @@ import argparse
 
 import torch
 
-from apollo.config import ApolloConfig
+from apollo.inference import with_precision
 from apollo.model import Apollo
-from apollo.precision import with_precision
+from apollo.model.config import ApolloConfig
 
 
 def main() -> None:

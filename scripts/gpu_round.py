@@ -276,7 +276,7 @@ def join(parts: list[Path], output: Path, dtype: str = "float16") -> None:
     import torch
     from safetensors import safe_open
 
-    from apollo.config import ApolloConfig
+    from apollo.model.config import ApolloConfig
     from apollo.states import CONFIG_KEY, save_checkpoint
 
     state, config, counts, seen = {}, None, set(), set()

@@ -9,7 +9,7 @@ import torch
 import apollo
 from apollo.api import Restorer
 from apollo.apply import ChunkPlan, receptive_context, restore_stream, silence_mask
-from apollo.config import ApolloConfig
+from apollo.model.config import ApolloConfig
 
 SR = 44100
 

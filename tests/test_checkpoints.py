@@ -11,7 +11,7 @@ from packaging.version import Version
 
 import apollo
 from apollo import convert
-from apollo.config import ApolloConfig
+from apollo.model.config import ApolloConfig
 from apollo.pretrained import count_parameters
 from apollo.states import read_checkpoint
 

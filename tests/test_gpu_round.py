@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 import apollo
-from apollo.config import PRESETS
 from apollo.model import Apollo
+from apollo.model.config import PRESETS
 from apollo.states import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

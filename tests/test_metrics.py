@@ -15,7 +15,7 @@ import torch
 import apollo
 from apollo import metrics
 from apollo.cli import main
-from apollo.config import ApolloConfig
+from apollo.model.config import ApolloConfig
 
 SR = 44100
 
@@ -216,12 +216,12 @@ def test_evaluate_scores_reduced_precisions_as_their_own_systems(tmp_path):
 def test_macs_count_the_same_on_every_linear_path(monkeypatch, onednn):
     from torch.utils.flop_counter import FlopCounterMode
 
-    from apollo import benchmark, layers
+    from apollo import benchmark
+    from apollo.model import layers
 
     if onednn and not layers.ONEDNN_LINEAR:
         pytest.skip("needs oneDNN on an AVX-512 CPU")
-    monkeypatch.setattr(layers, "ONEDNN_LINEAR", onednn)  # off: as on CPUs without AVX-512
-    monkeypatch.setattr(benchmark, "ONEDNN_LINEAR", onednn)
+    monkeypatch.setattr(layers, "ONEDNN_LINEAR", onednn)  # off: as on CPUs without AVX-512 (one place now)
 
     torch.manual_seed(0)
     model = apollo.Apollo(ApolloConfig(feature_dim=32, num_blocks=2, num_heads=2)).eval()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import apollo
-from apollo.config import PRESETS, ApolloConfig, paper_layout, v1_layout
-from apollo.layers import ONEDNN_LINEAR
 from apollo.model import gain_shape
+from apollo.model.config import PRESETS, ApolloConfig, paper_layout, v1_layout
+from apollo.model.layers import ONEDNN_LINEAR
 from apollo.pretrained import build_test_model
 
 
@@ -290,7 +290,7 @@ def test_capped_model_keeps_the_written_band_under_a_quiet_edge():
 
 def _linear_ops(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, set[str]]:
     """layer's output through apollo.layers.linear, and the names of the operators it ran."""
-    from apollo.layers import linear
+    from apollo.model.layers import linear
 
     with torch.profiler.profile() as prof:
         y = linear(layer, x)
@@ -318,7 +318,7 @@ def test_linear_keeps_the_plain_layer_for_training_autocast_and_int8():
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         y, ops = _linear_ops(layer, x)
     assert y.dtype == torch.bfloat16 and "mkldnn::_linear_pointwise" not in ops
-    from apollo.quantize import quantize_int8
+    from apollo.inference import quantize_int8
 
     q = quantize_int8(torch.nn.Sequential(layer))[0]
     with torch.inference_mode():

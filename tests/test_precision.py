@@ -11,9 +11,8 @@ import torch
 
 import apollo
 from apollo.cli import main
-from apollo.layers import ONEDNN_LINEAR
-from apollo.precision import Autocast, with_precision
-from apollo.quantize import quantize_int8
+from apollo.inference import Autocast, quantize_int8, with_precision
+from apollo.model.layers import ONEDNN_LINEAR
 
 
 def _snr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -95,7 +94,7 @@ def test_benchmark_precision_and_batch(capsys, precision):
 
 
 def test_compiled_blocks_trace_whole_and_match(reference):
-    from apollo.compiled import compile_blocks
+    from apollo.inference import compile_blocks
 
     item = reference["small44k"]
     model = apollo.load_model(item["state_dict"])
@@ -111,7 +110,7 @@ def test_compiled_blocks_trace_whole_and_match(reference):
 
 
 def test_restorer_compile_option(monkeypatch):
-    import apollo.compiled
+    import apollo.inference
 
     calls = []
 
@@ -119,7 +118,7 @@ def test_restorer_compile_option(monkeypatch):
         calls.append(backend)
         return block
 
-    monkeypatch.setattr(apollo.compiled.torch, "compile", fake_compile)
+    monkeypatch.setattr(apollo.inference.torch, "compile", fake_compile)
     restorer = apollo.Restorer("tiny-test", compile=True, precision="bf16")
     assert calls == ["inductor"] * len(restorer.model.model.blocks)
     with pytest.raises(ValueError, match="cannot be compiled"):

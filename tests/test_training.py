@@ -15,10 +15,9 @@ import pytest
 import torch
 
 import apollo
-from apollo import losses
-from apollo.config import ApolloConfig
-from apollo.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator
-from apollo.training import Trainer, load_config
+from apollo.model.config import ApolloConfig
+from apollo.training import Trainer, load_config, losses
+from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator
 from apollo.training.trainer import _unwrap
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -139,19 +139,14 @@ def spectral_cliff(path: Path, seconds: float = 60.0) -> float | None:
 
 
 def cliff_frequency(x: np.ndarray, rate: int) -> float | None:
-    from ..metrics import average_spectrum_db
+    from ..metrics import average_spectrum_db, bandwidth_hz
 
     if x.size < 8192 or not np.any(x):
         return None
-    freqs, level = average_spectrum_db(x, rate, floor=1e-30)
-    audible = freqs > 100
-    peak = level[audible].max()
-    above = np.nonzero(audible & (level > peak - 60))[0]
-    if not above.size:
-        return None
-    top = freqs[above[-1]]
+    top = bandwidth_hz(x, rate, 60.0)
     if top >= min(19000.0, 0.9 * rate / 2) or top < 2500:  # codecs never low-pass below ~3 kHz
         return None
+    freqs, level = average_spectrum_db(x, rate, floor=1e-30)
     below = level[(freqs > top - 1500) & (freqs < top - 300)]
     after = level[(freqs > top + 300) & (freqs < top + 1500)]
     if below.size and after.size and below.mean() - after.mean() > 25:

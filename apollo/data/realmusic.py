@@ -133,7 +133,7 @@ def bandwidth(path: Path) -> tuple[float, int, int, float]:
     """(bandwidth Hz, rate, channels, seconds): the top frequency within FLOOR_DB of the peak."""
     import soundfile as sf
 
-    from ..metrics import average_spectrum_db
+    from ..metrics import bandwidth_hz
 
     with sf.SoundFile(str(path)) as handle:
         rate, channels, frames = handle.samplerate, handle.channels, handle.frames
@@ -141,10 +141,7 @@ def bandwidth(path: Path) -> tuple[float, int, int, float]:
     mono = data.mean(1)
     if mono.size < 8192 or not np.any(mono):
         return 0.0, rate, channels, frames / rate
-    freqs, level = average_spectrum_db(mono, rate, floor=1e-30)
-    audible = freqs > 100
-    above = np.nonzero(audible & (level > level[audible].max() - FLOOR_DB))[0]
-    return float(freqs[above[-1]]) if above.size else 0.0, rate, channels, frames / rate
+    return bandwidth_hz(mono, rate, FLOOR_DB), rate, channels, frames / rate
 
 
 def _sha256(path: Path) -> str:

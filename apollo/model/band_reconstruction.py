@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers import BandLinear, rms_norm
+from .layers import BandLinear, rms_norm
 
 
 class BandReconstructionGroup(nn.Module):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..layers import RMSNorm, apply_rotary, linear, map_tiles, rotary_tables
+from .layers import RMSNorm, apply_rotary, linear, map_tiles, rotary_tables
 
 TILE_ROWS = 1024  # rows (frames x bands) per tile on CPU
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import BandLinear, rms_norm
+from .layers import BandLinear, rms_norm
 
 GAIN_EPS = torch.finfo(torch.float32).eps
 

@@ -7,11 +7,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..config import ApolloConfig
 from .band_limit import FileBandLevels, cap_to_band_edge, emptied_band_mask
 from .band_reconstruction import BandReconstruction
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
+from .config import ApolloConfig
 
 
 class Apollo(nn.Module):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ApolloConfig
+from ..model.config import ApolloConfig
 
 
 @dataclass

@@ -19,14 +19,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from .. import losses
-from ..config import ApolloConfig
-from ..discriminator import MultiResolutionDiscriminator
 from ..model import Apollo
+from ..model.config import ApolloConfig
 from ..pretrained import load_model
 from ..states import atomic_write, save_checkpoint
+from . import losses
 from .config import TrainConfig
 from .data import ResumableSampler, SyntheticExamples
+from .discriminator import MultiResolutionDiscriminator
 
 STATE = "last.pt"
 BEST = "best.pt"

@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
+from .losses import WINDOWS  # the paper's STFT windows, shared by the loss and the discriminators
+
 CHANNELS = (8, 16, 32, 64, 128, 256)
 
 

@@ -47,7 +47,7 @@ def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         and layer.weight.dtype == torch.float32
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()  # inductor makes its own choice (compiled.py)
+        and not torch.compiler.is_compiling()  # inductor makes its own choice (inference.py)
     ):
         return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, "none", [], "")
     return layer(x)

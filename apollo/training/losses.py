@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
+WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)  # Sec. III-B: the multi-resolution STFT windows
 
 
 def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
