@@ -15,6 +15,7 @@ from .apply import ChunkPlan, prefetch, restore_stream
 from .inference import check_compile, check_precision, compile_blocks, with_precision
 from .pretrained import built_in_path, load_model
 from .states import atomic_write
+from .threads import CpuShare
 
 CLIP_MODES = ("rescale", "clamp", "none")
 LAYOUTS = ("channels_first", "channels_last")
@@ -55,7 +56,9 @@ class Restorer:
     (exact), "bf16" (autocast; GPUs and AVX-512 BF16 CPUs, about 1.4x faster there) or "int8"
     (dynamic int8 linear layers, CPU only, about 1.5x faster); both reduced precisions cost a
     little quality (docs/performance.md); compile: torch.compile the band-sequence blocks
-    (GPU, or bf16 on a CPU; on a CPU each new chunk length first costs ~40 s of compiling).
+    (GPU, or bf16 on a CPU; on a CPU each new chunk length first costs ~40 s of compiling);
+    threads: CPU threads for the model, or None to use the cores other programs leave idle,
+    re-checked before every chunk (apollo.threads).
     """
 
     def __init__(
@@ -69,12 +72,18 @@ class Restorer:
         clip: str = "rescale",
         precision: str = "fp32",
         compile: bool = False,
+        threads: int | None = None,
     ) -> None:
         if clip not in CLIP_MODES:
             raise ValueError(f"clip must be one of {CLIP_MODES}")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
         self.device = resolve_device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.cpu_share = CpuShare() if threads is None and self.device.type == "cpu" else None
         check_precision(precision, self.device)  # before the (slow) load
         if compile:
             check_compile(precision, self.device)
@@ -150,7 +159,7 @@ class Restorer:
         without it each chunk takes its own, and chunked output can differ from one pass.
         """
         return restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress,
-                              band_limit)
+                              band_limit, self.cpu_share.update if self.cpu_share else None)
 
     # -- files --------------------------------------------------------------------------------
 

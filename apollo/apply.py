@@ -108,15 +108,19 @@ def restore_stream(
     batch_size: int = 1,
     on_progress: Callable[[int], None] | None = None,
     band_limit: torch.Tensor | None = None,
+    before_forward: Callable[[], object] | None = None,
 ) -> Iterator[np.ndarray]:
     """Restores a stream of (channels, n) blocks at the model's rate; yields restored blocks.
 
     The output has exactly as many samples as the input. on_progress(n) is called with the
     number of samples whose output became final. band_limit (1,) is the whole file's input band
     limit for models that keep the input band (FileBandLevels): every chunk then uses it.
+    before_forward() runs before each forward pass (threads.CpuShare.update).
     """
     if plan.segment == 0:
         data = np.concatenate(list(blocks), axis=1)
+        if before_forward:
+            before_forward()
         out = _run(model, [data], device, band_limit)[0]
         if on_progress:
             on_progress(data.shape[1])
@@ -138,6 +142,8 @@ def restore_stream(
                 n += 1
             group = pending[:n]
             del pending[:n]
+            if before_forward:
+                before_forward()
             for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit)):
                 start = chunk.keep_lo - chunk.lo
                 acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)

@@ -46,12 +46,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if output_file(args.inputs, args.output) and Path(args.output).suffix.lower().lstrip(".") != fmt:
         return _fail(f"-o {args.output} does not end in .{fmt} (--format {fmt})", 2)
     bits = args.bits or ("32f" if fmt == "wav" else "24")
-    if args.threads is not None:
-        if args.threads < 1:
-            return _fail("--threads must be at least 1", 2)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        return _fail("--threads must be at least 1", 2)
     if args.segment > 0 and 2 * args.overlap > args.segment:
         return _fail(f"--overlap {args.overlap:g} s is more than half of --segment {args.segment:g} s: "
                      "neighbouring chunks would crossfade over more than they keep", 2)
@@ -59,7 +55,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         subtype_for(fmt, bits)
         restorer = Restorer(args.checkpoint, device=args.device, segment=args.segment, overlap=args.overlap,
                             batch_size=args.batch_size, clip=args.clip, precision=args.precision,
-                            compile=args.compile)
+                            compile=args.compile, threads=args.threads)
     except (AudioError, ValueError) as err:
         return _fail(str(err), 2)
     jobs = plan(args.inputs, args.output, fmt)
@@ -403,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass (default: 1)")
     restore.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     restore.add_argument("--threads", type=int,
-                         help="CPU threads for the model (default: PyTorch's choice, one per physical core)")
+                         help="CPU threads for the model (default: the cores other programs leave idle, "
+                              "re-checked before every chunk)")
     restore.add_argument("--format", choices=["flac", "wav"],
                          help="output format (default: flac, or the extension of -o NAME.wav)")
     restore.add_argument("--bits", choices=["16", "24", "32f"],

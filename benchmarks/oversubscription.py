@@ -3,11 +3,12 @@
     python benchmarks/oversubscription.py [--seconds 60] [--json docs/oversubscription.json]
 
 Each case runs fresh `apollo restore` processes (the shipped model, a generated stereo file)
-and reports each process's wall time. The settings compared:
+and reports each process's wall time: alone, two at once, and one beside a PyTorch program that
+keeps every core busy (as a test suite does). The settings compared:
 
-- `spin`: OpenMP threads busy-wait at barriers (OMP_WAIT_POLICY=ACTIVE, what PyTorch's GNU
-  OpenMP did by default before apollo set anything);
-- `default`: what `apollo` does now with no option;
+- `spin`: OpenMP threads busy-wait at barriers (OMP_WAIT_POLICY=ACTIVE);
+- `passive`: OpenMP threads sleep at once at barriers (OMP_WAIT_POLICY=PASSIVE);
+- `default`: what `apollo` does with no option;
 - `threads1`: `--threads 1`.
 """
 
@@ -27,6 +28,7 @@ import soundfile as sf
 
 SETTINGS = {
     "spin": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "default": ({}, []),
     "threads1": ({}, ["--threads", "1"]),
 }
@@ -48,6 +50,24 @@ def _run(src: Path, out: Path, env: dict[str, str], extra: list[str], copies: in
     return walls
 
 
+BUSY = ("import torch, time\n"  # a stand-in for a test suite: PyTorch work on every core, for `seconds`
+        "a = torch.randn(512, 512)\n"
+        "end = time.time() + {seconds}\n"
+        "while time.time() < end:\n"
+        "    for _ in range(8):\n"
+        "        a = torch.tanh(a @ a)\n")
+
+
+def _under_load(src: Path, out: Path, env: dict[str, str], extra: list[str], seconds: float) -> float:
+    busy = subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=seconds)])
+    try:
+        time.sleep(1.0)  # the load is running before the restore starts
+        return _run(src, out, env, extra, 1)[0]
+    finally:
+        busy.kill()
+        busy.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the restored file")
@@ -63,10 +83,13 @@ def main() -> None:
         for name, (env, extra) in SETTINGS.items():
             alone = _run(src, Path(tmp), env, extra, 1)
             together = _run(src, Path(tmp), env, extra, 2)
+            loaded = _under_load(src, Path(tmp), env, extra, seconds=20 * alone[0])
             rows.append({"setting": name, "alone_s": alone[0], "two_at_once_s": together,
-                         "slowdown": round(max(together) / alone[0], 2)})
+                         "slowdown": round(max(together) / alone[0], 2), "under_load_s": loaded,
+                         "slowdown_under_load": round(loaded / alone[0], 2)})
             print(f"{name:9s} alone {alone[0]:6.2f} s   two at once {together[0]:6.2f} / {together[1]:6.2f} s   "
-                  f"({rows[-1]['slowdown']}x)", flush=True)
+                  f"({rows[-1]['slowdown']}x)   beside a PyTorch job {loaded:6.2f} s "
+                  f"({rows[-1]['slowdown_under_load']}x)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"cpus": os.cpu_count(), "seconds_of_audio": args.seconds,
                                                "runs": rows}, indent=2))
