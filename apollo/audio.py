@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +40,33 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+# File descriptor 2 belongs to the whole process: while the decoding thread points it at /dev/null,
+# a message another thread prints would vanish. This one lock orders the two (print_stderr).
+STDERR_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
     """Silences C libraries (mpg123, FFmpeg) that print notes straight to file descriptor 2."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+    with STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:
             yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+            return
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def print_stderr(message: str) -> None:
+    """Prints one line to stderr, never while a decoder has silenced it (STDERR_LOCK)."""
+    with STDERR_LOCK:
+        print(message, file=sys.stderr, flush=True)
 
 
 def probe(path: str | os.PathLike[str]) -> AudioInfo:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from .audio import STDERR_LOCK, print_stderr
 from .data.realmusic import MUSIC_PACKAGES
 from .inference import PRECISIONS
 from .optional import MissingExtra
@@ -62,8 +63,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     bars = not args.quiet and sys.stderr.isatty()  # bars only on a terminal: logs get plain lines
 
     def say(message: str, error: bool = False) -> None:
-        if error or not args.quiet:
-            tqdm.write(message, file=sys.stderr if error else sys.stdout)
+        if error:
+            with STDERR_LOCK:
+                tqdm.write(message, file=sys.stderr)
+        elif not args.quiet:
+            tqdm.write(message, file=sys.stdout)
 
     infos = {}  # probed once: for the progress totals and for restoring
     for job in jobs:
@@ -133,15 +137,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             say(f"restored {job.src} -> {job.dst}")
     overall.close()
     if skipped and not args.quiet:
-        print(f"apollo: {skipped} of {len(jobs)} file(s) skipped (restored already, or by another run)",
-              file=sys.stderr)
+        print_stderr(f"apollo: {skipped} of {len(jobs)} file(s) skipped (restored already, or by another run)")
     if failed:
-        print(f"apollo: {failed} of {len(jobs)} file(s) failed", file=sys.stderr)
+        print_stderr(f"apollo: {failed} of {len(jobs)} file(s) failed")
     return 1 if failed else 0
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"apollo: error: {message}", file=sys.stderr)
+    print_stderr(f"apollo: error: {message}")
     return code
 
 
@@ -180,7 +183,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
                 sf.write(tmp, out.T, info.sample_rate, subtype="FLOAT" if fmt == "WAV" else "PCM_24", format=fmt)
         atomic_write(dst, write)
     except (AudioError, ValueError) as err:
-        print(f"apollo: error: {err}", file=sys.stderr)
+        print_stderr(f"apollo: error: {err}")
         return 1
     if not args.quiet:
         what = f"VBR -V{args.vbr}" if args.vbr is not None else f"{args.bitrate} kbps"
@@ -233,7 +236,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.data:
         if not args.checkpoint or not args.out:
-            print("apollo: error: --data needs --checkpoint and --out", file=sys.stderr)
+            print_stderr("apollo: error: --data needs --checkpoint and --out")
             return 2
         from .evaluate import evaluate_dataset
 
@@ -245,19 +248,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                        precisions=tuple(p for p in ("bf16", "int8") if getattr(args, p)),
                                        split=args.split)
         except ValueError as err:
-            print(f"apollo: error: {err}", file=sys.stderr)
+            print_stderr(f"apollo: error: {err}")
             return 2
         print((Path(args.out) / "table.md").read_text())
         return 0 if summary["count"] else 1
     if not (args.reference and args.estimate):
-        print("apollo: error: give --reference and --estimate, or --data", file=sys.stderr)
+        print_stderr("apollo: error: give --reference and --estimate, or --data")
         return 2
     try:
         ref, ref_info = read(args.reference)
         est, est_info = read(args.estimate)
         degraded, d_info = read(args.degraded) if args.degraded else (None, None)
     except AudioError as err:
-        print(f"apollo: error: {err}", file=sys.stderr)
+        print_stderr(f"apollo: error: {err}")
         return 1
     est = resample(est, est_info.sample_rate, ref_info.sample_rate)
     if est.shape[0] != ref.shape[0]:
@@ -288,7 +291,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                            channels=args.channels, repeats=args.repeats, threads=args.threads,
                            precision=args.precision, batch=args.batch, compile=args.compile)
     except ValueError as err:
-        print(f"apollo: error: {err}", file=sys.stderr)
+        print_stderr(f"apollo: error: {err}")
         return 2
     if args.json:
         print(json.dumps(result, indent=1))
@@ -310,19 +313,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for item in args.set or []:
         key, _, value = item.partition("=")
         if not _ or not key:
-            print(f"apollo: error: --set takes KEY=VALUE, got {item!r}", file=sys.stderr)
+            print_stderr(f"apollo: error: --set takes KEY=VALUE, got {item!r}")
             return 2
         overrides[key] = yaml.safe_load(value)
     run_dir = Path(args.run_dir)
     if not args.resume and (run_dir / "last.pt").exists():
-        print(f"apollo: error: {run_dir} already holds a run; pass --resume or choose another --run-dir",
-              file=sys.stderr)
+        print_stderr(f"apollo: error: {run_dir} already holds a run; pass --resume or choose another --run-dir")
         return 2
     try:
         config = load_config(args.config, overrides)
         trainer = Trainer(config, args.run_dir, resume=args.resume, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as err:
-        print(f"apollo: error: {err}", file=sys.stderr)
+        print_stderr(f"apollo: error: {err}")
         return 2
     if trainer.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -529,12 +531,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (CheckpointError, MissingExtra) as err:
-        print(f"apollo: error: {err}", file=sys.stderr)
+        print_stderr(f"apollo: error: {err}")
         return 2
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
-        print(f"apollo: interrupted ({signal.Signals(signum).name}); finished outputs are kept, "
-              "partial ones removed", file=sys.stderr)
+        print_stderr(f"apollo: interrupted ({signal.Signals(signum).name}); finished outputs are kept, "
+                     "partial ones removed")
         return 128 + signum
     finally:
         for sig, handler in previous.items():

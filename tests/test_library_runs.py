@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import soundfile as sf
 from audio_fixtures import tone, write
 
@@ -72,7 +73,8 @@ def test_claims_are_exclusive(tmp_path):
     again.release()
 
 
-def test_sigterm_removes_partial_outputs(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_removes_partial_outputs(tmp_path, signum):
     src = write(tmp_path / "long.flac", tone(240.0), subtype="PCM_16")
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "apollo.cli", *RUN, str(src), "-o", str(out), "-q",
@@ -82,10 +84,10 @@ def test_sigterm_removes_partial_outputs(tmp_path):
                                     for p in out.iterdir())):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before writing"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    assert proc.returncode == 128 + signum
+    assert f"interrupted ({signal.Signals(signum).name})" in err and "Traceback" not in err, (proc.returncode, err)
     assert list(out.iterdir()) == []  # no temp file, no scratch, no claim, no half output
 
 
