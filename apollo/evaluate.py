@@ -78,10 +78,13 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
 @functools.lru_cache(maxsize=1)
 def _load_models(checkpoints: tuple[str, ...], precisions: tuple[str, ...]):  # noqa: ANN202
     """Restorers by system name; cached so each worker process loads the models once."""
+    import torch
+
     from .api import Restorer
 
     names = system_names(list(checkpoints))
-    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0, precision=p)
+    threads = torch.get_num_threads()  # the worker's share, set by torch_threads: not to be raised
+    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0, precision=p, threads=threads)
             for c in checkpoints for p in ("fp32", *precisions)}
 
 

@@ -22,6 +22,9 @@ FIRST_WINDOW_S = 0.1  # the first decision samples this long
 # PyTorch's own choice when this process started (one per physical core), the most ever used; read
 # once because CpuShare itself lowers the live value
 _STARTING_THREADS = torch.get_num_threads()
+# A process forked from this one inherits its OpenMP thread pool half-alive: raising the thread count
+# there can hang in the first parallel region (GNU OpenMP). CpuShare stays off in such children.
+_STARTING_PID = os.getpid()
 
 
 def read_sample() -> Sample:
@@ -44,7 +47,8 @@ class CpuShare:
 
     def __init__(self, limit: int | None = None, read: Callable[[], Sample] | None = None,
                  cpus: int | None = None) -> None:
-        self.enabled = read is not None or Path("/proc/stat").is_file()
+        forked = os.getpid() != _STARTING_PID
+        self.enabled = read is not None or (Path("/proc/stat").is_file() and not forked)
         self.read = read or read_sample
         self.cpus = cpus or (cpu_count() if self.enabled else os.cpu_count() or 1)
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else self.cpus

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -47,3 +49,17 @@ def test_read_sample_counts_this_process():
         x = np.sort(x)[::-1].copy()  # ~1 s of this process's CPU time: many 10-ms ticks
     after = read_sample()
     assert after[0] > before[0] and after[1] >= before[1] and after[2] > before[2]
+
+
+def test_off_in_a_forked_child():
+    # a forked child inherits a half-alive OpenMP pool: raising its thread count can hang
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports whether CpuShare would act
+        os.write(write, b"1" if CpuShare().enabled else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"0"
+    assert CpuShare().enabled == Path("/proc/stat").is_file()  # the parent itself keeps it (on Linux)
