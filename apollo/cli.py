@@ -316,6 +316,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print_stderr(f"apollo: error: --set takes KEY=VALUE, got {item!r}")
             return 2
         overrides[key] = yaml.safe_load(value)
+    if args.threads is not None:
+        if args.threads < 1:
+            return _fail("--threads must be at least 1", 2)
+        import torch
+
+        torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     if not args.resume and (run_dir / "last.pt").exists():
         print_stderr(f"apollo: error: {run_dir} already holds a run; pass --resume or choose another --run-dir")
@@ -498,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics, samples")
     train.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
+    train.add_argument("--threads", type=int, help="CPU threads for training, e.g. 1 to leave a core free "
+                                                   "(default: PyTorch's choice)")
     train.add_argument("--time-limit", type=_positive_seconds, metavar="SECONDS",
                        help="stop cleanly (checkpoint written) after this many seconds of training")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
