@@ -1,6 +1,6 @@
 """Real MP3 damage: LAME encoding, FFmpeg decoding, measured alignment to zero lag.
 
-Traps handled here (see docs/data.md): LAME picks a lower output rate at low bitrates unless it
+Traps handled here (README, "MP3 damage"): LAME picks a lower output rate at low bitrates unless it
 is pinned; a raw LAME stream decodes with a delay (lameenc writes no gapless tag); 24 kbps and
 other rates below 32 kbps exist only in MPEG-2, at half the sample rate.
 """
