@@ -147,3 +147,10 @@ def test_built_in_names(capsys):
     assert "parameters:" in capsys.readouterr().out
     assert main(["info"]) == 0
     assert "checkpoint: default" in capsys.readouterr().out
+
+
+def test_to_released_writes_the_released_names_and_shapes(full_keys):
+    # a model built here (not loaded from a released file) exports exactly the released layout
+    model = apollo.Apollo(ApolloConfig())
+    released = convert.to_released(model.state_dict(), model.config)
+    assert sorted((name, list(value.shape)) for name, value in released.items()) == sorted(full_keys)

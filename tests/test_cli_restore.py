@@ -358,3 +358,19 @@ def test_restoring_needs_none_of_the_extras(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_rescale_uses_the_peak_of_the_whole_file_across_chunks(tmp_path):
+    # the loudest moment is in the last of three chunks: every chunk is scaled by that one peak
+    from apollo.api import Restorer
+
+    t = np.arange(3 * 44100) / 44100
+    level = np.where(t < 2.5, 0.1, 0.6)[:, None]
+    data = (level * np.sin(2 * np.pi * 440 * t)[:, None] * np.ones((1, 2))).astype(np.float32)
+    src = write(tmp_path / "x.wav", data, subtype="FLOAT")
+    restorer = Restorer("tiny-test", device="cpu", segment=1.0, clip="rescale")
+    restorer.model = _Loud(restorer.model.config)  # x3: the last chunk peaks at 1.8
+    peaks = []
+    out, _ = sf.read(str(restorer.restore_file(src, tmp_path / "o.wav", bits="32f", on_rescale=peaks.append)))
+    assert peaks == [pytest.approx(1.8, abs=1e-3)]
+    np.testing.assert_allclose(out, 3 * data / 1.8, atol=1e-5)  # the quiet first chunk too
