@@ -203,8 +203,16 @@ def _data(args: argparse.Namespace) -> int:
         from .data.synth import synth_corpus
 
         count = synth_corpus(args.out, args.hours, seed=args.seed, track_seconds=args.track_seconds,
-                             workers=args.workers, progress=not args.quiet)
+                             workers=args.workers, progress=not args.quiet, instruments=args.instruments,
+                             production=not args.no_production)
         print(f"{count} tracks in {args.out}")
+        return 0
+    if args.data_command == "instruments":
+        from .data.drumkits import fetch_instruments
+
+        kits, soundfonts = fetch_instruments(args.out, soundfont=not args.no_soundfont)
+        print(f"{len(kits)} drum kits ({', '.join(k.name for k in kits)}); soundfonts: "
+              f"{', '.join(f.name for f in soundfonts) or 'none'}; in {args.out}")
         return 0
     if args.data_command == "real":
         from .data.realmusic import build_corpus, summary
@@ -441,7 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     synth.add_argument("--track-seconds", type=float, default=30.0, help="length of each track (default: 30)")
     synth.add_argument("--workers", type=int, default=2, help="tracks rendered in parallel (default: 2)")
+    synth.add_argument("--instruments", help="recorded drum kits and the lossless soundfont (apollo data instruments "
+                                             "--out DIR): used beside the system soundfonts")
+    synth.add_argument("--no-production", action="store_true",
+                       help="no production chain (EQ, compression, saturation, reverb, mastering)")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    inst = data_sub.add_parser("instruments", help="fetch recorded drum kits (hydrogen-drumkits) and the lossless "
+                                                   "MuseScore soundfont from Debian (resumable)")
+    inst.add_argument("--out", required=True, help="folder, e.g. corpus/instruments")
+    inst.add_argument("--no-soundfont", action="store_true", help="only the drum kits (the soundfont is 330 MB)")
     real = data_sub.add_parser("real", help="fetch DFSG-free recorded music from Debian and keep the full-band "
                                             "tracks (resumable)")
     real.add_argument("--out", required=True, help="corpus folder, e.g. corpus/real")

@@ -17,7 +17,8 @@ fluidsynth = pytest.importorskip("fluidsynth", reason="pyfluidsynth / libfluidsy
 def test_synth_few_seconds(tmp_path):
     from apollo.data.synth import synth_corpus
 
-    count = synth_corpus(tmp_path, hours=2 * 4 / 3600, seed=3, track_seconds=4, workers=1, progress=False)
+    count = synth_corpus(tmp_path, hours=2 * 4 / 3600, seed=3, track_seconds=4, workers=1, progress=False,
+                         production=False)
     assert count == 2
     folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(folders) == 2
@@ -62,3 +63,22 @@ def test_score_parts_takes_the_first_piece_of_an_opus(monkeypatch):
     pitches = {p for _, _, p, _ in parts[0].notes}
     assert len(pitches) == 1  # only the first piece's C4, transposed by one random shift
     assert parts[0].notes and all(0 <= s < 4.0 for s, _, _, _ in parts[0].notes)
+
+
+def test_produced_tracks_with_recorded_kits(tmp_path):
+    pytest.importorskip("pedalboard")
+    from test_production import _kit
+
+    from apollo.data.production import CEILING
+    from apollo.data.synth import synth_corpus
+
+    _kit(tmp_path / "instruments" / "kit")
+    synth_corpus(tmp_path / "corpus", hours=6 * 3 / 3600, seed=11, track_seconds=3, workers=1, progress=False,
+                 instruments=tmp_path / "instruments")
+    metas = [json.loads(p.read_text()) for p in sorted((tmp_path / "corpus").glob("*/data.json"))]
+    assert len(metas) == 6 and all(m["production"] for m in metas)
+    assert any(m["drums"] == "Test Kit" for m in metas)  # 4 in 5 drum stems are the recorded kit
+    assert {m["source"] for m in metas} == {"score", "arrangement"}  # scores and pop/rock/electronic arrangements
+    for meta in metas:
+        mixture, _ = sf.read(str(tmp_path / "corpus" / meta["id"] / "mixture.flac"))
+        assert np.abs(mixture).max() <= CEILING + 1e-4  # mastered: limited at -1 dBFS, never clipped

@@ -1,4 +1,5 @@
-"""An offline multi-stem corpus: music21 scores + generated drums and bass, rendered by FluidSynth.
+"""An offline multi-stem corpus: music21 scores and generated pop/rock/electronic arrangements,
+with generated drums and bass, rendered by FluidSynth and recorded drum kits, then produced.
 
 Every part is rendered on its own with a permissively licensed General MIDI soundfont (FluidR3
 GM, MuseScore General; both MIT), so each track has true stems. Output is the MoisesDB-like
@@ -22,6 +23,7 @@ from .readers import split_of
 
 SOUNDFONTS = (
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/MuseScore_General_Full.sf2",  # lossless, where musescore-general-soundfont-lossless is
     "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
     "/usr/share/sounds/sf3/MuseScore_General.sf3",
 )
@@ -100,6 +102,62 @@ def score_parts(path: str, rng: np.random.Generator, seconds: float) -> tuple[li
         program = int(rng.choice(PROGRAMS[category]))
         parts.append(Part(category, f"part{i}", program, notes))
     return parts, Path(path).stem
+
+
+PROGRESSIONS = ((0, 5, 3, 4), (0, 4, 5, 3), (5, 3, 0, 4), (0, 3, 4, 4), (0, 0, 3, 4), (5, 4, 3, 4))
+MAJOR, MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
+STYLES = {  # part -> (stem category, GM programs)
+    "pop": {"chords": ("piano", [0, 1, 4]), "pad": ("other_keys", [48, 49, 89]), "lead": ("vocals", [52, 53, 54, 85])},
+    "rock": {"chords": ("guitar", [29, 30]), "arpeggio": ("guitar", [25, 26, 27]), "lead": ("guitar", [29, 30])},
+    "electronic": {"chords": ("other_keys", [88, 89, 90, 95]), "arpeggio": ("other", [80, 81, 87]),
+                   "lead": ("other", [81, 82, 84])},
+}
+
+
+def arrangement_parts(rng: np.random.Generator, seconds: float) -> tuple[list[Part], str]:
+    """A generated pop, rock or electronic arrangement: a four-chord loop in a random key, with
+    chords, an arpeggio or pad and a pentatonic lead (bass and drums are added as for scores)."""
+    style = str(rng.choice(list(STYLES)))
+    scale = MAJOR if rng.random() < 0.6 else MINOR
+    root = int(rng.integers(48, 60))
+    bar = 4 * 60.0 / float(rng.uniform(80, 150))
+    progression = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+    bars = int(np.ceil(seconds / bar))
+    chords = []  # (start, triad pitches) per bar
+    for b in range(bars):
+        degree = progression[b % len(progression)]
+        triad = [root + scale[(degree + k) % 7] + 12 * ((degree + k) // 7) for k in (0, 2, 4)]
+        chords.append((b * bar, triad))
+    parts = []
+    for name, (category, programs) in STYLES[style].items():
+        notes: list[tuple[float, float, int, int]] = []
+        if name == "chords":
+            hits = 8 if style == "rock" else 2  # rock: eighth-note power chords; else half notes
+            for start, triad in chords:
+                voicing = [triad[0], triad[0] + 7, triad[0] + 12] if style == "rock" else triad
+                for h in range(hits):
+                    t = start + h * bar / hits
+                    notes += [(t, bar / hits * 0.9, p, int(rng.integers(70, 110))) for p in voicing]
+        elif name == "pad":
+            notes = [(start, bar, p + 12, int(rng.integers(50, 80))) for start, triad in chords for p in triad]
+        elif name == "arpeggio":
+            for start, triad in chords:
+                steps = [triad[0], triad[1], triad[2], triad[1] + 12]
+                notes += [(start + i * bar / 16, bar / 16 * 0.8, steps[i % 4] + 12, int(rng.integers(60, 100)))
+                          for i in range(16)]
+        else:  # lead: a pentatonic random walk in eighths, an octave above the chords
+            pentatonic = [scale[i] for i in (0, 1, 2, 4, 5)]
+            pitch, t = 2, 0.0
+            while t < seconds:
+                pitch = int(np.clip(pitch + rng.integers(-2, 3), 0, 9))
+                length = bar / 8 * float(rng.choice([1, 1, 2, 3]))
+                if rng.random() > 0.2:  # rests
+                    notes.append((t, length * 0.9, root + 12 + 12 * (pitch // 5) + pentatonic[pitch % 5],
+                                  int(rng.integers(70, 115))))
+                t += length
+        notes = [n for n in notes if n[0] < seconds]
+        parts.append(Part(category, name, int(rng.choice(programs)), notes))
+    return parts, f"{style} arrangement, key {root % 12} {'major' if scale == MAJOR else 'minor'}"
 
 
 def _loop(notes: list[tuple[float, float, int, int]], seconds: float) -> list[tuple[float, float, int, int]]:
@@ -200,8 +258,15 @@ def render(part: Part, soundfont: str, rate: int, seconds: float, gain: float = 
 
 
 def synth_track(out: Path, index: int, seed: int, seconds: float, rate: int, paths: list[str],
-                soundfonts: list[str]) -> float:
-    """Renders one track folder; returns its duration in seconds."""
+                soundfonts: list[str], kits: tuple = (), production: bool = True) -> float:
+    """Renders one track folder; returns its duration in seconds.
+
+    Half the tracks are a corpus score, half a generated pop/rock/electronic arrangement
+    (arrangement_parts). Drums are a recorded kit when kits are given (4 in 5 tracks), else
+    FluidSynth's. With production, each stem goes through production.process_stem and
+    mixture.flac is the mastered mix (production.master): then the stems are the pre-master
+    stems and do not sum to it exactly; without it mixture.flac is their sum.
+    """
     import soundfile as sf
 
     rng = np.random.default_rng([seed, index])
@@ -210,7 +275,11 @@ def synth_track(out: Path, index: int, seed: int, seconds: float, rate: int, pat
     if (folder / "data.json").exists():
         return seconds  # already rendered (the command is resumable)
     soundfont = soundfonts[int(rng.integers(len(soundfonts)))]
-    parts, title = score_parts(paths[int(rng.integers(len(paths)))], rng, seconds) if paths else ([], "groove")
+    source = "score" if paths and rng.random() < 0.5 else "arrangement"
+    if source == "score":
+        parts, title = score_parts(paths[int(rng.integers(len(paths)))], rng, seconds)
+    else:
+        parts, title = arrangement_parts(rng, seconds)
     stems = list(parts)
     if rng.random() < 0.8:
         stems.append(drum_part(rng, seconds))
@@ -218,10 +287,25 @@ def synth_track(out: Path, index: int, seed: int, seconds: float, rate: int, pat
         stems.append(bass_part(parts, rng, seconds))
     if not stems:
         stems.append(drum_part(rng, seconds))
-    rendered = [render(p, soundfont, rate, seconds, gain=float(rng.uniform(0.2, 0.6))) for p in stems]
-    mixture = sum(rendered)
-    peak = float(np.abs(mixture).max())
+    kit = kits[int(rng.integers(len(kits)))] if kits and rng.random() < 0.8 else None
+    kit = kit if any(part.drums for part in stems) else None
+    rendered = []
+    for part in stems:
+        gain = float(rng.uniform(0.2, 0.6))
+        if part.drums and kit is not None:
+            from .drumkits import render_kit
+
+            rendered.append(render_kit(part.notes, kit, rate, seconds, rng, gain=gain))
+        else:
+            rendered.append(render(part, soundfont, rate, seconds, gain=gain))
+    if production:
+        from .production import master, process_stem
+
+        rendered = [process_stem(audio, part.category, rate, rng) for part, audio in zip(stems, rendered)]
+    total = sum(rendered)
+    peak = float(np.abs(total).max())
     scale = 0.9 / peak if peak > 0.9 else 1.0
+    mixture = master(total * scale, rate, rng) if production else total * scale
     tmp = out / f".{track_id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     names: dict[str, int] = {}
@@ -232,9 +316,10 @@ def synth_track(out: Path, index: int, seed: int, seconds: float, rate: int, pat
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), (audio * scale).T, rate, subtype="PCM_24")
         meta_stems.append({"category": part.category, "file": str(path.relative_to(tmp)), "program": part.program})
-    sf.write(str(tmp / "mixture.flac"), (mixture * scale).T, rate, subtype="PCM_24")
-    meta = {"id": track_id, "song": title, "artist": "apollo synth", "genre": "synthetic",
-            "soundfont": Path(soundfont).name, "split": split_of(track_id), "stems": meta_stems,
+    sf.write(str(tmp / "mixture.flac"), mixture.T, rate, subtype="PCM_24")
+    meta = {"id": track_id, "song": title, "source": source, "artist": "apollo synth", "genre": "synthetic",
+            "soundfont": Path(soundfont).name, "drums": kit.name if kit is not None else "soundfont",
+            "production": production, "split": split_of(track_id), "stems": meta_stems,
             "sample_rate": rate, "seconds": seconds}
     (tmp / "data.json").write_text(json.dumps(meta, indent=1))
     shutil.rmtree(folder, ignore_errors=True)
@@ -243,8 +328,13 @@ def synth_track(out: Path, index: int, seed: int, seconds: float, rate: int, pat
 
 
 def synth_corpus(out: str | Path, hours: float, seed: int = 0, rate: int = 44100, track_seconds: float = 30.0,
-                 workers: int = 2, progress: bool = True) -> int:
-    """Renders `hours` of multi-stem music into `out`; returns the number of tracks."""
+                 workers: int = 2, progress: bool = True, instruments: str | Path | None = None,
+                 production: bool = True) -> int:
+    """Renders `hours` of multi-stem music into `out`; returns the number of tracks.
+
+    instruments: the folder of `apollo data instruments` (recorded drum kits, the lossless
+    soundfont), used beside the system's soundfonts; production: the production chain.
+    """
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
@@ -252,10 +342,20 @@ def synth_corpus(out: str | Path, hours: float, seed: int = 0, rate: int = 44100
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     count = max(1, int(np.ceil(hours * 3600 / track_seconds)))
-    for module in ("music21", "fluidsynth"):  # checked up front: one clear line, not a worker's traceback
-        require(module, "synth", "apollo data synth")
-    paths, soundfonts = score_paths(), default_soundfonts()
-    args = [(out, i, seed, track_seconds, rate, paths, soundfonts) for i in range(count)]
+    for module in ("music21", "fluidsynth", *(("pedalboard",) if production else ())):
+        require(module, "synth", "apollo data synth")  # checked up front: one clear line, not a worker's traceback
+    kits: tuple = ()
+    soundfonts: list[str] = []
+    if instruments is not None:
+        from .drumkits import find_kits, find_soundfonts
+
+        if not Path(instruments).is_dir():
+            raise FileNotFoundError(f"{instruments}: no such folder (apollo data instruments --out {instruments})")
+        kits = tuple(find_kits(instruments))
+        soundfonts = [str(f) for f in find_soundfonts(instruments)]
+    soundfonts = soundfonts or default_soundfonts()
+    paths = score_paths()
+    args = [(out, i, seed, track_seconds, rate, paths, soundfonts, kits, production) for i in range(count)]
     bar = tqdm(total=count, unit="track", desc="synth", disable=not progress)
     if workers <= 1:
         for a in args:
