@@ -187,7 +187,8 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
 
 
 def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: bool = True,
-        margin: float = EXPORT_MARGIN_S, pack_dir: Path = PACK, fresh: bool = False) -> int:
+        margin: float = EXPORT_MARGIN_S, pack_dir: Path = PACK, fresh: bool = False,
+        compile_timing: bool = False) -> int:
     """The round: install, time, prepare the cache, train to the deadline, export; returns 0."""
     out.mkdir(parents=True, exist_ok=True)
     rnd = Round(out, deadline, device)
@@ -195,7 +196,11 @@ def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: 
     rnd.install(pack_dir / "wheels")
     rnd.step("machine", [py, "-c", "import torch, platform; print(torch.__version__, platform.python_version(), "
                          "torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"], 60)
-    if device == "cuda" and speed:
+    if device == "cuda" and speed and compile_timing:
+        rnd.step("gpu_speed_compile", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed.json"),
+                                       "--batches", "1", "--precisions", "bf16", "--compile", "--seconds", "10",
+                                       "--repeats", "5"], 150)
+    elif device == "cuda" and speed:
         rnd.step("gpu_speed", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed.json"),
                                "--batches", "1", "4", "16", "--seconds", "10", "--repeats", "5"], 150)
         rnd.step("restore", [py, "-m", "apollo.cli", "restore", "examples/example.mp3", "-o", "/tmp/gpu-round-restored",
@@ -317,6 +322,8 @@ def main() -> None:
     r.add_argument("--export-margin", type=float, default=EXPORT_MARGIN_S,
                    help="seconds kept after training for saving and export (default: %(default)s)")
     r.add_argument("--no-speed", action="store_true", help="skip the timings (a later round of the same day)")
+    r.add_argument("--compile-timing", action="store_true",
+                   help="instead of the full timing sweep, time bf16 batch 1 with and without torch.compile")
     r.add_argument("--config-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra --set for apollo train (tests shrink the model with these)")
     j = sub.add_parser("join", help="here: rebuild one checkpoint from the returned parts")
@@ -328,7 +335,8 @@ def main() -> None:
         pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator)
     elif args.command == "run":
         sys.exit(run(args.out, args.deadline, args.device, args.config_set, speed=not args.no_speed,
-                     margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh))
+                     margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh,
+                     compile_timing=args.compile_timing))
     else:
         join(args.parts, args.output, args.dtype)
 
