@@ -14,12 +14,12 @@ import statistics
 import time
 
 import torch
+from loop_apollo import LoopApollo  # benchmarks/loop_apollo.py, beside this script
 
 from apollo import convert
 from apollo.inference import Autocast, quantize_int8
 from apollo.model import Apollo
 from apollo.model.config import ApolloConfig
-from apollo.reference import LoopApollo
 
 
 def time_interleaved(models: dict[str, torch.nn.Module], wav: torch.Tensor,

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model.band_split import GAIN_EPS
-from .model.config import ApolloConfig, v1_layout
-from .model.layers import RMS_EPS, apply_rotary, rotary_tables
+from apollo.model.band_split import GAIN_EPS
+from apollo.model.config import ApolloConfig, v1_layout
+from apollo.model.layers import RMS_EPS, apply_rotary, rotary_tables
 
 
 class ChannelRMSNorm(nn.Module):
