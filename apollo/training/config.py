@@ -51,6 +51,9 @@ class LossConfig:
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0
+    # how the discriminator scales each example: "rms" (unit RMS per sample) or "energy" (unit l2
+    # norm, as released; blind on 3-s clips, see training/discriminator.py)
+    discriminator_input: str = "rms"
 
 
 @dataclass
