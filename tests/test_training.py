@@ -152,22 +152,6 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "last.pt", weights_only=True)["generator"]
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    straight = Trainer(load_config(SMOKE, {"schedule.max_steps": 7}), tmp_path / "a", progress=False)
-    straight.fit()
-    first = Trainer(load_config(SMOKE, {"schedule.max_steps": 3}), tmp_path / "b", progress=False)
-    first.fit()
-    resumed = Trainer(load_config(SMOKE, {"schedule.max_steps": 7}), tmp_path / "b", resume=True, progress=False)
-    assert resumed.step == 3
-    resumed.fit()
-    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
-    assert resumed.step == straight.step == 7
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    # the exported generator loads as a model
-    model = apollo.load_model(tmp_path / "b" / "generator-last.safetensors")
-    assert model.config.feature_dim == 16
-
-
 def test_epoch_end_validation_samples_and_best(tmp_path):
     config = load_config(SMOKE, {"schedule.epochs": 1})
     result = Trainer(config, tmp_path, progress=False).fit()
@@ -220,9 +204,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "apollo.cli", "train", *args]
 
 
-def test_kill_9_then_resume(tmp_path):
+def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q", "--set", "schedule.epochs=100"),
+    # one thread in every run, so the killed-and-resumed weights can equal an uninterrupted run's
+    proc = subprocess.Popen(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q", "--threads", "1",
+                                 "--set", "schedule.epochs=100"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 1800  # a safety net only: under load the first checkpoint can take minutes
     while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -236,7 +222,7 @@ def test_kill_9_then_resume(tmp_path):
     # refuses to start over a run without --resume
     again = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q"), capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "--resume",
+    resumed = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "--resume", "--threads", "1",
                                   "--set", f"schedule.max_steps={saved + 4}", "--set", "schedule.epochs=100"),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -244,6 +230,18 @@ def test_kill_9_then_resume(tmp_path):
     assert torch.load(run / "last.pt", weights_only=True)["step"] == saved + 4
     steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert steps[-1] == saved + 4
+    # the same weights as a run that was never killed
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(load_config(SMOKE, {"schedule.epochs": 100, "schedule.max_steps": saved + 4}), tmp_path / "straight",
+                progress=False).fit()
+    finally:
+        torch.set_num_threads(threads)
+    straight, killed = _weights(tmp_path / "straight"), _weights(run)
+    assert all(torch.equal(straight[k], killed[k]) for k in straight)
+    # the exported generator loads as a model
+    assert apollo.load_model(run / "generator-last.safetensors").config.feature_dim == 16
 
 
 def test_torchrun_two_ranks_gloo(tmp_path):
