@@ -24,3 +24,21 @@ def write(path: Path, data: np.ndarray, rate: int = 44100, **kwargs) -> Path:
         kwargs.setdefault("subtype", "MPEG_LAYER_III")
     sf.write(str(path), data, rate, **kwargs)
     return path
+
+
+def write_aac(path: Path, data: np.ndarray, rate: int = 44100, container_format: str = "mp4") -> Path:
+    """(samples, 2) audio as AAC through PyAV, in 1024-sample frames: "mp4" (.m4a) or raw "adts"."""
+    import av
+
+    planar = np.ascontiguousarray(data.T)
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream("aac", rate=rate, layout="stereo")
+        for i in range(0, planar.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, i:i + 1024]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from audio_fixtures import tone, write
+from audio_fixtures import tone, write, write_aac
 
 from apollo.audio import mp3_is_truncated
 from apollo.cli import main
@@ -78,17 +78,8 @@ def test_folder_mirroring_and_other_formats(tmp_path):
 
 
 def test_reads_m4a_through_ffmpeg(tmp_path):
-    av = pytest.importorskip("av")
-    src = tmp_path / "clip.m4a"
-    data = tone(1.0)
-    with av.open(str(src), "w") as container:
-        stream = container.add_stream("aac", rate=44100, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T), format="fltp", layout="stereo")
-        frame.rate = 44100
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    pytest.importorskip("av")
+    src = write_aac(tmp_path / "clip.m4a", tone(1.0))
     assert restore(src, "-o", tmp_path / "o") == 0
     info = sf.info(str(tmp_path / "o" / "clip.flac"))
     assert info.channels == 2 and abs(info.frames - 44100) <= 2048

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_fixtures import tone, write
+from audio_fixtures import tone, write, write_aac
 
 from apollo.cli import main
 from apollo.tags import read_tags
@@ -30,19 +30,9 @@ def _tagged_mp3(tmp: Path) -> Path:
 
 
 def _tagged_m4a(tmp: Path) -> Path:
-    import av
     from mutagen.mp4 import MP4, MP4Cover
 
-    path = tmp / "song.m4a"
-    data = tone(0.5)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=44100, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T), format="fltp", layout="stereo")
-        frame.sample_rate = 44100
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+    path = write_aac(tmp / "song.m4a", tone(0.5))
     audio = MP4(str(path))
     audio["\xa9nam"], audio["\xa9ART"], audio["\xa9alb"] = TEXT["title"], TEXT["artist"], TEXT["album"]
     audio["covr"] = [MP4Cover(COVER, imageformat=MP4Cover.FORMAT_PNG)]
@@ -82,21 +72,6 @@ def test_untagged_input_gives_an_untagged_output(tmp_path):
     assert not read_tags(tmp_path / "o" / "plain.flac")
 
 
-def _aac(path: Path, fmt: str, x: np.ndarray) -> Path:
-    import av
-
-    with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream("aac", rate=44100, layout="stereo")
-        for i in range(0, x.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 1024]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts = 44100, i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
-
-
 @pytest.mark.parametrize("name, fmt", [("clip.m4a", "mp4"), ("clip.aac", "adts")])
 def test_aac_input_is_aligned_to_its_source(tmp_path, name, fmt):
     # AAC encoders prime the stream with 1024 samples and pad the last frame; MP4 declares
@@ -107,7 +82,7 @@ def test_aac_input_is_aligned_to_its_source(tmp_path, name, fmt):
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal((2, 2 * 44100))).astype(np.float32)
     x[:, ::4410] += 0.8
-    decoded, _ = read(_aac(tmp_path / name, fmt, x))
+    decoded, _ = read(write_aac(tmp_path / name, x.T, container_format=fmt))
     assert find_lag(x, decoded, max_lag=4000) == 0
     if fmt == "mp4":
         assert decoded.shape == x.shape
