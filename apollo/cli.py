@@ -183,8 +183,7 @@ def _cmd_degrade(args: argparse.Namespace) -> int:
                 sf.write(tmp, out.T, info.sample_rate, subtype="FLOAT" if fmt == "WAV" else "PCM_24", format=fmt)
         atomic_write(dst, write)
     except (AudioError, ValueError) as err:
-        print_stderr(f"apollo: error: {err}")
-        return 1
+        return _fail(str(err), 1)
     if not args.quiet:
         what = f"VBR -V{args.vbr}" if args.vbr is not None else f"{args.bitrate} kbps"
         print(f"wrote {dst} ({what} MP3 damage)")
@@ -244,8 +243,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.data:
         if not args.checkpoint or not args.out:
-            print_stderr("apollo: error: --data needs --checkpoint and --out")
-            return 2
+            return _fail("--data needs --checkpoint and --out", 2)
         from .evaluate import evaluate_dataset
 
         bitrates = args.bitrates
@@ -256,20 +254,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                        precisions=tuple(p for p in ("bf16", "int8") if getattr(args, p)),
                                        split=args.split)
         except ValueError as err:
-            print_stderr(f"apollo: error: {err}")
-            return 2
+            return _fail(str(err), 2)
         print((Path(args.out) / "table.md").read_text())
         return 0 if summary["count"] else 1
     if not (args.reference and args.estimate):
-        print_stderr("apollo: error: give --reference and --estimate, or --data")
-        return 2
+        return _fail("give --reference and --estimate, or --data", 2)
     try:
         ref, ref_info = read(args.reference)
         est, est_info = read(args.estimate)
         degraded, d_info = read(args.degraded) if args.degraded else (None, None)
     except AudioError as err:
-        print_stderr(f"apollo: error: {err}")
-        return 1
+        return _fail(str(err), 1)
     est = resample(est, est_info.sample_rate, ref_info.sample_rate)
     if est.shape[0] != ref.shape[0]:
         est = np.repeat(est.mean(0, keepdims=True), ref.shape[0], axis=0)
@@ -299,8 +294,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                            channels=args.channels, repeats=args.repeats, threads=args.threads,
                            precision=args.precision, batch=args.batch, compile=args.compile)
     except ValueError as err:
-        print_stderr(f"apollo: error: {err}")
-        return 2
+        return _fail(str(err), 2)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -321,8 +315,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for item in args.set or []:
         key, _, value = item.partition("=")
         if not _ or not key:
-            print_stderr(f"apollo: error: --set takes KEY=VALUE, got {item!r}")
-            return 2
+            return _fail(f"--set takes KEY=VALUE, got {item!r}", 2)
         overrides[key] = yaml.safe_load(value)
     if args.threads is not None:
         if args.threads < 1:
@@ -332,14 +325,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     if not args.resume and (run_dir / "last.pt").exists():
-        print_stderr(f"apollo: error: {run_dir} already holds a run; pass --resume or choose another --run-dir")
-        return 2
+        return _fail(f"{run_dir} already holds a run; pass --resume or choose another --run-dir", 2)
     try:
         config = load_config(args.config, overrides)
         trainer = Trainer(config, args.run_dir, resume=args.resume, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as err:
-        print_stderr(f"apollo: error: {err}")
-        return 2
+        return _fail(str(err), 2)
     if trainer.rank == 0:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     result = trainer.fit(time_limit=args.time_limit)
@@ -555,8 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (CheckpointError, MissingExtra) as err:
-        print_stderr(f"apollo: error: {err}")
-        return 2
+        return _fail(str(err), 2)
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Terminated) else signal.SIGINT
         print_stderr(f"apollo: interrupted ({signal.Signals(signum).name}); finished outputs are kept, "
