@@ -25,8 +25,12 @@ MIN_CONTEXT_SECONDS = 0.6
 
 
 def receptive_context(config: ApolloConfig) -> int:
-    """Samples of context that cover the generator's temporal receptive field (+ margin)."""
-    frames = config.num_blocks * config.tcn_blocks * (config.tcn_kernel // 2)
+    """Samples of context that cover the generator's temporal receptive field (+ margin).
+
+    Causal kernels reach twice as far into the past (and nowhere into the future): the context
+    covers the longer side, so both kinds of model chunk without seams."""
+    reach = config.tcn_kernel - 1 if config.causal else config.tcn_kernel // 2
+    frames = config.num_blocks * config.tcn_blocks * reach
     return (frames + 2) * config.hop + config.window
 
 

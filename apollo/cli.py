@@ -143,6 +143,65 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .streaming import StreamingRestorer
+
+    if args.threads < 1:
+        return _fail("--threads must be at least 1", 2)
+    if args.channels < 1:
+        return _fail("--channels must be at least 1", 2)
+    torch.set_num_threads(args.threads)
+    try:
+        restorer = StreamingRestorer(args.checkpoint, device=args.device, channels=args.channels,
+                                     compile=args.compile)
+    except ValueError as err:
+        return _fail(str(err), 2)
+    rate = restorer.sample_rate
+    if args.rate != rate:
+        return _fail(f"--rate {args.rate}: the model restores {rate} Hz audio and apollo stream does not resample; "
+                     f"convert the stream first, e.g. ffmpeg -i IN -ar {rate} -ac {args.channels} -f f32le -", 2)
+    if not args.quiet:
+        print_stderr(f"apollo stream: {args.checkpoint}, {rate} Hz, {args.channels} channel(s) of float32 "
+                     f"little-endian PCM; latency {restorer.latency} samples ({restorer.latency_ms:.1f} ms)"
+                     + (", trimmed from the output (--align)" if args.align else ""))
+    frame_bytes = 4 * args.channels
+    want = max(1, round(args.block_ms * rate / 1000)) * frame_bytes
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    skip = restorer.latency if args.align else 0
+    pending = b""
+
+    def write(block: np.ndarray) -> None:
+        nonlocal skip
+        cut = min(skip, block.shape[1])
+        skip -= cut
+        if block.shape[1] > cut:
+            sink.write(np.ascontiguousarray(block[:, cut:].T, dtype="<f4").tobytes())
+            sink.flush()
+
+    try:
+        while True:
+            data = source.read1(want) if hasattr(source, "read1") else source.read(want)
+            if not data:
+                break
+            pending += data
+            usable = len(pending) - len(pending) % frame_bytes
+            if usable:
+                samples = np.frombuffer(pending[:usable], "<f4").reshape(-1, args.channels).T
+                write(restorer.process(samples))
+                pending = pending[usable:]
+        write(restorer.flush())
+    except BrokenPipeError:
+        sys.stdout = None  # the reader went away: nothing left to write to, and nothing to report
+        return 0
+    if pending:
+        return _fail(f"the input ended {len(pending)} byte(s) into a sample frame: is it interleaved float32 "
+                     f"little-endian with {args.channels} channel(s)? (the complete frames were restored)", 1)
+    return 0
+
+
 def _fail(message: str, code: int) -> int:
     print_stderr(f"apollo: error: {message}")
     return code
@@ -364,6 +423,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 ms, got {text}")
+    return value
+
+
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32: exact; bf16: bfloat16 autocast (GPU, or a CPU with AVX-512 BF16), ~1.4x "
@@ -506,6 +575,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_speed_options(bench)
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.set_defaults(func=_cmd_benchmark)
+
+    stream = sub.add_parser(
+        "stream", help="restore a live stream: raw float32 PCM from stdin to stdout, with a fixed delay",
+        description="Restore a live stream with a causal model. Reads interleaved float32 little-endian PCM "
+                    "from stdin and writes the restored stream in the same format to stdout as the input "
+                    "arrives: the output is the input restored and delayed by the model's latency (the STFT "
+                    "window, 20 ms with the built-in model). Example: ffmpeg -i http://radio/stream.mp3 "
+                    "-f f32le -ar 44100 -ac 2 - | apollo stream | ffplay -f f32le -ar 44100 -ch_layout stereo -")
+    stream.add_argument("--checkpoint", default="stream",
+                        help="a causal model: a file or the built-in 'stream' (default); non-causal models are "
+                             "refused")
+    stream.add_argument("--rate", type=int, default=44100,
+                        help="sample rate of the input; must be the model's (default: 44100)")
+    stream.add_argument("--channels", type=int, default=2, help="interleaved channels (default: 2)")
+    stream.add_argument("--block-ms", type=_positive_ms, default=10.0, metavar="MS",
+                        help="most milliseconds of input read per step (default: 10); smaller blocks add no "
+                             "latency, larger ones save overhead")
+    stream.add_argument("--align", action="store_true",
+                        help="drop the first latency samples, so that the output lines up with the input and has "
+                             "its length (for files; a live player does not need it)")
+    stream.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="default: cpu")
+    stream.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default: 1; one core keeps the built-in model in real time)")
+    stream.add_argument("--compile", action="store_true",
+                        help="torch.compile the per-frame step: ~30 s to start, then ~1.5x faster")
+    stream.add_argument("-q", "--quiet", action="store_true", help="no start-up line on stderr")
+    stream.set_defaults(func=_cmd_stream)
 
     train = sub.add_parser("train", help="train a generator with the paper's GAN recipe (torchrun for many GPUs)")
     train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")

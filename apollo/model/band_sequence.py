@@ -64,10 +64,15 @@ class BandRoformer(nn.Module):
 
 
 class TCNBlock(nn.Module):
-    """Residual depthwise temporal conv -> RMSNorm -> pointwise MLP (shared by all bands)."""
+    """Residual depthwise temporal conv -> RMSNorm -> pointwise MLP (shared by all bands).
 
-    def __init__(self, dim: int, kernel: int) -> None:
+    Causal blocks convolve the current frame with the kernel - 1 frames before it (zeros before
+    the first frame); the others with kernel // 2 frames on each side, as released.
+    """
+
+    def __init__(self, dim: int, kernel: int, causal: bool = False) -> None:
         super().__init__()
+        self.causal = causal
         self.depthwise = nn.Parameter(torch.empty(dim, kernel))
         self.depthwise_bias = nn.Parameter(torch.empty(dim))
         bound = 1.0 / kernel**0.5
@@ -78,29 +83,71 @@ class TCNBlock(nn.Module):
         self.fc2 = nn.Linear(4 * dim, dim)
 
     def temporal_conv(self, z: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv along frames of (B, T, K, N), done as a channels-last conv2d (no copy)."""
+        """Depthwise conv along frames of (B, T, K, N), done as a channels-last conv2d (no copy).
+
+        For causal blocks z starts with the kernel - 1 frames of history and the output is
+        that many frames shorter.
+        """
         n, kernel = self.depthwise.shape
         x = z.permute(0, 3, 1, 2)  # (B, N, T, K) view whose memory is channels-last
         w = self.depthwise.view(n, 1, kernel, 1)
-        y = F.conv2d(x, w, self.depthwise_bias, padding=(kernel // 2, 0), groups=n)
+        padding = (0, 0) if self.causal else (kernel // 2, 0)
+        y = F.conv2d(x, w, self.depthwise_bias, padding=padding, groups=n)
         return y.permute(0, 2, 3, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.step(z, None)[0]
+
+    def step(self, z: torch.Tensor, history: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output, history for the next call): causal blocks continue from `history`, the
+        kernel - 1 input frames before z (None: zeros, the start of a signal)."""
         n = z.shape[-1]
-        y = self.temporal_conv(z).reshape(-1, n)
-        return map_tiles(self._mlp, z.reshape(-1, n), y, rows=tile_rows(z)).view(z.shape)
+        if self.causal:
+            b, _, k, _ = z.shape
+            if history is None:
+                history = z.new_zeros(b, self.depthwise.shape[1] - 1, k, n)
+            x = torch.cat([history, z], dim=1)
+            y, history = self.temporal_conv(x), x[:, x.shape[1] - history.shape[1]:]
+        else:
+            y = self.temporal_conv(z)
+        y = y.reshape(-1, n)
+        out = map_tiles(self._mlp, z.reshape(-1, n), y, rows=tile_rows(z)).view(z.shape)
+        return out, history
 
     def _mlp(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return z + linear(self.fc2, _silu(linear(self.fc1, self.norm(y))))
+
+    @torch.no_grad()
+    def drop_future_taps(self) -> None:
+        """Turns a centred kernel into its causal part: the taps on the current and earlier
+        frames keep their frames, the taps on later frames are dropped (fine-tuning a
+        non-causal model into a causal one starts from here)."""
+        kernel = self.depthwise.shape[1]
+        centre = kernel // 2
+        causal = torch.zeros_like(self.depthwise)
+        causal[:, kernel - 1 - centre:] = self.depthwise[:, :centre + 1]
+        self.depthwise.copy_(causal)
 
 
 class BandSequenceBlock(nn.Module):
     """One band-sequence block: BandRoformer across bands, then TCN blocks across time."""
 
-    def __init__(self, dim: int, heads: int, tcn_blocks: int, tcn_kernel: int, rope_positions: int) -> None:
+    def __init__(self, dim: int, heads: int, tcn_blocks: int, tcn_kernel: int, rope_positions: int,
+                 causal: bool = False) -> None:
         super().__init__()
         self.band = BandRoformer(dim, heads, rope_positions)
-        self.tcn = nn.Sequential(*(TCNBlock(dim, tcn_kernel) for _ in range(tcn_blocks)))
+        self.tcn = nn.Sequential(*(TCNBlock(dim, tcn_kernel, causal) for _ in range(tcn_blocks)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.tcn(self.band(z))
+
+    def step(self, z: torch.Tensor, history: list[torch.Tensor | None] | None
+             ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """forward() that continues each TCN block from `history` (None: the start of a signal)."""
+        z = self.band(z)
+        history = history or [None] * len(self.tcn)
+        after = []
+        for block, past in zip(self.tcn, history):
+            z, past = block.step(z, past)
+            after.append(past)
+        return z, after

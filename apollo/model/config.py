@@ -38,6 +38,11 @@ class ApolloConfig:
     # True (needs keep_input_band): no written bin is louder than the kept band's top 1 kHz in
     # its frame, so a source with nothing near the cutoff gets nothing above it (band_limit.py).
     cap_emptied_band: bool = False
+    # True: nothing depends on audio later than the current STFT window, so the model can
+    # restore a live stream (streaming.py). The temporal convolutions look back only and the
+    # STFT pads with zeros instead of reflecting; the band limit rule, which reads the whole
+    # file, is not available. Same weights and shapes as the non-causal model.
+    causal: bool = False
 
     def __post_init__(self) -> None:
         if self.band_layout not in BAND_LAYOUTS:
@@ -54,6 +59,8 @@ class ApolloConfig:
             raise ValueError("keep_input_band needs residual: true (the kept band is the input's)")
         if self.cap_emptied_band and not self.keep_input_band:
             raise ValueError("cap_emptied_band needs keep_input_band: true (it caps the band above the limit)")
+        if self.causal and self.keep_input_band:
+            raise ValueError("causal models cannot keep the input band: its limit is measured on the whole file")
 
     @property
     def window(self) -> int:
@@ -63,6 +70,12 @@ class ApolloConfig:
     @property
     def hop(self) -> int:
         return self.window // 2
+
+    @property
+    def latency(self) -> int:
+        """Samples a causal model must wait for before an output sample is final: the STFT
+        window minus one (the last frame that overlaps a sample ends window - 1 samples later)."""
+        return self.window - 1
 
     @property
     def num_bins(self) -> int:

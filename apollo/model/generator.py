@@ -29,7 +29,8 @@ class Apollo(nn.Module):
         self.band_split = BandSplit(layout, config.feature_dim)
         self.blocks = nn.Sequential(
             *(
-                BandSequenceBlock(config.feature_dim, config.num_heads, config.tcn_blocks, config.tcn_kernel, positions)
+                BandSequenceBlock(config.feature_dim, config.num_heads, config.tcn_blocks, config.tcn_kernel, positions,
+                                  config.causal)
                 for _ in range(config.num_blocks)
             )
         )
@@ -54,7 +55,8 @@ class Apollo(nn.Module):
         """(B, L) -> (B, T, F, 2) real/imag spectrogram."""
         spec = torch.stft(
             wav, self.config.window, self.config.hop, window=self.window.to(wav.dtype),
-            center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
+            center=True, pad_mode="constant" if self.config.causal else "reflect",  # causal: no future samples
+            normalized=False, onesided=True, return_complex=True,
         )
         return torch.view_as_real(spec).transpose(1, 2)
 
@@ -82,9 +84,25 @@ class Apollo(nn.Module):
         if padded > length:
             x = F.pad(x, (0, padded - length))
         spec = self.stft(x)
+        out, _ = self.restore_spectrum(spec, channels, band_limit)
+        y = self.istft(out, padded)[:, :length]
+        return y.reshape(batch, channels, length).to(wav.dtype)
+
+    def restore_spectrum(self, spec: torch.Tensor, channels: int = 1, band_limit: torch.Tensor | None = None,
+                         history: list | None = None) -> tuple[torch.Tensor, list | None]:
+        """(B, T, F, 2) input spectrum -> (restored spectrum, history).
+
+        The frame-wise core of forward(). `history` continues a causal model from the frames
+        before `spec` (streaming.py): pass initial_history() at the start of a stream and the returned history
+        with the next frames. With history None nothing is carried over.
+        """
         z = self.band_split(spec)
-        for block in self.blocks:
-            if self.activation_checkpointing and torch.is_grad_enabled():
+        after = None if history is None else []
+        for index, block in enumerate(self.blocks):
+            if after is not None:
+                z, past = block.step(z, history[index])
+                after.append(past)
+            elif self.activation_checkpointing and torch.is_grad_enabled():
                 z = checkpoint(block, z, use_reentrant=False)
             else:
                 z = block(z)
@@ -97,5 +115,17 @@ class Apollo(nn.Module):
             out = spec + out
         elif self.config.residual:
             out = out + spec
-        y = self.istft(out, padded)[:, :length]
-        return y.reshape(batch, channels, length).to(wav.dtype)
+        return out, after
+
+    def initial_history(self, batch: int) -> list[list[torch.Tensor]]:
+        """The history restore_spectrum() starts a causal stream from: zero frames before it."""
+        c = self.config
+        past = self.window.new_zeros(batch, c.tcn_kernel - 1, c.num_bands, c.feature_dim)
+        return [[past] * c.tcn_blocks for _ in range(c.num_blocks)]
+
+    @torch.no_grad()
+    def drop_future_taps(self) -> None:
+        """Keeps only the causal part of every temporal kernel (see TCNBlock.drop_future_taps)."""
+        for block in self.blocks:
+            for tcn in block.tcn:
+                tcn.drop_future_taps()
