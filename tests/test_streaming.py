@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import apollo
+from apollo import StreamingRestorer
 from apollo.api import Restorer
 from apollo.apply import receptive_context
 from apollo.cli import main
 from apollo.model.band_sequence import TCNBlock
 from apollo.model.config import PRESETS, ApolloConfig
-from apollo.streaming import StreamingRestorer
 
 
 def _causal(sample_rate: int = 44100, blocks: int = 2, seed: int = 0) -> apollo.Apollo:
