@@ -200,6 +200,22 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
                 tmp_path / "other", progress=False)
 
 
+def test_finetune_into_a_causal_model_keeps_the_past_taps(tmp_path):
+    model = apollo.load_model("tiny-test")
+    path = tmp_path / "init.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), model.config)
+    trainer = Trainer(load_config(SMOKE, {"init_from": str(path), "model": {"causal": True}}), tmp_path / "run",
+                      progress=False)
+    tuned = _unwrap(trainer.generator)
+    assert tuned.config == dataclasses.replace(model.config, causal=True)
+    before, after = model.state_dict(), tuned.state_dict()
+    kernels = [k for k in before if k.endswith("depthwise")]
+    assert kernels
+    for key in kernels:  # kernel 7: taps on frames t-3..t move to the causal kernel's last four places
+        assert torch.equal(after[key][:, 3:], before[key][:, :4]) and not after[key][:, :3].any()
+    assert all(torch.equal(after[k], before[k]) for k in before if k not in kernels)
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "apollo.cli", "train", *args]
 

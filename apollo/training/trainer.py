@@ -56,6 +56,8 @@ def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
     except RuntimeError as error:
         raise ValueError(f"init_from: the recipe's model keys {sorted(changed)} change the weights' "
                          f"shapes; only keys that add no weights can be changed when fine-tuning") from error
+    if model_config.causal and not generator.config.causal:
+        rebuilt.drop_future_taps()  # the nearest causal model: the same taps on the same past frames
     return rebuilt
 
 
