@@ -202,6 +202,27 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    from .web import Service, require_web, serve
+
+    if args.threads is not None and args.threads < 1:
+        return _fail("--threads must be at least 1", 2)
+    if not 0 < args.port < 65536:
+        return _fail(f"--port must be 1-65535, got {args.port}", 2)
+    if args.max_upload_mb <= 0 or args.keep_minutes <= 0:
+        return _fail("--max-upload-mb and --keep-minutes must be positive", 2)
+    require_web()
+    try:
+        service = Service(args.checkpoints, device=args.device, threads=args.threads,
+                          max_upload_mb=args.max_upload_mb, keep_minutes=args.keep_minutes)
+    except ValueError as err:
+        return _fail(str(err), 2)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print_stderr(f"apollo web: http://{shown}:{args.port}/ (Ctrl-C stops it; uploads are deleted then)")
+    serve(service, args.host, args.port)
+    return 0
+
+
 def _fail(message: str, code: int) -> int:
     print_stderr(f"apollo: error: {message}")
     return code
@@ -602,6 +623,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch.compile the per-frame step: ~30 s to start, then ~1.5x faster")
     stream.add_argument("-q", "--quiet", action="store_true", help="no start-up line on stderr")
     stream.set_defaults(func=_cmd_stream)
+
+    web = sub.add_parser("web", help="a local page: restore files, compare before and after, download",
+                         description="Serve a page that restores dropped files, shows before/after spectrograms "
+                                     "and an A/B player, and offers the result for download. Opens no browser; "
+                                     "needs pip install \"apollo-restore[web]\".")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default: 127.0.0.1, this computer only; 0.0.0.0 exposes it to "
+                          "the network on purpose)")
+    web.add_argument("--port", type=int, default=8000, help="default: 8000")
+    web.add_argument("--checkpoints", metavar="DIR",
+                     help="also offer the checkpoint files in this server folder (the page picks by file name)")
+    web.add_argument("--max-upload-mb", type=float, default=500.0, help="largest upload (default: 500)")
+    web.add_argument("--keep-minutes", type=float, default=60.0,
+                     help="delete finished jobs and their files after this long (default: 60; all go at exit)")
+    web.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
+    web.add_argument("--threads", type=int, help="CPU threads for the model (default: the idle cores)")
+    web.set_defaults(func=_cmd_web)
 
     train = sub.add_parser("train", help="train a generator with the paper's GAN recipe (torchrun for many GPUs)")
     train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")
