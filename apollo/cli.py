@@ -364,6 +364,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import write_demo
+
+    if args.excerpts < 1 or args.seconds <= 0:
+        return _fail("--excerpts must be at least 1 and --seconds positive", 2)
+    command = "apollo demo " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["demo"] else ""
+    say = None if args.quiet else (lambda step: print_stderr(f"apollo demo: {step}"))
+    try:
+        write_demo(args.data, args.checkpoint, args.out, bitrates=args.bitrates, excerpts=args.excerpts,
+                   seconds=args.seconds, split=args.split, with_visqol=not args.no_visqol, command=command,
+                   on_step=say)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as err:
+        return _fail(str(err), 2)
+    if not args.quiet:
+        print(f"wrote {Path(args.out) / 'index.html'}")
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     import json
 
@@ -581,6 +599,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--int8", action="store_true", help="also score each model's int8 CPU path (name-int8)")
     ev.add_argument("-q", "--quiet", action="store_true", help="dataset: no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="a static page of examples: reference / MP3 / restored players, "
+                                       "spectrograms and scores per bitrate",
+                          description="Like the paper's project page: picks excerpts of a dataset's test (or valid) "
+                                      "split, makes each an MP3 at each bitrate, restores it with each model and "
+                                      "writes a self-contained folder (index.html, Ogg Vorbis audio, spectrograms, "
+                                      "demo.json with the scores).")
+    demo.add_argument("--data", required=True, help="dataset folder (as for apollo evaluate --data)")
+    demo.add_argument("--checkpoint", nargs="+", default=["default"], help="models to show (default: default)")
+    demo.add_argument("--out", required=True, help="a new (or empty) folder for the page")
+    demo.add_argument("--bitrates", default=(24, 48, 128), type=_bitrates, help="MP3 kbps (default: 24,48,128)")
+    demo.add_argument("--excerpts", type=int, default=2, help="excerpts, spread over the split (default: 2)")
+    demo.add_argument("--seconds", type=float, default=5.0, help="excerpt length (default: 5)")
+    demo.add_argument("--split", choices=("test", "valid"), default="test", help="default: test")
+    demo.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slow metric)")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    demo.set_defaults(func=_cmd_demo)
 
     bench = sub.add_parser("benchmark", help="parameters, MACs, RTF and peak memory of a model")
     which = bench.add_mutually_exclusive_group(required=True)

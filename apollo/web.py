@@ -16,12 +16,10 @@ import queue
 import re
 import secrets
 import shutil
-import struct
 import tempfile
 import threading
 import time
-import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +29,12 @@ import numpy as np
 from . import audio
 from .inference import PRECISIONS
 from .pretrained import BUILT_IN, TEST_MODEL, WEIGHTS
+from .spectrogram import tee_spectrogram
 
 STATIC = Path(__file__).parent / "web_static"
 SESSION_COOKIE = "apollo_session"
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 FORMATS = {"flac": ("16", "24"), "wav": ("16", "24", "32f")}
-SPECTROGRAM_FFT, SPECTROGRAM_HOP, SPECTROGRAM_ROWS, SPECTROGRAM_COLUMNS = 2048, 512, 256, 900
-DB_RANGE = (-100.0, 0.0)  # one colour scale for every picture: dB re a full-scale sine
-# "magma"-like ramp: dark for silence, bright for loud
-PALETTE = np.array([(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21),
-                    (250, 193, 39), (252, 255, 164)], np.float64)
 
 
 @dataclass
@@ -202,12 +196,11 @@ class Service:
 
             blocks = audio.resample_blocks(audio.read_blocks(info), info.sample_rate, rate, info.channels)
             with sf.SoundFile(str(preview), "w", rate, info.channels, "PCM_16", format="WAV") as out:
-                for block in _tee_spectrogram(blocks, rate, info.frames * rate / info.sample_rate,
-                                              job.folder / "input.png"):
+                for block in tee_spectrogram(blocks, info.frames * rate / info.sample_rate, job.folder / "input.png"):
                     out.write(np.clip(block, -1, 1).T)
             with sf.SoundFile(str(job.restored)) as restored:
                 reader = (b.T for b in restored.blocks(audio.BLOCK, dtype="float32", always_2d=True))
-                for _ in _tee_spectrogram(reader, rate, restored.frames, job.folder / "restored.png"):
+                for _ in tee_spectrogram(reader, restored.frames, job.folder / "restored.png"):
                     pass
             job.progress, job.state = 1.0, "done"
         except (audio.AudioError, ValueError, RuntimeError) as err:
@@ -225,58 +218,6 @@ def _display_name(name: str) -> str:
 def _safe_suffix(name: str) -> str:
     suffix = Path(name).suffix.lower()
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".bin"
-
-
-# -- spectrograms ------------------------------------------------------------------------------
-
-def _tee_spectrogram(blocks: Iterator[np.ndarray], rate: int, frames: float, png: Path) -> Iterator[np.ndarray]:
-    """Yields `blocks` unchanged while it draws their mono spectrogram into `png` (flat memory)."""
-    total = max(1, int(frames - SPECTROGRAM_FFT) // SPECTROGRAM_HOP + 1)  # frames the STFT below will have
-    columns = min(SPECTROGRAM_COLUMNS, total)
-    power = np.zeros((columns, SPECTROGRAM_FFT // 2 + 1))
-    counts = np.zeros(columns)
-    window = np.hanning(SPECTROGRAM_FFT)
-    scale = (window.sum() / 2) ** 2  # a full-scale sine reads 0 dB
-    carry = np.zeros(0, np.float32)
-    index = 0
-    for block in blocks:
-        yield block
-        mono = np.concatenate([carry, block.mean(axis=0)])
-        count = max(0, (len(mono) - SPECTROGRAM_FFT) // SPECTROGRAM_HOP + 1)
-        if count:
-            starts = np.arange(count) * SPECTROGRAM_HOP
-            frames_ = mono[starts[:, None] + np.arange(SPECTROGRAM_FFT)] * window
-            spec = np.abs(np.fft.rfft(frames_, axis=-1)) ** 2 / scale
-            cols = np.minimum((index + np.arange(count)) * columns // total, columns - 1)
-            np.add.at(power, cols, spec)
-            np.add.at(counts, cols, 1)
-            index += count
-        carry = mono[count * SPECTROGRAM_HOP:]
-    mean = power / np.maximum(counts, 1)[:, None]
-    bins = mean[:, 1:].reshape(columns, SPECTROGRAM_ROWS, -1).mean(axis=-1)  # 1024 bins -> 256 rows
-    db = 10 * np.log10(bins + 1e-12)
-    level = np.clip((db - DB_RANGE[0]) / (DB_RANGE[1] - DB_RANGE[0]), 0, 1)
-    png.write_bytes(_png(_colour(level.T[::-1])))  # rows: high frequencies on top
-
-
-def _colour(level: np.ndarray) -> np.ndarray:
-    """(rows, columns) in [0, 1] -> (rows, columns, 3) uint8 through PALETTE."""
-    position = level * (len(PALETTE) - 1)
-    low = np.minimum(position.astype(int), len(PALETTE) - 2)
-    frac = (position - low)[..., None]
-    return np.round(PALETTE[low] * (1 - frac) + PALETTE[low + 1] * frac).astype(np.uint8)
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    """A minimal PNG (8-bit RGB, no filter) without an imaging library."""
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
 # -- the ASGI app ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import threading
@@ -142,6 +143,65 @@ def test_offers_the_checkpoints_of_a_server_folder_by_name_only(tmp_path):
         assert _post(client, "a.wav", b"RIFF", model=str(tmp_path / "mine.safetensors")).status_code == 400
     finally:
         svc.close()
+
+
+def _png_rows(path: Path) -> np.ndarray:
+    """The colour indices of one of apollo.spectrogram's palette PNGs."""
+    import zlib
+
+    data, pos, idat, size = path.read_bytes(), 8, b"", None
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            size = (int.from_bytes(body[4:8], "big"), int.from_bytes(body[:4], "big"))
+            assert body[8:10] == bytes([8, 3])  # 8-bit palette
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(size[0], size[1] + 1)
+    assert not rows[:, 0].any()  # filter byte: none
+    return rows[:, 1:]
+
+
+def test_spectrogram_picture_puts_a_full_scale_tone_at_its_frequency_and_level(tmp_path):
+    from apollo.spectrogram import spectrogram_png
+
+    t = np.arange(2 * 44100) / 44100
+    hz = 258.5 * 44100 / 2048  # between FFT bins 258 and 259, both in picture row 64 (bins 257-260)
+    spectrogram_png(np.stack([np.sin(2 * np.pi * hz * t)] * 2).astype(np.float32), tmp_path / "tone.png")
+    picture = _png_rows(tmp_path / "tone.png")
+    assert picture.shape[0] == 256
+    loudest = picture.mean(axis=1).argmax()
+    assert loudest == 256 - 1 - 64  # high frequencies on top
+    # a full-scale sine reads 0 dB; a row averages 4 bins, and the Hann window spreads the tone over its
+    # main lobe: about -5 dB of the -100..0 dB scale
+    assert 0.9 * 255 <= picture[loudest].min() <= picture[loudest].max() <= 0.97 * 255
+    assert picture[:100].max() == 0  # nothing at all far above it
+
+
+def test_demo_page_is_self_contained(tmp_path, capsys):
+    import json
+
+    data = tmp_path / "songs"
+    for seed in (1, 2):
+        write(data / f"track{seed}.wav", tone(2.0, seed=seed))
+    out = tmp_path / "demo"
+    args = ["demo", "--data", str(data), "--checkpoint", "tiny-test", "--out", str(out), "--bitrates", "32,128",
+            "--seconds", "1", "--no-visqol", "-q"]
+    assert main(args) == 0
+    result = json.loads((out / "demo.json").read_text())
+    assert len(result["excerpts"]) == 2 and result["bitrates"] == [32, 128]
+    assert result["systems"]["tiny-test"]["sha256"] == "tiny-test"
+    page = (out / "index.html").read_text()
+    assert "http" not in page  # nothing from elsewhere
+    links = re.findall(r'src="([^"]+)"', page)
+    assert len(links) == 2 * (1 + 2 * 2) * 2  # per excerpt: reference + 2 bitrates x (MP3, restored); img + audio
+    for link in links:
+        assert (out / link).is_file()
+    cell = result["excerpts"][0]["bitrates"]["128"]
+    assert set(cell) == {"mp3", "tiny-test"} and cell["mp3"]["si_snr"] > cell["tiny-test"]["si_snr"]
+    assert sf.info(str(out / cell["tiny-test"]["audio"])).duration == pytest.approx(1.0, abs=0.01)
+    assert main(args) == 2 and "is not empty" in capsys.readouterr().err
 
 
 def _free_port() -> int:
