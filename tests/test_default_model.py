@@ -68,11 +68,18 @@ def test_cli_default_is_the_shipped_model(music, restorer, tmp_path):
     np.testing.assert_allclose(written.T, expected, atol=1e-5)
 
 
-def test_chunked_equals_one_pass_for_the_shipped_model(music, tmp_path):
-    # the shipped model keeps the input band: its band limit is the file's, not each chunk's
-    long = np.concatenate([music, music[:, ::-1], music], axis=1)  # 12 s: three 4-s chunks
+@pytest.fixture(scope="module")
+def long_coded(music) -> tuple[np.ndarray, np.ndarray]:
+    """12 s at 64 kbps (three 4-s chunks) and the shipped model's one-pass restoration of it."""
+    long = np.concatenate([music, music[:, ::-1], music], axis=1)
     coded = degrade.mp3(long, RATE, 64)
     one_pass, _ = Restorer(device="cpu", segment=0).restore(coded, RATE)
+    return coded, one_pass
+
+
+def test_chunked_equals_one_pass_for_the_shipped_model(long_coded, tmp_path):
+    # the shipped model keeps the input band: its band limit is the file's, not each chunk's
+    coded, one_pass = long_coded
     chunked, _ = Restorer(device="cpu", segment=4).restore(coded, RATE)
     assert np.abs(chunked - one_pass).max() < 1e-5
     # and the file path, which streams the file twice (limit, then chunks)
@@ -83,14 +90,12 @@ def test_chunked_equals_one_pass_for_the_shipped_model(music, tmp_path):
     assert np.abs(written.T - one_pass).max() < 1e-5
 
 
-def test_chunks_without_the_file_limit_would_differ(music):
+def test_chunks_without_the_file_limit_would_differ(long_coded):
     # the test above can fail: each chunk's own limit moves with its content
     from apollo.apply import ChunkPlan, restore_stream
 
-    long = np.concatenate([music, music[:, ::-1], music], axis=1)
-    coded = degrade.mp3(long, RATE, 64)
+    coded, one_pass = long_coded
     model = load_model("default")
-    one_pass, _ = Restorer(device="cpu", segment=0).restore(coded, RATE)
     plan = ChunkPlan.from_seconds(model.config, 4.0)
     own = np.concatenate(list(restore_stream(model, [coded], plan, 2)), axis=1)
     assert np.abs(own - one_pass).max() > 1e-4

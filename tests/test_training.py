@@ -153,7 +153,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_epoch_end_validation_samples_and_best(tmp_path):
-    config = load_config(SMOKE, {"schedule.epochs": 1})
+    config = load_config(SMOKE, {"schedule.epochs": 1, "data.examples_per_epoch": 4})  # 2 steps, then validation
     result = Trainer(config, tmp_path, progress=False).fit()
     assert result["epoch"] == 1 and math.isfinite(result["best_valid"])
     assert (tmp_path / "best.pt").exists() and (tmp_path / "generator-best.safetensors").exists()
@@ -180,7 +180,8 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
     path = tmp_path / "init.safetensors"
     apollo.save_checkpoint(path, model.state_dict(), config)
     overrides = {"init_from": str(path), "model": {"residual": True, "keep_input_band": True},
-                 "loss": {"log_magnitude": 0.5, "feature_matching": 0.0, "adversarial": 0.0}}
+                 "loss": {"log_magnitude": 0.5, "feature_matching": 0.0, "adversarial": 0.0},
+                 "schedule.max_steps": 2}
     recipe = load_config(SMOKE, overrides)
     assert recipe.model_overrides == ("keep_input_band", "residual")
     trainer = Trainer(recipe, tmp_path / "run", progress=False)
@@ -220,11 +221,11 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "apollo.cli", "train", *args]
 
 
-def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys):
     run = tmp_path / "run"
     # one thread in every run, so the killed-and-resumed weights can equal an uninterrupted run's
     proc = subprocess.Popen(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q", "--threads", "1",
-                                 "--set", "schedule.epochs=100"),
+                                 "--set", "schedule.epochs=100", "--set", "schedule.checkpoint_every=2"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 1800  # a safety net only: under load the first checkpoint can take minutes
     while not (run / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
@@ -234,24 +235,27 @@ def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_p
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     saved = torch.load(run / "last.pt", weights_only=True)["step"]
-    assert saved >= 4
+    assert saved >= 2
     # refuses to start over a run without --resume
-    again = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "-q"), capture_output=True, text=True)
-    assert again.returncode == 2 and "--resume" in again.stderr
+    from apollo.cli import main
+
+    assert main(["train", "--config", str(SMOKE), "--run-dir", str(run), "-q"]) == 2
+    assert "--resume" in capsys.readouterr().err
     resumed = subprocess.run(_cli("--config", str(SMOKE), "--run-dir", str(run), "--resume", "--threads", "1",
-                                  "--set", f"schedule.max_steps={saved + 4}", "--set", "schedule.epochs=100"),
+                                  "--set", f"schedule.max_steps={saved + 2}", "--set", "schedule.epochs=100",
+                                  "--set", "schedule.checkpoint_every=2"),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"at step {saved}" in resumed.stdout
-    assert torch.load(run / "last.pt", weights_only=True)["step"] == saved + 4
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == saved + 2
     steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
-    assert steps[-1] == saved + 4
+    assert steps[-1] == saved + 2
     # the same weights as a run that was never killed
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        Trainer(load_config(SMOKE, {"schedule.epochs": 100, "schedule.max_steps": saved + 4}), tmp_path / "straight",
-                progress=False).fit()
+        Trainer(load_config(SMOKE, {"schedule.epochs": 100, "schedule.max_steps": saved + 2,
+                                    "schedule.checkpoint_every": 2}), tmp_path / "straight", progress=False).fit()
     finally:
         torch.set_num_threads(threads)
     straight, killed = _weights(tmp_path / "straight"), _weights(run)
