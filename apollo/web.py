@@ -158,7 +158,14 @@ class Service:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _work(self) -> None:
-        while (job := self.queue.get()) is not None:
+        while True:
+            try:
+                job = self.queue.get(timeout=60)
+            except queue.Empty:
+                self.expire()  # finished jobs go after keep_minutes even when nobody uploads
+                continue
+            if job is None:
+                return
             with self.lock:
                 live = job.id in self.jobs
             if live:
