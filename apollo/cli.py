@@ -47,8 +47,6 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     if output_file(args.inputs, args.output) and Path(args.output).suffix.lower().lstrip(".") != fmt:
         return _fail(f"-o {args.output} does not end in .{fmt} (--format {fmt})", 2)
     bits = args.bits or ("32f" if fmt == "wav" else "24")
-    if args.threads is not None and args.threads < 1:
-        return _fail("--threads must be at least 1", 2)
     if args.segment > 0 and 2 * args.overlap > args.segment:
         return _fail(f"--overlap {args.overlap:g} s is more than half of --segment {args.segment:g} s: "
                      "neighbouring chunks would crossfade over more than they keep", 2)
@@ -149,8 +147,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     from .streaming import StreamingRestorer
 
-    if args.threads < 1:
-        return _fail("--threads must be at least 1", 2)
     if args.channels < 1:
         return _fail("--channels must be at least 1", 2)
     torch.set_num_threads(args.threads)
@@ -205,8 +201,6 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 def _cmd_web(args: argparse.Namespace) -> int:
     from .web import Service, require_web, serve
 
-    if args.threads is not None and args.threads < 1:
-        return _fail("--threads must be at least 1", 2)
     if not 0 < args.port < 65536:
         return _fail(f"--port must be 1-65535, got {args.port}", 2)
     if args.max_upload_mb <= 0 or args.keep_minutes <= 0:
@@ -416,8 +410,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return _fail(f"--set takes KEY=VALUE, got {item!r}", 2)
         overrides[key] = yaml.safe_load(value)
     if args.threads is not None:
-        if args.threads < 1:
-            return _fail("--threads must be at least 1", 2)
         import torch
 
         torch.set_num_threads(args.threads)
@@ -459,6 +451,16 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of threads: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -513,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overlap", type=float, default=0.05, help="crossfade seconds between chunks (default: 0.05)")
     restore.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass (default: 1)")
     restore.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-    restore.add_argument("--threads", type=int,
+    restore.add_argument("--threads", type=_thread_count,
                          help="CPU threads for the model (default: the cores other programs leave idle, "
                               "re-checked before every chunk)")
     restore.add_argument("--format", choices=["flac", "wav"],
@@ -627,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median counts "
                                                               "(default: 5)")
     bench.add_argument("--batch", type=int, default=1, help="clips per forward pass (GPU throughput; default: 1)")
-    bench.add_argument("--threads", type=int, help="CPU threads for the model (default: PyTorch's choice)")
+    bench.add_argument("--threads", type=_thread_count, help="CPU threads for the model (default: PyTorch's choice)")
     _add_speed_options(bench)
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.set_defaults(func=_cmd_benchmark)
@@ -652,7 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drop the first latency samples, so that the output lines up with the input and has "
                              "its length (for files; a live player does not need it)")
     stream.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="default: cpu")
-    stream.add_argument("--threads", type=int, default=1,
+    stream.add_argument("--threads", type=_thread_count, default=1,
                         help="CPU threads (default: 1; one core keeps the built-in model in real time)")
     stream.add_argument("--compile", action="store_true",
                         help="torch.compile the per-frame step: ~30 s to start, then ~1.5x faster")
@@ -673,14 +675,14 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--keep-minutes", type=float, default=60.0,
                      help="delete finished jobs and their files after this long (default: 60; all go at exit)")
     web.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
-    web.add_argument("--threads", type=int, help="CPU threads for the model (default: the idle cores)")
+    web.add_argument("--threads", type=_thread_count, help="CPU threads for the model (default: the idle cores)")
     web.set_defaults(func=_cmd_web)
 
     train = sub.add_parser("train", help="train a generator with the paper's GAN recipe (torchrun for many GPUs)")
     train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics, samples")
     train.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
-    train.add_argument("--threads", type=int, help="CPU threads for training, e.g. 1 to leave a core free "
+    train.add_argument("--threads", type=_thread_count, help="CPU threads for training, e.g. 1 to leave a core free "
                                                    "(default: PyTorch's choice)")
     train.add_argument("--time-limit", type=_positive_seconds, metavar="SECONDS",
                        help="stop cleanly (checkpoint written) after this many seconds of training")

@@ -311,8 +311,12 @@ def test_threads_option_sets_torch_threads(tmp_path, monkeypatch, capsys):
     assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--checkpoint", "tiny-test", "--threads", "1",
                  "-q"]) == 0
     assert calls == [1] and (tmp_path / "o" / "x.flac").exists()
-    assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--checkpoint", "tiny-test", "--threads", "0"]) == 2
-    assert "--threads must be at least 1" in capsys.readouterr().err and calls == [1]
+    commands = (["restore", str(src)], ["stream"], ["web"], ["benchmark"], ["train", "--config", "c", "--run-dir", "r"])
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:  # every --threads is checked by one argparse type
+            main([*command, "--threads", "0"])
+        assert exit_.value.code == 2 and "argument --threads: must be at least 1, got 0" in capsys.readouterr().err
+    assert calls == [1]
 
 
 def test_every_option_of_every_subcommand_has_help():
