@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a checkpoint's inferred config and parameter count")
     info.add_argument("checkpoint", nargs="?", default="default",
                       help="checkpoint file (safetensors, pytorch_model.bin, .ckpt) or a built-in model: default "
-                           "(the shipped one, when no checkpoint is given), tiny-test")
+                           "(the shipped one, when no checkpoint is given), stream (the causal one), tiny-test")
     info.set_defaults(func=_cmd_info)
 
     restore = sub.add_parser("restore", help="restore MP3-damaged audio files or folders",
@@ -508,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "also an output file name ending in .flac or .wav")
     restore.add_argument("--checkpoint",
                          help="model weights: a file (safetensors, the authors' pytorch_model.bin, .ckpt) or a "
-                              "built-in model: default (the shipped one; the default), tiny-test (random weights, "
-                              "for tests)")
+                              "built-in model: default (the shipped one; the default), stream (causal), tiny-test "
+                              "(random weights, for tests)")
     restore.add_argument("--segment", type=float, default=10.0,
                          help="seconds restored per chunk; 0 = whole file at once (default: 10)")
     restore.add_argument("--overlap", type=float, default=0.05, help="crossfade seconds between chunks (default: 0.05)")

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,10 +211,14 @@ class Service:
                 for _ in tee_spectrogram(reader, restored.frames, job.folder / "restored.png"):
                     pass
             job.progress, job.state = 1.0, "done"
-        except (audio.AudioError, ValueError, RuntimeError) as err:
+        except (audio.AudioError, ValueError, RuntimeError, OSError) as err:  # CheckpointError is a ValueError
             # the CLI's one line, with the name the user gave instead of the server's path
             job.error = "apollo: error: " + str(err).replace(str(job.source), job.name)
             job.state = "error"
+        except Exception as err:  # noqa: BLE001 - a bug must fail its job, not stop the worker for every later one
+            job.error = f"apollo: error: internal error ({type(err).__name__}: {err}); please report it"
+            job.state = "error"
+            traceback.print_exc()
 
 
 def _display_name(name: str) -> str:

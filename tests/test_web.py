@@ -117,6 +117,22 @@ def test_upload_limit_and_cleanup(tmp_path):
     assert not root.exists()  # the server's temporary folder goes when it stops
 
 
+def test_a_failing_job_does_not_stop_the_worker(service, tmp_path, monkeypatch):
+    client = _client(service)
+    calls = []
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls.append(1)
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(service, "_restorer", broken)
+    first = _post(client, "a.wav", write(tmp_path / "a.wav", tone(0.2)).read_bytes()).json()["id"]
+    assert _wait(client, first)["error"].startswith("apollo: error: internal error (KeyError")
+    monkeypatch.undo()
+    second = _post(client, "a.wav", (tmp_path / "a.wav").read_bytes()).json()["id"]
+    assert _wait(client, second)["state"] == "done" and calls == [1]
+
+
 def test_finished_jobs_expire(tmp_path):
     svc = Service(keep_minutes=60)
     try:
