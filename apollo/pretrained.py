@@ -16,9 +16,10 @@ from .states import CheckpointError, read_checkpoint, strip_prefix
 TEST_MODEL = "tiny-test"
 TEST_SEED = 1234
 WEIGHTS = Path(__file__).parent / "weights"
-# built-in models by name: weights that ship inside the package (docs/default-model.md). A GPU-trained
-# "large" joins when one beats the default on the real-music validation split (docs/gpu.md).
-BUILT_IN = {"default": "apollo-default.safetensors"}
+# built-in models by name: weights that ship inside the package (docs/default-model.md; "stream": the
+# causal model of apollo stream, docs/streaming.md). A GPU-trained "large" joins when one beats the
+# default on the real-music validation split (docs/gpu.md).
+BUILT_IN = {"default": "apollo-default.safetensors", "stream": "apollo-stream.safetensors"}
 
 
 def built_in_path(name: str) -> Path:
@@ -61,7 +62,7 @@ def model_from_state(state: Mapping[str, torch.Tensor], config: ApolloConfig | N
 def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor] = "default",
                device: str | torch.device = "cpu") -> Apollo:
     """A ready generator (eval mode) from a checkpoint path, a state dict or a built-in name
-    ("default", "tiny-test"; a file of that name in the working folder wins).
+    ("default", "stream", "tiny-test"; a file of that name in the working folder wins).
 
     Accepts the project's safetensors files, released `pytorch_model.bin` state dicts, the
     authors' training dicts, and Lightning / toolkit checkpoints (`audio_model.` / `model.`).

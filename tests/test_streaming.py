@@ -157,6 +157,22 @@ def test_causal_chunking_covers_the_longer_past(tmp_path):
     assert np.abs(chunked - whole).max() < 1e-4
 
 
+def test_the_built_in_stream_model_ships_small_and_streams_exactly():
+    from apollo.pretrained import built_in_path
+
+    assert built_in_path("stream").stat().st_size < 50 * 2**20
+    model = apollo.load_model("stream")
+    default = apollo.load_model("default").config
+    assert model.config.causal and not model.config.keep_input_band
+    assert (model.config.feature_dim, model.config.num_blocks) == (default.feature_dim, default.num_blocks)
+    restorer = StreamingRestorer()  # the built-in stream model is the default checkpoint
+    t = np.arange(20000) / 44100
+    music = (0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 3 * t) + 0.02 * np.sin(2 * np.pi * 7000 * t))
+    wav = np.stack([music, np.roll(music, 300)]).astype(np.float32)
+    out = _stream(restorer, wav, np.random.default_rng(0).integers(1, 1000, size=100))
+    assert np.abs(out[:, restorer.latency:] - _offline(model, wav)).max() < 1e-4
+
+
 @pytest.fixture(scope="module")
 def causal_checkpoint(tmp_path_factory):
     model = _causal()
