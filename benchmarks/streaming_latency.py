@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
@@ -46,10 +47,41 @@ def time_blocks(model: Apollo, block_ms: float, threads: int, seconds: float, co
             "rtf_median": round(float(np.median(ms)) / block_ms, 3), "real_time": p99 < block_ms}
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def causal_model(feature_dim: int, num_blocks: int) -> Apollo:
     config = ApolloConfig(feature_dim=feature_dim, num_blocks=num_blocks, num_heads=4, residual=True, causal=True)
     torch.manual_seed(0)
     return Apollo(config).eval()
+
+
+def markdown(result: dict) -> str:
+    """docs/streaming.md's tables from a result of this script."""
+    lines = [f"Algorithmic latency: {result['latency_samples']} samples = {result['latency_ms']} ms at "
+             f"{result['sample_rate']} Hz. Model `{result['model']}` ({result['parameters']:,} parameters), "
+             f"stereo, {result['cpu']}, torch {result['torch']}.", "",
+             "| block | threads | step | median ms | p99 ms | worst ms | median / block | real time (p99 < block) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["blocks"]:
+        lines.append(f"| {row['block_ms']:g} ms | {row['threads']} | {'compiled' if row['compile'] else 'eager'} | "
+                     f"{row['median_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.2f} | {row['rtf_median']:.2f} | "
+                     f"{'yes' if row['real_time'] else 'no'} |")
+    if result["sweep"]:
+        lines += ["", "Random causal models of growing size, 10-ms blocks, one thread, eager:", "",
+                  "| feature dim | blocks | parameters | median ms | p99 ms | real time |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for row in result["sweep"]:
+            lines.append(f"| {row['feature_dim']} | {row['num_blocks']} | {row['parameters']:,} | "
+                         f"{row['median_ms']:.2f} | {row['p99_ms']:.2f} | {'yes' if row['real_time'] else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -59,7 +91,12 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also time random causal models of growing size")
     parser.add_argument("--compile", action="store_true", help="also time the compiled step (~30 s per model)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--table", metavar="JSON", help="only print the Markdown tables of an earlier result")
     args = parser.parse_args()
+    if args.table:
+        with open(args.table) as handle:
+            print(markdown(json.load(handle)), end="")
+        return
 
     model = load_model(args.checkpoint)
     config = model.config
@@ -67,7 +104,7 @@ def main() -> None:
         "command": "python benchmarks/streaming_latency.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k}" for k, v in vars(args).items()
             if v not in (None, False)),
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "cpu": f"{cpu_name()}, {os.cpu_count()} cores", "torch": torch.__version__,
         "model": args.checkpoint, "parameters": count_parameters(model),
         "latency_samples": config.latency, "latency_ms": round(1000 * config.latency / config.sample_rate, 2),
         "sample_rate": config.sample_rate, "blocks": [], "sweep": [],
@@ -91,6 +128,7 @@ def main() -> None:
         with open(args.out, "w") as handle:
             json.dump(result, handle, indent=1)
             handle.write("\n")
+    print(markdown(result), end="")
 
 
 if __name__ == "__main__":
