@@ -145,13 +145,14 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from .api import resolve_device
     from .streaming import StreamingRestorer
 
     if args.channels < 1:
         return _fail("--channels must be at least 1", 2)
     torch.set_num_threads(args.threads)
     try:
-        restorer = StreamingRestorer(args.checkpoint, device=args.device, channels=args.channels,
+        restorer = StreamingRestorer(args.checkpoint, device=resolve_device(args.device), channels=args.channels,
                                      compile=args.compile)
     except ValueError as err:
         return _fail(str(err), 2)
@@ -206,7 +207,10 @@ def _cmd_web(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.keep_minutes <= 0:
         return _fail("--max-upload-mb and --keep-minutes must be positive", 2)
     require_web()
+    from .api import resolve_device
+
     try:
+        resolve_device(args.device)  # now, not at the first upload
         service = Service(args.checkpoints, device=args.device, threads=args.threads,
                           max_upload_mb=args.max_upload_mb, keep_minutes=args.keep_minutes)
     except ValueError as err:
