@@ -273,8 +273,8 @@ def create_app(service: Service) -> Any:
         session = session_of(request)
         if session is None:
             return error("no session: reload the page", 403)
-        length = request.headers.get("content-length")
-        if length is None:
+        length = request.headers.get("content-length", "")
+        if not length.isdigit():
             return error("uploads need a Content-Length", 411)
         limit_mb = service.options()["max_upload_mb"]
         if int(length) > service.max_upload + 65536:
