@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .audio import STDERR_LOCK, print_stderr
@@ -448,14 +448,22 @@ def _bitrates(text: str) -> tuple[int, ...]:
     return values
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
+def _positive(unit: str, short: str) -> Callable[[str], float]:
+    """An argparse type for a number of `unit` that must be more than 0 (`short`: its symbol)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0 {short}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_seconds = _positive("seconds", "seconds")
+_positive_ms = _positive("milliseconds", "ms")
 
 
 def _thread_count(text: str) -> int:
@@ -465,16 +473,6 @@ def _thread_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number of threads: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_ms(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of milliseconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 ms, got {text}")
     return value
 
 
