@@ -330,7 +330,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                        seconds=args.excerpt_seconds, per_track=args.per_track,
                                        with_visqol=not args.no_visqol, progress=not args.quiet,
                                        precisions=tuple(p for p in ("bf16", "int8") if getattr(args, p)),
-                                       split=args.split)
+                                       split=args.split, threads=args.threads)
         except ValueError as err:
             return _fail(str(err), 2)
         print((Path(args.out) / "table.md").read_text())
@@ -466,14 +466,23 @@ _positive_seconds = _positive("seconds", "seconds")
 _positive_ms = _positive("milliseconds", "ms")
 
 
-def _thread_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of threads: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _count(unit: str) -> Callable[[str], int]:
+    """An argparse type for a whole number of at least 1 (threads, worker processes)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number of {unit}: {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        return value
+
+    return parse
+
+
+_thread_count = _count("threads")
+_worker_count = _count("worker processes")
 
 
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
@@ -551,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--hours", type=float, default=1.0, help="total length of the corpus (default: 1)")
     synth.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     synth.add_argument("--track-seconds", type=float, default=30.0, help="length of each track (default: 30)")
-    synth.add_argument("--workers", type=int, default=2, help="tracks rendered in parallel (default: 2)")
+    synth.add_argument("--workers", type=_worker_count, default=2, help="tracks rendered in parallel (default: 2)")
     synth.add_argument("--instruments", help="recorded drum kits and the lossless soundfont (apollo data instruments "
                                              "--out DIR): used beside the system soundfonts")
     synth.add_argument("--no-production", action="store_true",
@@ -566,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--out", required=True, help="corpus folder, e.g. corpus/real")
     real.add_argument("--packages", nargs="+", default=list(MUSIC_PACKAGES), metavar="PACKAGE",
                       help="Debian packages to use (default: every checked music package)")
-    real.add_argument("--workers", type=int, default=2, help="files measured in parallel (default: 2)")
+    real.add_argument("--workers", type=_worker_count, default=2, help="files measured in parallel (default: 2)")
     real.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     prep = data_sub.add_parser("prepare", help="silence-trimmed training cache from a dataset folder")
     prep.add_argument("source", help="MUSDB18-HQ, MoisesDB(-like), the real-music corpus or a folder of lossless "
@@ -574,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, help="cache folder to write or extend (resumable)")
     prep.add_argument("--layout", default="auto", choices=["auto", "musdb", "moisesdb", "folder", "real"],
                       help="how to read SOURCE (default: auto, from its files)")
-    prep.add_argument("--workers", type=int, default=1, help="tracks decoded in parallel (default: 1)")
+    prep.add_argument("--workers", type=_worker_count, default=1, help="tracks decoded in parallel (default: 1)")
     prep.add_argument("--sample-rate", type=int, default=44100, help="rate of the cache, the model's (default: 44100)")
     prep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data.set_defaults(func=_cmd_data)
@@ -593,7 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bitrates", default=(24, 32, 48, 64, 96, 128), type=_bitrates,
                     help="dataset: comma-separated MP3 kbps (default: the paper's 24,32,48,64,96,128)")
     ev.add_argument("--out", help="dataset: report folder (CSV, JSON, Markdown table, plots); resumable")
-    ev.add_argument("--workers", type=int, default=2, help="dataset: parallel worker processes (default: 2)")
+    ev.add_argument("--workers", type=_worker_count, default=2,
+                    help="dataset: parallel worker processes (default: 2)")
+    ev.add_argument("--threads", type=_thread_count,
+                    help="dataset: CPU threads per worker (default: 1 with several workers, else PyTorch's choice); "
+                         "e.g. --workers 1 --threads 1 beside a training run")
     ev.add_argument("--excerpt-seconds", type=float, default=10.0, help="dataset: excerpt length (default: 10)")
     ev.add_argument("--per-track", type=int, default=1, help="dataset: excerpts per track and group (default: 1)")
     ev.add_argument("--split", choices=("test", "valid"), default="test",

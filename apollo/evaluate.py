@@ -115,13 +115,15 @@ def _job(args: tuple) -> list[dict]:
 def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                      bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, workers: int = 2, seconds: float = 10.0,
                      per_track: int = 1, with_visqol: bool = True, progress: bool = True,
-                     precisions: tuple[str, ...] = (), split: str = "test") -> dict:
+                     precisions: tuple[str, ...] = (), split: str = "test", threads: int | None = None) -> dict:
     """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots.
 
     Each model is scored in float32 and also at each of `precisions` ("bf16", "int8"), under
     the system name "<model>-<precision>".
     ``split="valid"`` scores the validation tracks instead, to choose among candidates without
-    looking at the test split.
+    looking at the test split. ``threads`` is each worker's PyTorch thread count (default: 1 per
+    worker process, PyTorch's own choice with one worker), so an evaluation can share the machine
+    with a training run.
     """
     from tqdm import tqdm
 
@@ -156,14 +158,21 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
             writer.writeheader()
         bar = tqdm(total=len(jobs), unit="excerpt", desc="evaluate", disable=not progress)
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers, initializer=torch_threads, initargs=(1,)) as pool:
+            with ProcessPoolExecutor(workers, initializer=torch_threads, initargs=(threads or 1,)) as pool:
                 for rows in pool.map(_job, jobs):
                     _write(writer, handle, rows)
                     bar.update()
         else:
-            for job in jobs:
-                _write(writer, handle, _job(job))
-                bar.update()
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                for job in jobs:
+                    _write(writer, handle, _job(job))
+                    bar.update()
+            finally:
+                torch.set_num_threads(before)
         bar.close()
     return write_report(csv_path, out)
 

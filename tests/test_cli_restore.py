@@ -311,11 +311,17 @@ def test_threads_option_sets_torch_threads(tmp_path, monkeypatch, capsys):
     assert main(["restore", str(src), "-o", str(tmp_path / "o"), "--checkpoint", "tiny-test", "--threads", "1",
                  "-q"]) == 0
     assert calls == [1] and (tmp_path / "o" / "x.flac").exists()
-    commands = (["restore", str(src)], ["stream"], ["web"], ["benchmark"], ["train", "--config", "c", "--run-dir", "r"])
+    commands = (["restore", str(src)], ["stream"], ["web"], ["benchmark"], ["train", "--config", "c", "--run-dir", "r"],
+                ["evaluate"])
     for command in commands:
         with pytest.raises(SystemExit) as exit_:  # every --threads is checked by one argparse type
             main([*command, "--threads", "0"])
         assert exit_.value.code == 2 and "argument --threads: must be at least 1, got 0" in capsys.readouterr().err
+    data_commands = (["data", "synth", "--out", "o"], ["data", "real", "--out", "o"], ["data", "prepare", "d"])
+    for command in (["evaluate"], *data_commands):
+        with pytest.raises(SystemExit) as exit_:  # and every --workers by another
+            main([*command, "--workers", "0"])
+        assert exit_.value.code == 2 and "argument --workers: must be at least 1, got 0" in capsys.readouterr().err
     assert calls == [1]
 
 

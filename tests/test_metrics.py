@@ -175,7 +175,8 @@ def _musdb_track(folder, seed: int) -> None:
     sf.write(str(folder / "mixture.wav"), np.stack([sum(stems.values())] * 2, 1), SR)
 
 
-def test_evaluate_valid_split_scores_only_validation_tracks(tmp_path, capsys):
+def test_evaluate_valid_split_scores_only_validation_tracks(tmp_path, capsys, monkeypatch):
+    import apollo.evaluate as evaluation
     from apollo.data.readers import split_of
 
     valid_name = next(f"song-{i}" for i in range(1000) if split_of(f"song-{i}", valid=0.1, test=0.0) == "valid")
@@ -189,7 +190,20 @@ def test_evaluate_valid_split_scores_only_validation_tracks(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("apollo: error:") and "no valid excerpts" in err
     _musdb_track(tmp_path / "musdb" / "train" / valid_name, 2)
-    assert main([*args, "--out", str(tmp_path / "valid"), "--split", "valid"]) == 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that --threads 1 is a change to see, on any machine
+    seen = []
+    real_job = evaluation._job
+
+    def job(args):
+        seen.append(torch.get_num_threads())
+        return real_job(args)
+
+    monkeypatch.setattr(evaluation, "_job", job)
+    assert main([*args, "--out", str(tmp_path / "valid"), "--split", "valid", "--threads", "1"]) == 0
+    after = torch.get_num_threads()
+    torch.set_num_threads(before)
+    assert seen and set(seen) == {1} and after == 2  # --threads holds while it scores, then is given back
     assert main([*args, "--out", str(tmp_path / "test")]) == 0
     scored = {split: {row.split(",")[0].split("/")[0]
                       for row in (tmp_path / split / "results.csv").read_text().splitlines()[1:]}
