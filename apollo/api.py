@@ -20,6 +20,7 @@ from .threads import CpuShare
 CLIP_MODES = ("rescale", "clamp", "none")
 LAYOUTS = ("channels_first", "channels_last")
 MAX_CHANNELS = 64  # more is a transposed array, not a recording
+MAX_LEVEL_GAIN = 1000.0  # 60 dB: normalize_peak lifts no quieter input further
 MIN_RATE, MAX_RATE = 1000, 768000  # resampling from outside this range would blow the length up or down
 
 
@@ -132,34 +133,45 @@ class Restorer:
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")
         wav = audio.resample(wav.astype(np.float32), int(rate), self.sample_rate)
-        limit = self.file_band_limit([wav], wav.shape[0])
-        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit)), axis=1)
+        gain, limit = self.whole_input(lambda: [wav], wav.shape[0])
+        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain)),
+                             axis=1)
         out = out[0] if mono else (out.T.copy() if layout == "channels_last" else out)
         return (torch.from_numpy(out) if is_torch else out), self.sample_rate
 
-    def file_band_limit(self, blocks: Any, channels: int) -> torch.Tensor | None:
-        """The whole input's band limit for models that keep the input band (else None).
+    def whole_input(self, blocks: Callable[[], Any], channels: int) -> tuple[float, torch.Tensor | None]:
+        """(level gain, band limit): what every chunk of one input must share, read from all of it.
 
-        Computed once per file and given to every chunk, so chunked output equals one-pass
-        output for these models too; `blocks` are (channels, n) at the model's rate.
+        `blocks()` yields the input as (channels, n) blocks at the model's rate and is called once
+        per pass needed: models with normalize_peak get the gain that brings the input's peak to
+        1 (level_gain; else 1.0), models that keep the input band get its limit, measured at that
+        level (else None). Given to every chunk, they make chunked output equal one-pass output.
         """
-        make = getattr(self.model, "file_band_levels", None)  # any callable generator may stand in
+        config = getattr(self.model, "config", None)  # any callable generator may stand in
+        gain = level_gain(max((float(np.abs(b).max(initial=0.0)) for b in blocks()), default=0.0)) \
+            if getattr(config, "normalize_peak", False) else 1.0
+        make = getattr(self.model, "file_band_levels", None)
         levels = make(channels) if make is not None else None
         if levels is None:
-            return None
-        for block in blocks:
-            levels.add(block)
-        return levels.limit()
+            return gain, None
+        for block in blocks():
+            levels.add(block * gain if gain != 1.0 else block)
+        return gain, levels.limit()
 
     def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
-                       band_limit: torch.Tensor | None = None) -> Any:
+                       band_limit: torch.Tensor | None = None, gain: float = 1.0) -> Any:
         """Streams (channels, n) blocks at the model's rate through the chunked model.
 
-        band_limit: the whole input's (file_band_limit) for models that keep the input band;
-        without it each chunk takes its own, and chunked output can differ from one pass.
+        band_limit and gain: the whole input's (whole_input); without them each chunk is
+        restored at its own level and, for models that keep the input band, with its own limit.
         """
-        return restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress,
-                              band_limit, self.cpu_share.update if self.cpu_share else None)
+        if gain != 1.0:
+            blocks = (np.asarray(block, dtype=np.float32) * np.float32(gain) for block in blocks)
+        restored = restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress,
+                                  band_limit, self.cpu_share.update if self.cpu_share else None)
+        if gain == 1.0:
+            return restored
+        return (block / np.float32(gain) for block in restored)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -194,13 +206,13 @@ class Restorer:
         def decoded() -> Any:
             return audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
 
-        # a first decoding pass for the whole file's band limit, where the model needs one
-        limit = self.file_band_limit(decoded(), info.channels)
+        # first decoding passes for the whole file's level and band limit, where the model needs them
+        gain, limit = self.whole_input(decoded, info.channels)
         # decoding and resampling run one thread ahead of the model
         blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
-        restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit)
+        restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain)
 
         import soundfile as sf
 
@@ -234,6 +246,12 @@ class Restorer:
         except OSError as err:
             raise audio.AudioError(f"{dst}: cannot write ({err.strerror or err})") from err
         return dst
+
+
+def level_gain(peak: float) -> float:
+    """The gain that brings an input of this peak to peak 1, the training level, at most
+    MAX_LEVEL_GAIN (so a near-silent file's noise is not blown up); 1.0 for silence."""
+    return min(1.0 / peak, MAX_LEVEL_GAIN) if peak > 0 else 1.0
 
 
 def _check_writable(folder: Path) -> None:

@@ -35,6 +35,8 @@ class StreamingRestorer:
     `latency` samples); flush() ends the stream, returns the delayed tail and resets the
     restorer for the next stream. compile: torch.compile the per-frame step (one frame per call,
     so it compiles once, ~30 s on a 2-core CPU, and then runs ~1.5x faster, docs/streaming.md).
+    A live stream's peak is not known ahead, so a model's normalize_peak is not applied here:
+    the stream is restored at the level it comes in (the built-in stream model has it off).
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Apollo = "stream", device: str | torch.device = "cpu",

@@ -174,3 +174,55 @@ def test_api_refuses_implausible_layouts_and_rates():
             restorer.restore(samples_channels.T, rate)
     with pytest.raises(ValueError, match="layout must be"):
         restorer.restore(samples_channels.T, SR, layout="rows")
+
+
+@pytest.fixture(scope="module")
+def level_checkpoints(tmp_path_factory):
+    """One random residual model saved twice: restoring at the input's level, and at peak 1."""
+    torch.manual_seed(4)
+    config = ApolloConfig(feature_dim=16, num_blocks=2, num_heads=2, residual=True)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # zero_output() would make it return its input
+    folder = tmp_path_factory.mktemp("level")
+    paths = {}
+    for normalize in (False, True):
+        paths[normalize] = folder / f"normalize-{normalize}.safetensors"
+        apollo.save_checkpoint(paths[normalize], model.state_dict(), ApolloConfig(**{**config.to_dict(),
+                                                                                    "normalize_peak": normalize}))
+    return paths
+
+
+@pytest.mark.parametrize("scale", [0.05, 3.0])
+def test_normalize_peak_restores_any_level_as_at_peak_one(level_checkpoints, scale):
+    wav = _music(3.0, seed=2)
+    wav /= np.abs(wav).max()
+    at_one, _ = Restorer(level_checkpoints[True], device="cpu", segment=0).restore(wav, SR)
+    scaled, _ = Restorer(level_checkpoints[True], device="cpu", segment=0).restore(wav * scale, SR)
+    np.testing.assert_allclose(scaled, at_one * scale, atol=1e-5 * scale)  # the output follows the level
+    # the same weights without the rule are not scale-equivariant: the test above has teeth
+    plain, _ = Restorer(level_checkpoints[False], device="cpu", segment=0).restore(wav * scale, SR)
+    assert np.abs(plain - at_one * scale).max() > 1e-2 * scale
+
+
+def test_normalize_peak_is_the_whole_files_so_chunks_equal_one_pass(level_checkpoints, tmp_path):
+    import soundfile as sf
+
+    wav = 0.2 * _music(9.0, seed=3)
+    wav[:, : 3 * SR] *= 0.01  # a quiet first chunk: its own peak would lift it 40 dB
+    whole, _ = Restorer(level_checkpoints[True], device="cpu", segment=0).restore(wav, SR)
+    chunked, _ = Restorer(level_checkpoints[True], device="cpu", segment=3).restore(wav, SR)
+    assert np.abs(chunked - whole).max() < 1e-5
+    src = tmp_path / "in.wav"
+    sf.write(src, wav.T, SR, subtype="FLOAT")
+    Restorer(level_checkpoints[True], device="cpu", segment=3, clip="none").restore_file(src, tmp_path / "out.wav",
+                                                                                        bits="32f")
+    written, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    assert np.abs(written.T - whole).max() < 1e-5
+
+
+def test_level_gain():
+    from apollo.api import MAX_LEVEL_GAIN, level_gain
+
+    assert level_gain(0.5) == 2.0 and level_gain(2.0) == 0.5
+    assert level_gain(0.0) == 1.0 and level_gain(1e-9) == MAX_LEVEL_GAIN

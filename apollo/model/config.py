@@ -43,6 +43,11 @@ class ApolloConfig:
     # STFT pads with zeros instead of reflecting; the band limit rule, which reads the whole
     # file, is not available. Same weights and shapes as the non-causal model.
     causal: bool = False
+    # True: Restorer scales the whole input to peak 1, the level every training pair has
+    # (data/examples.py coded_pair), and the output back. The generator is not scale-equivariant:
+    # the same music 20 dB quieter gets a high band up to 15 dB too loud for its level. False
+    # (released): the input is restored at the level it comes in.
+    normalize_peak: bool = False
 
     def __post_init__(self) -> None:
         if self.band_layout not in BAND_LAYOUTS:
