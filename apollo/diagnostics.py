@@ -17,6 +17,11 @@ import numpy as np
 # the bands of band_level_error, in Hz
 LEVEL_BANDS = ((2000, 4000), (4000, 6000), (6000, 8000), (8000, 11000), (11000, 14000), (14000, 16000),
                (16000, 18000), (18000, 20000))
+# a reference band this far under the reference's whole power is silent: at or under 16-bit
+# dither for music near full scale, or emptied by a lowpass upstream (some real-music excerpts
+# have nothing above 14 or 18 kHz). Its level error is left out, as any fill over nothing is an
+# unbounded dB error that swamps a mean over excerpts; LSD above the cutoff still counts the fill.
+SILENT_BAND_DB = 90.0
 HOLE_SPAN_HZ = 2000.0  # holes are counted in this span under the cutoff
 HOLE_DB = 20.0  # a cell this far under the reference is a hole
 ACTIVE_DB = 40.0  # a reference cell within this of the span's loudest cell is active
@@ -40,14 +45,15 @@ def band_level_error(reference: np.ndarray, estimate: np.ndarray, rate: int,
     """Per band 'lo-hi' (kHz): 10 log10 of the estimate's over the reference's long-term power.
 
     Negative: the restored band is too quiet (0 is right). Bands above Nyquist or silent in the
-    reference are left out.
+    reference (SILENT_BAND_DB under its whole power) are left out.
     """
     freqs, ref = _band_power(reference, rate)
     _, est = _band_power(estimate, rate)
+    floor = max(ref.sum() * 10 ** (-SILENT_BAND_DB / 10), 1e-20)
     out = {}
     for lo, hi in bands:
         keep = (freqs >= lo) & (freqs < hi)
-        if hi > rate / 2 or not keep.any() or ref[keep].sum() <= 1e-20:
+        if hi > rate / 2 or not keep.any() or ref[keep].sum() <= floor:
             continue
         out[f"{lo / 1000:g}-{hi / 1000:g}"] = float(10 * np.log10((est[keep].sum() + 1e-20) / ref[keep].sum()))
     return out

@@ -31,6 +31,19 @@ def test_band_level_error_is_the_gain_per_band():
     assert errors["2-4"] == pytest.approx(0, abs=0.1) and errors["14-16"] == pytest.approx(-20, abs=0.5)
 
 
+def test_band_level_error_leaves_out_bands_the_reference_does_not_have():
+    ref = _noise()
+    spectrum = np.fft.rfft(ref, axis=-1)
+    spectrum[:, np.fft.rfftfreq(ref.shape[1], 1 / RATE) >= 13500] *= 1e-6  # -120 dB: emptied by a lowpass
+    dark = np.fft.irfft(spectrum, ref.shape[1], axis=-1)
+    errors = diagnostics.band_level_error(dark, ref, RATE)  # a fill of the emptied band
+    assert list(errors) == ["2-4", "4-6", "6-8", "8-11", "11-14"]  # no +120 dB "errors"
+    assert errors["2-4"] == pytest.approx(0, abs=0.1)
+    spectrum[:, np.fft.rfftfreq(ref.shape[1], 1 / RATE) >= 13500] *= 1e3  # -60 dB: quiet, but there
+    quiet = np.fft.irfft(spectrum, ref.shape[1], axis=-1)
+    assert diagnostics.band_level_error(quiet, ref, RATE)["14-16"] == pytest.approx(60, abs=1)
+
+
 def test_lsd_below_the_cutoff_ignores_what_is_above():
     ref = _noise()
     cut = _lowpass(ref, 8000)
