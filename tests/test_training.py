@@ -347,3 +347,12 @@ def test_resume_restores_every_random_state(tmp_path):
     Trainer(load_config(SMOKE, {"schedule.max_steps": 1}), tmp_path, resume=True, progress=False)
     assert (random.random(), float(np.random.random()), float(torch.rand(1))) == expected
     assert len(saved["rng_python"]) == 625 and len(saved["rng_numpy"]["key"]) == 624
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_parses(path):
+    config = load_config(path)  # typed data: an unknown or mistyped key would raise here
+    assert config.seed >= 0 and config.optim.batch_size >= 1
+    if config.init_from and config.init_from.endswith(".safetensors"):
+        # a file one of the documented commands makes: a run's export, or the first default's weights
+        assert config.init_from.startswith("runs/")
