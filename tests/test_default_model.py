@@ -43,7 +43,9 @@ def test_default_weights_ship_small_and_load():
     by_name = load_model("default")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), by_name.state_dict().values()))
     config = model.config
-    assert config.sample_rate == RATE and config.keep_input_band and config.cap_emptied_band
+    # a whole-spectrum generator (it rewrites what the codec kept), restoring at the training level
+    assert config.sample_rate == RATE and config.residual and config.normalize_peak
+    assert not config.keep_input_band and not config.causal
     assert count_parameters(model) < 5_000_000
 
 
@@ -78,7 +80,7 @@ def long_coded(music) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_chunked_equals_one_pass_for_the_shipped_model(long_coded, tmp_path):
-    # the shipped model keeps the input band: its band limit is the file's, not each chunk's
+    # the shipped model restores at the whole file's level (normalize_peak), not each chunk's
     coded, one_pass = long_coded
     chunked, _ = Restorer(device="cpu", segment=4).restore(coded, RATE)
     assert np.abs(chunked - one_pass).max() < 1e-5
@@ -90,15 +92,23 @@ def test_chunked_equals_one_pass_for_the_shipped_model(long_coded, tmp_path):
     assert np.abs(written.T - one_pass).max() < 1e-5
 
 
-def test_chunks_without_the_file_limit_would_differ(long_coded):
-    # the test above can fail: each chunk's own limit moves with its content
-    from apollo.apply import ChunkPlan, restore_stream
+def test_chunks_at_their_own_level_would_differ(long_coded):
+    # the test above can fail: the model is not scale-equivariant, so a chunk restored at its own
+    # peak, not the file's, comes out different (here: the middle chunk, lifted to peak 1)
+    from apollo.api import level_gain
 
     coded, one_pass = long_coded
-    model = load_model("default")
-    plan = ChunkPlan.from_seconds(model.config, 4.0)
-    own = np.concatenate(list(restore_stream(model, [coded], plan, 2)), axis=1)
-    assert np.abs(own - one_pass).max() > 1e-4
+    middle = slice(4 * RATE, 8 * RATE)
+    gain = level_gain(float(np.abs(coded[:, middle]).max()))
+    assert abs(gain * np.abs(coded).max() - 1) > 0.05  # its peak is not the file's
+    restorer = Restorer(device="cpu", segment=0)
+    own, _ = restorer.restore(coded[:, middle], RATE)
+    inner = slice(RATE, -RATE)  # 1 s from either end: beyond the model's 0.31 s receptive field
+    assert np.abs(own[:, inner] - one_pass[:, middle][:, inner]).max() > 1e-4
+    # at the file's level, the same chunk gives the one-pass samples: the level was the difference
+    at_file = np.concatenate(list(restorer.restore_blocks(iter([coded[:, middle]]), 2,
+                                                          gain=level_gain(float(np.abs(coded).max())))), axis=1)
+    assert np.abs(at_file[:, inner] - one_pass[:, middle][:, inner]).max() < 1e-5
 
 
 def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
