@@ -154,8 +154,8 @@ class Restorer:
         levels = make(channels) if make is not None else None
         if levels is None:
             return gain, None
-        for block in blocks():
-            levels.add(block * gain if gain != 1.0 else block)
+        for block in at_level(blocks(), gain):
+            levels.add(block)
         return gain, levels.limit()
 
     def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
@@ -165,10 +165,9 @@ class Restorer:
         band_limit and gain: the whole input's (whole_input); without them each chunk is
         restored at its own level and, for models that keep the input band, with its own limit.
         """
-        if gain != 1.0:
-            blocks = (np.asarray(block, dtype=np.float32) * np.float32(gain) for block in blocks)
-        restored = restore_stream(self.model, blocks, self.plan, channels, self.device, self.batch_size, on_progress,
-                                  band_limit, self.cpu_share.update if self.cpu_share else None)
+        restored = restore_stream(self.model, at_level(blocks, gain), self.plan, channels, self.device,
+                                  self.batch_size, on_progress, band_limit,
+                                  self.cpu_share.update if self.cpu_share else None)
         if gain == 1.0:
             return restored
         return (block / np.float32(gain) for block in restored)
@@ -252,6 +251,15 @@ def level_gain(peak: float) -> float:
     """The gain that brings an input of this peak to peak 1, the training level, at most
     MAX_LEVEL_GAIN (so a near-silent file's noise is not blown up); 1.0 for silence."""
     return min(1.0 / peak, MAX_LEVEL_GAIN) if peak > 0 else 1.0
+
+
+def at_level(blocks: Any, gain: float) -> Any:
+    """The blocks scaled by `gain` in float32 (the blocks themselves when it is 1): one rule for
+    what the model and the band-limit pass both see."""
+    if gain == 1.0:
+        return blocks
+    factor = np.float32(gain)
+    return (np.asarray(block, dtype=np.float32) * factor for block in blocks)
 
 
 def _check_writable(folder: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -188,8 +190,8 @@ def level_checkpoints(tmp_path_factory):
     paths = {}
     for normalize in (False, True):
         paths[normalize] = folder / f"normalize-{normalize}.safetensors"
-        apollo.save_checkpoint(paths[normalize], model.state_dict(), ApolloConfig(**{**config.to_dict(),
-                                                                                    "normalize_peak": normalize}))
+        apollo.save_checkpoint(paths[normalize], model.state_dict(),
+                               dataclasses.replace(config, normalize_peak=normalize))
     return paths
 
 
