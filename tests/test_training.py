@@ -131,6 +131,22 @@ def test_log_magnitude_loss_by_hand():
     assert eq4[1.0] > 3 and eq4[0.01] < 0.2
 
 
+def test_band_envelope_loss_sees_levels_over_time_not_fine_structure():
+    torch.manual_seed(0)
+    ref, other = torch.randn(1, 2, 8192), torch.randn(1, 2, 8192)
+    assert losses.band_envelope_loss(ref, ref).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.band_envelope_loss(0.1 * ref, ref).item() == pytest.approx(1.0, abs=1e-3)  # one decade
+    # another draw of the same noise: its bins differ, its band levels nearly do not
+    assert losses.band_envelope_loss(other, ref).item() < 0.15 < 0.3 < losses.log_magnitude_loss(other, ref).item()
+    # the same noise gated on and off where the reference is steady: the envelope is wrong
+    gate = ((torch.arange(8192) // 1024) % 2).float()
+    assert losses.band_envelope_loss(other * gate * 2**0.5, ref).item() > 2.0
+    # the upper half of the spectrum 10x too loud: half the bands one decade off
+    spec = torch.fft.rfft(ref)
+    loud = torch.fft.irfft(torch.cat([spec[..., :2049], 10 * spec[..., 2049:]], -1), 8192)
+    assert losses.band_envelope_loss(loud, ref).item() == pytest.approx(0.5, abs=0.05)
+
+
 def test_generator_learns_in_20_steps(tmp_path):
     # the smoke model, reconstruction only (the GAN steps have their own tests): fast, and a real drop
     config = load_config(SMOKE, {"data.source": "synthetic", "data.segment": 0.5, "data.examples_per_epoch": 40,
@@ -180,7 +196,8 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
     path = tmp_path / "init.safetensors"
     apollo.save_checkpoint(path, model.state_dict(), config)
     overrides = {"init_from": str(path), "model": {"residual": True, "keep_input_band": True},
-                 "loss": {"log_magnitude": 0.5, "feature_matching": 0.0, "adversarial": 0.0},
+                 "loss": {"log_magnitude": 0.5, "band_envelope": 0.25, "feature_matching": 0.0,
+                          "adversarial": 0.0},
                  "schedule.max_steps": 2}
     recipe = load_config(SMOKE, overrides)
     assert recipe.model_overrides == ("keep_input_band", "residual")
@@ -191,7 +208,8 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
     degraded, target, _ = trainer.train_set[0]
     with torch.no_grad():
         est = tuned(degraded[None])
-    expected = losses.reconstruction_loss(est, target[None]) + 0.5 * losses.log_magnitude_loss(est, target[None])
+    expected = (losses.reconstruction_loss(est, target[None]) + 0.5 * losses.log_magnitude_loss(est, target[None])
+                + 0.25 * losses.band_envelope_loss(est, target[None]))
     assert trainer.reconstruction(est, target[None]).item() == pytest.approx(expected.item())
     trainer.fit()
     assert apollo.load_model(tmp_path / "run" / "generator-last.safetensors").config.keep_input_band

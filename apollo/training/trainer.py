@@ -163,10 +163,12 @@ class Trainer:
         return (loss.adversarial > 0 or loss.feature_matching > 0) and self.step >= loss.gan_from_step
 
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Eq. 4, plus the log-magnitude term where the recipe weighs it."""
+        """Eq. 4, plus the log-magnitude and band-envelope terms where the recipe weighs them."""
         rec = losses.reconstruction_loss(estimate, target)
         if self.cfg.loss.log_magnitude:
             rec = rec + self.cfg.loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
+        if self.cfg.loss.band_envelope:
+            rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
         return rec
 
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
