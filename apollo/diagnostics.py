@@ -8,6 +8,8 @@ mono downmix. `cutoff` is the degraded input's band edge (metrics.cutoff_hz).
 - transient_following: whether the 8-16 kHz energy moves with the reference's, frame by frame.
 - hop_comb: the share of the high band's energy on the hop-rate harmonics (a buzz at rate / hop).
 - LSD below and above the cutoff is metrics.lsd with max_hz / min_hz.
+
+Bands the reference does not have (SILENT_BAND_DB) have no level error and no envelope.
 """
 
 from __future__ import annotations
@@ -83,15 +85,23 @@ def holes(reference: np.ndarray, estimate: np.ndarray, rate: int, cutoff: float)
 def transient_following(reference: np.ndarray, estimate: np.ndarray, rate: int,
                         band: tuple[float, float] = TRANSIENT_BAND) -> dict[str, float]:
     """Pearson correlations of the band's frame energy (dB, 1024-sample frames, hop 256) and of
-    its onsets (the rises of that envelope) between estimate and reference (1: follows)."""
+    its onsets (the rises of that envelope) between estimate and reference (1: follows).
+
+    Empty where the reference's band is silent (SILENT_BAND_DB under its whole power): there
+    is no envelope to follow, only dither or a lowpass's leak, as with band_level_error.
+    """
     from scipy.signal import stft
 
-    def envelope(x: np.ndarray) -> np.ndarray:
+    def power(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         freqs, _, spec = stft(_mono(x), rate, nperseg=1024, noverlap=768, boundary=None, padded=False)
-        keep = (freqs >= band[0]) & (freqs < min(band[1], rate / 2))
-        return 10 * np.log10((np.abs(spec[keep]) ** 2).sum(0) + 1e-12)
+        return freqs, np.abs(spec) ** 2
 
-    ref, est = envelope(reference), envelope(estimate)
+    freqs, ref_power = power(reference)
+    _, est_power = power(estimate)
+    keep = (freqs >= band[0]) & (freqs < min(band[1], rate / 2))
+    if ref_power[keep].sum() <= max(ref_power.sum() * 10 ** (-SILENT_BAND_DB / 10), 1e-20):
+        return {}
+    ref, est = (10 * np.log10(p[keep].sum(0) + 1e-12) for p in (ref_power, est_power))
     onsets_ref, onsets_est = np.maximum(np.diff(ref), 0), np.maximum(np.diff(est), 0)
     return {"envelope": _correlation(ref, est), "onsets": _correlation(onsets_ref, onsets_est)}
 
@@ -125,8 +135,8 @@ def diagnose(reference: np.ndarray, estimate: np.ndarray, rate: int, cutoff: flo
 
     out = {"lsd_below": lsd(reference, estimate, rate, max_hz=cutoff),
            "holes": holes(reference, estimate, rate, cutoff)}
-    transients = transient_following(reference, estimate, rate)
-    out["transient_envelope"], out["transient_onsets"] = transients["envelope"], transients["onsets"]
+    for name, value in transient_following(reference, estimate, rate).items():
+        out[f"transient_{name}"] = value
     out["hop_comb"] = hop_comb(estimate, rate, cutoff)
     for band, error in band_level_error(reference, estimate, rate).items():
         out[f"level_{band}k"] = error

@@ -73,6 +73,19 @@ def test_transient_following_is_1_for_the_reference_and_low_for_steady_noise():
     assert abs(steady["envelope"]) < 0.2 and abs(steady["onsets"]) < 0.2
 
 
+def test_transient_following_leaves_out_a_band_the_reference_does_not_have():
+    ref = _noise()
+    spectrum = np.fft.rfft(ref, axis=-1)
+    spectrum[:, np.fft.rfftfreq(ref.shape[1], 1 / RATE) >= 7000] *= 1e-6  # -120 dB: emptied by a lowpass
+    dark = np.fft.irfft(spectrum, ref.shape[1], axis=-1)
+    assert diagnostics.transient_following(dark, ref, RATE) == {}
+    out = diagnostics.diagnose(dark, ref, RATE, cutoff=7000)
+    assert "transient_envelope" not in out and "transient_onsets" not in out and "hop_comb" in out
+    spectrum[:, np.fft.rfftfreq(ref.shape[1], 1 / RATE) >= 7000] *= 1e3  # -60 dB: quiet, but there
+    quiet = np.fft.irfft(spectrum, ref.shape[1], axis=-1)
+    assert set(diagnostics.transient_following(quiet, ref, RATE)) == {"envelope", "onsets"}
+
+
 def test_hop_comb_finds_a_band_that_repeats_every_hop():
     noise = _noise(4.0)
     assert diagnostics.hop_comb(noise, RATE, cutoff=10000) == pytest.approx(0.21, abs=0.03)
