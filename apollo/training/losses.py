@@ -60,7 +60,6 @@ def log_magnitude_loss(estimate: torch.Tensor, reference: torch.Tensor, windows:
     return torch.stack(terms).mean()
 
 
-
 def band_envelope_loss(estimate: torch.Tensor, reference: torch.Tensor, windows: tuple[int, ...] = (256, 512, 1024),
                        bands: int = ENVELOPE_BANDS, floor: float = 1e-5) -> torch.Tensor:
     """Mean over windows, bands and frames of |log10 RMS_est - log10 RMS_ref| of each band's magnitude.
