@@ -42,6 +42,11 @@ def _band_power(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     return welch(_mono(x), rate, nperseg=min(4096, x.shape[-1]))
 
 
+def _silent(band_power: float, total_power: float) -> bool:
+    """Whether a reference band is silent: SILENT_BAND_DB or more under the reference's whole power."""
+    return band_power <= max(total_power * 10 ** (-SILENT_BAND_DB / 10), 1e-20)
+
+
 def band_level_error(reference: np.ndarray, estimate: np.ndarray, rate: int,
                      bands: tuple[tuple[float, float], ...] = LEVEL_BANDS) -> dict[str, float]:
     """Per band 'lo-hi' (kHz): 10 log10 of the estimate's over the reference's long-term power.
@@ -51,11 +56,10 @@ def band_level_error(reference: np.ndarray, estimate: np.ndarray, rate: int,
     """
     freqs, ref = _band_power(reference, rate)
     _, est = _band_power(estimate, rate)
-    floor = max(ref.sum() * 10 ** (-SILENT_BAND_DB / 10), 1e-20)
     out = {}
     for lo, hi in bands:
         keep = (freqs >= lo) & (freqs < hi)
-        if hi > rate / 2 or not keep.any() or ref[keep].sum() <= floor:
+        if hi > rate / 2 or not keep.any() or _silent(ref[keep].sum(), ref.sum()):
             continue
         out[f"{lo / 1000:g}-{hi / 1000:g}"] = float(10 * np.log10((est[keep].sum() + 1e-20) / ref[keep].sum()))
     return out
@@ -99,7 +103,7 @@ def transient_following(reference: np.ndarray, estimate: np.ndarray, rate: int,
     freqs, ref_power = power(reference)
     _, est_power = power(estimate)
     keep = (freqs >= band[0]) & (freqs < min(band[1], rate / 2))
-    if ref_power[keep].sum() <= max(ref_power.sum() * 10 ** (-SILENT_BAND_DB / 10), 1e-20):
+    if _silent(ref_power[keep].sum(), ref_power.sum()):
         return {}
     ref, est = (10 * np.log10(p[keep].sum(0) + 1e-12) for p in (ref_power, est_power))
     onsets_ref, onsets_est = np.maximum(np.diff(ref), 0), np.maximum(np.diff(est), 0)

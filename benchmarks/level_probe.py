@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -40,7 +41,7 @@ def main() -> None:
 
     excerpts = make_excerpts(args.data, RATE, split="valid")
     part1 = Restorer(args.checkpoint, device="cpu", segment=0)
-    part1.model.config = type(part1.model.config)(**{**part1.model.config.to_dict(), "normalize_peak": False})
+    part1.model.config = dataclasses.replace(part1.model.config, normalize_peak=False)
     peak_rows = []
     for e in excerpts:
         for kbps in (24, 128):
