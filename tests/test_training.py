@@ -179,6 +179,19 @@ def test_epoch_end_validation_samples_and_best(tmp_path):
     assert events and events[0].stat().st_size > 100  # scalars were logged for TensorBoard
 
 
+def test_keep_every_writes_each_steps_generator(tmp_path):
+    config = load_config(SMOKE, {"schedule.max_steps": 4, "schedule.keep_every": 2, "schedule.checkpoint_every": 1000})
+    trainer = Trainer(config, tmp_path, progress=False)
+    trainer.fit()
+    kept = sorted(p.name for p in tmp_path.glob("generator-step*.safetensors"))
+    assert kept == ["generator-step000002.safetensors", "generator-step000004.safetensors"]
+    last = apollo.load_model(tmp_path / kept[-1])
+    final = _unwrap(trainer.generator).state_dict()
+    assert all(torch.equal(last.state_dict()[k], v) for k, v in final.items())  # step 4 is the run's end
+    second = apollo.load_model(tmp_path / kept[0]).state_dict()
+    assert any(not torch.equal(second[k], v) for k, v in final.items())  # step 2 is an earlier model
+
+
 def test_finetune_starts_from_checkpoint(tmp_path):
     model = apollo.load_model("tiny-test")
     path = tmp_path / "init.safetensors"

@@ -63,6 +63,9 @@ class ScheduleConfig:
     max_steps: int | None = None
     patience: int = 20  # epochs without validation improvement before stopping
     checkpoint_every: int = 500  # steps
+    # also keep the generator of every this many steps as generator-stepNNNNNN.safetensors (0: none),
+    # so a run's checkpoints can be compared on a validation split after it ends
+    keep_every: int = 0
     log_every: int = 10
     samples: int = 2  # validation examples written as audio each epoch
 

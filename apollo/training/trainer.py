@@ -267,6 +267,8 @@ class Trainer:
                     self._log(log, writer, {**stats, "steps_per_s": rate})
                 if self.step % sched.checkpoint_every == 0:
                     self._save(self.run_dir / STATE)
+                if sched.keep_every and self.step % sched.keep_every == 0:
+                    self._keep()
                 out_of_time = deadline is not None and time.monotonic() >= deadline
                 if self._done() or out_of_time:
                     break
@@ -339,6 +341,13 @@ class Trainer:
         export = self.run_dir / ("generator-best.safetensors" if best else "generator-last.safetensors")
         save_checkpoint(export, generator.state_dict(), self.model_config,
                         metadata={"step": str(self.step), "epoch": str(self.epoch)})
+
+    def _keep(self) -> None:
+        """This step's generator beside the run's others (schedule.keep_every)."""
+        if self.rank == 0:
+            save_checkpoint(self.run_dir / f"generator-step{self.step:06d}.safetensors",
+                            _unwrap(self.generator).state_dict(), self.model_config,
+                            metadata={"step": str(self.step), "epoch": str(self.epoch)})
 
     def _load(self, path: Path) -> None:
         if not path.exists():
