@@ -37,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".gpu"
 # what the GPU machine lacks; PyAV (36 MB) stays home: CBR streams decode with libsndfile there
-WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23")
+WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23", "mutagen==1.48.1")
 PART_BYTES = 15 * 2 ** 20
+MAX_FILES = 8  # what comes back from one call
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
 
@@ -65,10 +66,15 @@ def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
 
 
 def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
-         wheels: bool = True) -> dict:
-    """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music)."""
+         wheels: bool = True, generator: Path | None = None) -> dict:
+    """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music),
+    and the generator (as is) and discriminator (float16) a round starts from, if given."""
     carried = dest / "discriminator.safetensors"
     carried.unlink(missing_ok=True)
+    (dest / "generator.safetensors").unlink(missing_ok=True)
+    if generator is not None:
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(generator, dest / "generator.safetensors")
     if discriminator is not None:
         import torch
         from safetensors.torch import load_file, save_file
@@ -159,7 +165,8 @@ class Round:
 
 
 def _shard(source: Path, out: Path, prefix: str) -> list[str]:
-    """The checkpoint's tensors as float16 parts of at most PART_BYTES, each with the config."""
+    """The checkpoint's tensors in parts of at most PART_BYTES, each with the config: as stored
+    when the whole file fits in one part (a default-size model comes back exact), else float16."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -168,10 +175,11 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
         meta = handle.metadata() or {}
         names = list(handle.keys())
         tensors = {k: handle.get_tensor(k) for k in names}
+    half = source.stat().st_size > PART_BYTES
     parts: list[dict] = [{}]
     size = 0
     for name in names:
-        t = tensors[name].to(torch.float16) if tensors[name].is_floating_point() else tensors[name]
+        t = tensors[name].to(torch.float16) if half and tensors[name].is_floating_point() else tensors[name]
         nbytes = t.numel() * t.element_size()
         if parts[-1] and size + nbytes > PART_BYTES - 2 ** 16:  # room for the header
             parts.append({})
@@ -188,21 +196,22 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
 
 def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: bool = True,
         margin: float = EXPORT_MARGIN_S, pack_dir: Path = PACK, fresh: bool = False,
-        compile_timing: bool = False) -> int:
-    """The round: install, time, prepare the cache, train to the deadline, export; returns 0."""
+        compile_timing: bool = False, config: str = "configs/apollo-large.yaml", keep_every: int = 0) -> int:
+    """The round: install, time, prepare the cache, train `config` to the deadline, export;
+    returns 0. With keep_every, the generator of every that many steps comes back too."""
     out.mkdir(parents=True, exist_ok=True)
     rnd = Round(out, deadline, device)
     py = sys.executable
     rnd.install(pack_dir / "wheels")
     rnd.step("machine", [py, "-c", "import torch, platform; print(torch.__version__, platform.python_version(), "
                          "torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"], 60)
-    if device == "cuda" and speed and compile_timing:
-        rnd.step("gpu_speed_compile", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed.json"),
-                                       "--batches", "1", "--precisions", "bf16", "--compile", "--seconds", "10",
-                                       "--repeats", "5"], 150)
-    elif device == "cuda" and speed:
+    if device == "cuda" and speed:
         rnd.step("gpu_speed", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed.json"),
                                "--batches", "1", "4", "16", "--seconds", "10", "--repeats", "5"], 150)
+        if compile_timing:
+            rnd.step("gpu_speed_compile", [py, "benchmarks/gpu_speed.py", "--json", str(out / "gpu_speed_compile.json"),
+                                           "--batches", "1", "--precisions", "bf16", "--compile", "--seconds", "10",
+                                           "--repeats", "5"], 150)
         rnd.step("restore", [py, "-m", "apollo.cli", "restore", "examples/example.mp3", "-o", "/tmp/gpu-round-restored",
                              "--device", "cuda", "--overwrite", "-q"], 60)
     elif speed:
@@ -217,14 +226,19 @@ def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: 
     run_dir = Path("/tmp/gpu-round-run")
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = [f"data.cache={cache}", f"data.workers={max(1, int(workers) - 2)}", *config_sets]
-    if LARGE.exists() and not fresh:
+    if keep_every:
+        sets.append(f"schedule.keep_every={keep_every}")
+    carried = pack_dir / "generator.safetensors"
+    if carried.exists() and not fresh:
+        sets.append(f"init_from={carried}")
+    elif LARGE.exists() and not fresh and config == "configs/apollo-large.yaml":
         sets.append(f"init_from={LARGE}")
     if not fresh and (pack_dir / "discriminator.safetensors").exists():
         sets.append(f"init_discriminator_from={pack_dir / 'discriminator.safetensors'}")
     budget = deadline - rnd.elapsed() - margin
-    rnd.summary["train_time_limit_s"] = round(budget, 1)
+    rnd.summary.update(train_time_limit_s=round(budget, 1), recipe=config)
     if budget >= 5:
-        command = [py, "-m", "apollo.cli", "train", "--config", "configs/apollo-large.yaml", "--run-dir", str(run_dir),
+        command = [py, "-m", "apollo.cli", "train", "--config", config, "--run-dir", str(run_dir),
                    "--time-limit", f"{budget:.0f}", "-q"]
         for item in sets:
             command += ["--set", item]
@@ -272,6 +286,34 @@ def _export(rnd: Round, run_dir: Path) -> None:
         import yaml
 
         rnd.summary["config"] = yaml.safe_load((run_dir / "config.yaml").read_text())
+    _bundle_snapshots(rnd, run_dir)
+
+
+def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
+    """The kept generator-stepN files as tar files of at most PART_BYTES, as many as the call's
+    file limit leaves room for (the summary's other files counted); evenly thinned if they do not fit."""
+    import tarfile
+
+    snapshots = sorted(run_dir.glob("generator-step*.safetensors"))
+    if not snapshots:
+        return
+    room = MAX_FILES - len(list(rnd.out.iterdir())) - 1  # summary.json comes after
+    size = max(p.stat().st_size for p in snapshots)
+    per_tar = max(1, (PART_BYTES - 2 ** 16) // (size + 1024))
+    capacity = max(room, 0) * per_tar
+    if 0 < capacity < len(snapshots):  # evenly spaced, ending at the last
+        snapshots = [snapshots[len(snapshots) - 1 - k * len(snapshots) // capacity] for k in reversed(range(capacity))]
+    if room < 1 or size > PART_BYTES - 2 ** 16:
+        rnd.say("export: no room for the kept generators")
+        return
+    names = []
+    for i in range(0, len(snapshots), per_tar):
+        name = f"snapshots-{i // per_tar}.tar"
+        with tarfile.open(rnd.out / name, "w") as tar:
+            for path in snapshots[i:i + per_tar]:
+                tar.add(path, arcname=path.name)
+        names.append(name)
+    rnd.summary["snapshots"] = {"files": names, "steps": [int(p.stem.split("step")[1]) for p in snapshots]}
 
 
 # -- here: join ---------------------------------------------------------------------------------
@@ -313,6 +355,7 @@ def main() -> None:
     p.add_argument("--valid-mb", type=float, default=4.0)
     p.add_argument("--dest", type=Path, default=PACK)
     p.add_argument("--discriminator", type=Path, help="an earlier round's discriminator, carried as float16")
+    p.add_argument("--generator", type=Path, help="the generator the round starts from, carried as is")
     r = sub.add_parser("run", help="there: the whole round in one call")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--deadline", type=float, default=480.0, help="seconds from start to the end of the export")
@@ -323,7 +366,10 @@ def main() -> None:
                    help="seconds kept after training for saving and export (default: %(default)s)")
     r.add_argument("--no-speed", action="store_true", help="skip the timings (a later round of the same day)")
     r.add_argument("--compile-timing", action="store_true",
-                   help="instead of the full timing sweep, time bf16 batch 1 with and without torch.compile")
+                   help="after the timing sweep, also time bf16 batch 1 with and without torch.compile")
+    r.add_argument("--config", default="configs/apollo-large.yaml", help="the recipe (default: %(default)s)")
+    r.add_argument("--keep-every", type=int, default=0, metavar="STEPS",
+                   help="also return the generator of every this many steps (tar files of snapshots)")
     r.add_argument("--config-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra --set for apollo train (tests shrink the model with these)")
     j = sub.add_parser("join", help="here: rebuild one checkpoint from the returned parts")
@@ -332,11 +378,12 @@ def main() -> None:
     j.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator)
+        pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator,
+             generator=args.generator)
     elif args.command == "run":
         sys.exit(run(args.out, args.deadline, args.device, args.config_set, speed=not args.no_speed,
                      margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh,
-                     compile_timing=args.compile_timing))
+                     compile_timing=args.compile_timing, config=args.config, keep_every=args.keep_every))
     else:
         join(args.parts, args.output, args.dtype)
 

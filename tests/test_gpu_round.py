@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import save_file
 
 import apollo
 from apollo.model import Apollo
 from apollo.model.config import PRESETS
 from apollo.states import save_checkpoint
+from apollo.training.discriminator import MultiResolutionDiscriminator
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("gpu_round", ROOT / "scripts" / "gpu_round.py")
@@ -85,3 +89,47 @@ def test_a_whole_round_on_the_cpu(tmp_path):
                      "summary.json"]
     gpu_round.join([out / "generator-part0.safetensors"], tmp_path / "g.safetensors")
     assert apollo.load_model(tmp_path / "g.safetensors").config.feature_dim == 16
+
+
+def test_a_round_continues_the_carried_generator_and_returns_its_kept_steps(tmp_path):
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
+    torch.manual_seed(1)
+    start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8))  # no recipe makes this width
+    carried = tmp_path / "start.safetensors"
+    save_checkpoint(carried, start.state_dict(), start.config)
+    critic = tmp_path / "critic.safetensors"
+    save_file(MultiResolutionDiscriminator().state_dict(), str(critic))
+    gpu_round.pack(corpus, train_mb=50, valid_mb=50, dest=tmp_path / "pack", wheels=False, generator=carried,
+                   discriminator=critic)
+    out = tmp_path / "out"
+    tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
+            "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3"]
+    assert gpu_round.run(out, deadline=60, device="cpu", config_sets=tiny, speed=False, margin=12,
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu.yaml", keep_every=1) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 3 and summary["config"]["init_from"].endswith("pack/generator.safetensors")
+    assert summary["config"]["init_discriminator_from"].endswith("pack/discriminator.safetensors")
+    assert summary["snapshots"] == {"files": ["snapshots-0.tar"], "steps": [1, 2, 3]}
+    with tarfile.open(out / "snapshots-0.tar") as tar:
+        tar.extractall(tmp_path / "kept", filter="data")
+    third = apollo.load_model(tmp_path / "kept" / "generator-step000003.safetensors")
+    assert third.config.feature_dim == 8  # trained on from the carried model, not a fresh one
+    gpu_round.join([out / "generator-part0.safetensors"], tmp_path / "g.safetensors", dtype="float32")
+    last = apollo.load_model(tmp_path / "g.safetensors").state_dict()
+    assert all(torch.equal(last[k], v) for k, v in third.state_dict().items())  # small: exact, not float16
+
+
+def test_kept_steps_are_thinned_evenly_to_the_files_left(tmp_path, monkeypatch):
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run_dir.mkdir()
+    out.mkdir()
+    for step in range(1, 16):
+        (run_dir / f"generator-step{step:06d}.safetensors").write_bytes(bytes(1000))
+    for name in ("log.txt", "gpu_speed.json", "generator-part0.safetensors", "metrics.csv", "discriminator.x",
+                 "other.json"):
+        (out / name).write_text("")
+    monkeypatch.setattr(gpu_round, "PART_BYTES", 2 ** 16 + 5 * 2024)  # five per tar
+    rnd = gpu_round.Round(out, 60, "cpu")  # adds nothing: log.txt is there
+    gpu_round._bundle_snapshots(rnd, run_dir)
+    assert rnd.summary["snapshots"] == {"files": ["snapshots-0.tar"], "steps": [3, 6, 9, 12, 15]}
+    assert len(list(out.iterdir())) == gpu_round.MAX_FILES - 1  # room left for summary.json
