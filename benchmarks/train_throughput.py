@@ -1,6 +1,7 @@
 """Training throughput (clips per second) of the recipes, on this machine's CPU or a GPU.
 
     python benchmarks/train_throughput.py [--recipes apollo-paper apollo-small] [--steps 3] [--json OUT]
+                                          [--set optim.batch_size=32 ...]
 
 Each step is a full GAN step (generator + 7 discriminators, both optimisers) on a batch of
 the recipe's crops; data preparation (MP3 coding) is timed separately, per clip.
@@ -17,16 +18,18 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from apollo.training import Trainer, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def measure(recipe: str, steps: int, checkpointing: bool) -> dict:
+def measure(recipe: str, steps: int, checkpointing: bool, overrides: dict[str, str] | None = None) -> dict:
+    """Median seconds of a full GAN step and of making one training clip, for one recipe."""
     config = load_config(CONFIGS / f"{recipe}.yaml", {"data.source": "synthetic", "data.workers": 0,
                                                       "data.examples_per_epoch": 64,
-                                                      "activation_checkpointing": checkpointing})
+                                                      "activation_checkpointing": checkpointing, **(overrides or {})})
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir, progress=False)
         trainer.step = config.loss.gan_from_step  # past any generator-only warm-up: full GAN steps
@@ -62,18 +65,22 @@ def main() -> None:
     parser.add_argument("--checkpointing", nargs="*", default=[], metavar="RECIPE",
                         help="recipes to run with activation checkpointing (the paper recipe needs it "
                              "on a 24 GB CPU machine)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value for every recipe, e.g. optim.batch_size=32 or "
+                             "data.source=cache (the default is synthetic clips)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     rows = []
     for recipe in args.recipes:
-        row = measure(recipe, args.steps, recipe in args.checkpointing)
+        row = measure(recipe, args.steps, recipe in args.checkpointing, overrides)
         rows.append(row)
         print(f"{recipe}: {row['clips_per_s']} clips/s ({row['batch']} x {row['segment_s']} s crops, "
               f"{row['step_s']} s/step on {row['device']}); data {row['data_s_per_clip']} s/clip; "
               f"peak RSS {row['peak_rss_mb']} MB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": platform.machine(), "torch": torch.__version__,
-                                               "runs": rows}, indent=2))
+                                               "overrides": overrides, "runs": rows}, indent=2))
 
 
 if __name__ == "__main__":

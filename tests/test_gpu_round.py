@@ -77,8 +77,8 @@ def test_a_whole_round_on_the_cpu(tmp_path):
     tiny = ["model.feature_dim=16", "model.num_blocks=1", "model.num_heads=2", "optim.batch_size=2",
             "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1", "data.workers=0",
             "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=2"]
-    # two steps end the training long before the time limit (which still bounds a slow machine)
-    assert gpu_round.run(out, deadline=60, device="cpu", config_sets=tiny, speed=False, margin=12,
+    # two steps end the training long before the time limit (which only bounds a stuck run)
+    assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", fresh=True) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"]["prepare"]["rc"] == 0 and summary["steps"]["train"]["rc"] == 0
@@ -104,7 +104,7 @@ def test_a_round_continues_the_carried_generator_and_returns_its_kept_steps(tmp_
     out = tmp_path / "out"
     tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
             "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3"]
-    assert gpu_round.run(out, deadline=60, device="cpu", config_sets=tiny, speed=False, margin=12,
+    assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu.yaml", keep_every=1) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 3 and summary["config"]["init_from"].endswith("pack/generator.safetensors")
