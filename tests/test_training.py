@@ -147,6 +147,21 @@ def test_band_envelope_loss_sees_levels_over_time_not_fine_structure():
     assert losses.band_envelope_loss(loud, ref).item() == pytest.approx(0.5, abs=0.05)
 
 
+def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    estimate, target = torch.randn(2, 2, 4096) * 0.1, torch.randn(2, 2, 4096) * 0.1
+    for loss in (losses.reconstruction_loss, losses.log_magnitude_loss, losses.band_envelope_loss):
+        shared = loss(losses.Magnitudes(estimate), losses.Magnitudes(target))
+        assert torch.equal(shared, loss(estimate, target)), loss.__name__
+    calls = []
+    original = losses.magnitude
+    monkeypatch.setattr(losses, "magnitude", lambda wav, window: calls.append(window) or original(wav, window))
+    trainer = Trainer(load_config(SMOKE, {"loss.log_magnitude": 0.5, "loss.band_envelope": 1.0}), tmp_path,
+                      progress=False)
+    trainer.reconstruction(estimate, target)
+    assert sorted(calls) == sorted(2 * list(losses.WINDOWS))  # 7 windows x (estimate, reference), not 2 x 17
+
+
 def test_generator_learns_in_20_steps(tmp_path):
     # the smoke model, reconstruction only (the GAN steps have their own tests): fast, and a real drop
     config = load_config(SMOKE, {"data.source": "synthetic", "data.segment": 0.5, "data.examples_per_epoch": 40,

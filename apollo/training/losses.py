@@ -29,23 +29,46 @@ def feature_matching_loss(real: list[list[torch.Tensor]], fake: list[list[torch.
 
 
 def magnitude(wav: torch.Tensor, window: int) -> torch.Tensor:
+    """|STFT| of (batch, channels, time) audio at one window, hop window/2: (batch*channels, bins, frames)."""
     b, c, length = wav.shape
     hann = torch.hann_window(window, device=wav.device)
     spec = torch.stft(wav.reshape(b * c, length).float(), window, window // 2, window=hann, return_complex=True)
     return spec.abs()
 
 
-def reconstruction_loss(estimate: torch.Tensor, reference: torch.Tensor,
-                        windows: tuple[int, ...] = WINDOWS) -> torch.Tensor:
+class Magnitudes:
+    """One waveform's |STFT| at each window, computed on first use and then shared, so the losses
+    that look at the same windows (Eq. 4, log_magnitude_loss, band_envelope_loss) pay for each once.
+    Every loss here takes either a waveform or this."""
+
+    def __init__(self, wav: torch.Tensor) -> None:
+        self.wav = wav
+        self._by_window: dict[int, torch.Tensor] = {}
+
+    def __call__(self, window: int) -> torch.Tensor:
+        if window not in self._by_window:
+            self._by_window[window] = magnitude(self.wav, window)
+        return self._by_window[window]
+
+
+Audio = torch.Tensor | Magnitudes
+
+
+def _magnitudes(audio: Audio) -> Magnitudes:
+    return audio if isinstance(audio, Magnitudes) else Magnitudes(audio)
+
+
+def reconstruction_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = WINDOWS) -> torch.Tensor:
     """Mean over STFT windows of mean| |S_est| - |S_ref| | / mean |S_ref| (Eq. 4)."""
+    estimate, reference = _magnitudes(estimate), _magnitudes(reference)
     terms = []
     for w in windows:
-        est, ref = magnitude(estimate, w), magnitude(reference, w)
+        est, ref = estimate(w), reference(w)
         terms.append((est - ref).abs().mean() / ref.mean().clamp_min(1e-8))
     return torch.stack(terms).mean()
 
 
-def log_magnitude_loss(estimate: torch.Tensor, reference: torch.Tensor, windows: tuple[int, ...] = WINDOWS,
+def log_magnitude_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = WINDOWS,
                        floor: float = 1e-5) -> torch.Tensor:
     """Mean over STFT windows of mean |log10(|S_est| + floor) - log10(|S_ref| + floor)|.
 
@@ -53,14 +76,15 @@ def log_magnitude_loss(estimate: torch.Tensor, reference: torch.Tensor, windows:
     here a band 10x too loud costs one decade at any level, as in LSD. The floor sits below
     16-bit noise at every window.
     """
+    estimate, reference = _magnitudes(estimate), _magnitudes(reference)
     terms = []
     for w in windows:
-        est, ref = magnitude(estimate, w), magnitude(reference, w)
+        est, ref = estimate(w), reference(w)
         terms.append((torch.log10(est + floor) - torch.log10(ref + floor)).abs().mean())
     return torch.stack(terms).mean()
 
 
-def band_envelope_loss(estimate: torch.Tensor, reference: torch.Tensor, windows: tuple[int, ...] = (256, 512, 1024),
+def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = (256, 512, 1024),
                        bands: int = ENVELOPE_BANDS, floor: float = 1e-5) -> torch.Tensor:
     """Mean over windows, bands and frames of |log10 RMS_est - log10 RMS_ref| of each band's magnitude.
 
@@ -69,9 +93,10 @@ def band_envelope_loss(estimate: torch.Tensor, reference: torch.Tensor, windows:
     averages out, and what is left is the band's level frame by frame: whether the generated band
     follows the music's transients (diagnostics.transient_following) and sits at the right level.
     """
+    estimate, reference = _magnitudes(estimate), _magnitudes(reference)
     terms = []
     for w in windows:
-        est, ref = magnitude(estimate, w) ** 2, magnitude(reference, w) ** 2  # (batch, bins, frames)
+        est, ref = estimate(w) ** 2, reference(w) ** 2  # (batch, bins, frames)
         band_of_bin = torch.arange(est.shape[1], device=est.device) * bands // est.shape[1]
         average = torch.nn.functional.one_hot(band_of_bin, bands).float()  # (bins, bands)
         average = average / average.sum(0)

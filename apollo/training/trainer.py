@@ -163,7 +163,9 @@ class Trainer:
         return (loss.adversarial > 0 or loss.feature_matching > 0) and self.step >= loss.gan_from_step
 
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Eq. 4, plus the log-magnitude and band-envelope terms where the recipe weighs them."""
+        """Eq. 4, plus the log-magnitude and band-envelope terms where the recipe weighs them (each
+        window's spectra computed once for all three)."""
+        estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
         if self.cfg.loss.log_magnitude:
             rec = rec + self.cfg.loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
