@@ -1,4 +1,4 @@
-"""One GPU round in one call: GPU inference timings, then the large model trained to a deadline.
+"""One GPU round in one call: GPU inference timings, then a model (the large one) trained to a deadline.
 
 A GPU machine is lent now and then for 15 minutes, start-up included, with no network and 64 MiB
 of working tree per call (docs/gpu.md). So everything travels with the call and one command does
@@ -16,9 +16,12 @@ it all. Three steps:
 
 `run` writes at most 8 files of at most 15 MiB to --out (the limits of what comes back): log.txt,
 gpu_speed.json, summary.json, metrics.csv, discriminator.safetensors and the generator as
-float16 parts. It continues from apollo/weights/apollo-large.safetensors (and .gpu/discriminator
-.safetensors) when they exist. Each step has its own timeout; training gets what is left of
---deadline less the export margin, and `apollo train --time-limit` stops it with a checkpoint.
+float16 parts (exact where the model is small), and with --keep-every N the generator of every N
+steps as tar files. It starts from the generator `pack --generator` carried (.gpu/generator.safetensors),
+else from apollo/weights/apollo-large.safetensors for the large recipe, and from the discriminator
+`pack --discriminator` carried, when they exist; --config names another recipe than the large one.
+Each step has its own timeout; training gets what is left of --deadline less the export margin,
+and `apollo train --time-limit` stops it with a checkpoint.
 `run --device cpu --config-set ...` runs the same round on a CPU, to test it (tests/test_gpu_round.py).
 """
 
