@@ -16,6 +16,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -25,8 +26,8 @@ from apollo.training import Trainer, load_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def measure(recipe: str, steps: int, checkpointing: bool, overrides: dict[str, str] | None = None) -> dict:
-    """Median seconds of a full GAN step and of making one training clip, for one recipe."""
+def measure(recipe: str, steps: int, checkpointing: bool, overrides: dict[str, Any] | None = None) -> dict:
+    """One recipe's median seconds per full GAN step and mean seconds to make one training clip."""
     config = load_config(CONFIGS / f"{recipe}.yaml", {"data.source": "synthetic", "data.workers": 0,
                                                       "data.examples_per_epoch": 64,
                                                       "activation_checkpointing": checkpointing, **(overrides or {})})
