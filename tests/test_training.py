@@ -351,6 +351,27 @@ def test_gan_warm_up_leaves_the_discriminator_alone_until_its_step(tmp_path):
     assert not all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
 
 
+def test_discriminator_only_steps_leave_the_generator_alone_then_it_trains(tmp_path):
+    config = load_config(SMOKE, {"loss.gan_from_step": 1, "loss.discriminator_only_steps": 2,
+                                 "schedule.max_steps": 3})
+    trainer = Trainer(config, tmp_path, progress=False)
+    degraded, target, _ = trainer.valid_set[0]
+    trainer.train_step(degraded[None], target[None])  # step 0: the generator's warm-up
+    trainer.step = 1
+    generator = {k: v.clone() for k, v in _unwrap(trainer.generator).state_dict().items()}
+    critic = _discriminator_weights(trainer)
+    for step in (1, 2):  # the discriminator alone
+        trainer.step = step
+        rows = trainer.train_step(degraded[None], target[None])
+        assert rows["loss_d"] > 0 and rows["adversarial"] == 0.0
+    assert all(torch.equal(generator[k], v) for k, v in _unwrap(trainer.generator).state_dict().items())
+    assert not all(torch.equal(critic[k], v) for k, v in _discriminator_weights(trainer).items())
+    trainer.step = 3  # both again
+    rows = trainer.train_step(degraded[None], target[None])
+    assert rows["adversarial"] > 0
+    assert not all(torch.equal(generator[k], v) for k, v in _unwrap(trainer.generator).state_dict().items())
+
+
 def test_reconstruction_only_recipe_never_runs_the_discriminator(tmp_path):
     config = load_config(SMOKE, {"loss.adversarial": 0.0, "loss.feature_matching": 0.0, "schedule.max_steps": 3})
     trainer = Trainer(config, tmp_path, progress=False)

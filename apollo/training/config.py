@@ -52,6 +52,9 @@ class LossConfig:
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0
+    # then the discriminator trains alone for this many steps while the generator stands still, so
+    # a fresh discriminator can learn to see before its scores steer the generator (0: no such phase)
+    discriminator_only_steps: int = 0
     # how the discriminator scales each example: "rms" (unit RMS per sample) or "energy" (unit l2
     # norm, as released; blind on 3-s clips, see training/discriminator.py)
     discriminator_input: str = "rms"

@@ -162,6 +162,11 @@ class Trainer:
         loss = self.cfg.loss
         return (loss.adversarial > 0 or loss.feature_matching > 0) and self.step >= loss.gan_from_step
 
+    def discriminator_only(self) -> bool:
+        """Whether this step trains the discriminator alone (loss.discriminator_only_steps)."""
+        loss = self.cfg.loss
+        return self.uses_gan() and self.step < loss.gan_from_step + loss.discriminator_only_steps
+
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Eq. 4, plus the log-magnitude and band-envelope terms where the recipe weighs them (each
         window's spectra computed once for all three)."""
@@ -177,9 +182,10 @@ class Trainer:
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
-        with self.autocast():
+        still = self.discriminator_only()
+        with self.autocast(), torch.set_grad_enabled(not still):
             estimate = self.generator(degraded).float()
-        rec = self.reconstruction(estimate, target)
+            rec = self.reconstruction(estimate, target)
         zero = torch.zeros((), device=self.device)
         loss_d, fm, adv = zero, zero, zero
         if self.uses_gan():
@@ -191,6 +197,9 @@ class Trainer:
             loss_d.backward()
             torch.nn.utils.clip_grad_norm_(self.discriminator.parameters(), cfg.optim.grad_clip)
             self.opt_d.step()
+            if still:  # the generator stands still: nothing more to compute
+                return {"loss_g": (cfg.loss.reconstruction * rec).item(), "loss_d": loss_d.item(),
+                        "reconstruction": rec.item(), "feature_matching": 0.0, "adversarial": 0.0}
             with self.autocast():
                 fake_scores, fake_feats = self.discriminator(estimate)
                 with torch.no_grad():
@@ -288,9 +297,9 @@ class Trainer:
 
     def _end_epoch(self, log: Path, writer: Any) -> None:
         valid = self.validate()
-        self.sched_g.step()
-        with warnings.catch_warnings():  # during a GAN warm-up the D optimiser has not stepped yet
+        with warnings.catch_warnings():  # during a warm-up one of the optimisers has not stepped yet
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.sched_g.step()
             self.sched_d.step()
         self.epoch += 1
         self.step_in_epoch = 0
