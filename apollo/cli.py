@@ -405,14 +405,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from .training import Trainer, load_config
+    from .training import Trainer, load_config, parse_overrides
 
-    overrides = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if not _ or not key:
-            return _fail(f"--set takes KEY=VALUE, got {item!r}", 2)
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set or [])
+    except ValueError as err:
+        return _fail(str(err), 2)
     if args.threads is not None:
         import torch
 

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from apollo.training import Trainer, load_config
+from apollo.training import Trainer, load_config, parse_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -71,7 +70,10 @@ def main() -> None:
                              "data.source=cache (the default is synthetic clips)")
     parser.add_argument("--json")
     args = parser.parse_args()
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as err:
+        parser.error(str(err))
     rows = []
     for recipe in args.recipes:
         row = measure(recipe, args.steps, recipe in args.checkpointing, overrides)

@@ -16,7 +16,7 @@ import torch
 
 import apollo
 from apollo.model.config import ApolloConfig
-from apollo.training import Trainer, load_config, losses
+from apollo.training import Trainer, load_config, losses, parse_overrides
 from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator
 from apollo.training.trainer import _unwrap
 
@@ -192,6 +192,14 @@ def test_epoch_end_validation_samples_and_best(tmp_path):
     assert names == ["valid0-degraded.flac", "valid0-epoch0000.flac", "valid0-target.flac"]
     events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100  # scalars were logged for TensorBoard
+
+
+def test_set_overrides_are_read_as_yaml_and_need_a_key():
+    assert parse_overrides(["optim.batch_size=32", "init_from=null", "data.cache=a=b"]) == {
+        "optim.batch_size": 32, "init_from": None, "data.cache": "a=b"}
+    for bad in ("schedule.max_steps", "=3"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_overrides([bad])
 
 
 def test_keep_every_writes_each_steps_generator(tmp_path):

@@ -170,6 +170,18 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**built, **top, model_overrides=tuple(sorted(raw.get("model") or {})))
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings (`--set`) as load_config's overrides, each value read as YAML
+    (`32` an int, `null` None); ValueError naming the first item without a key and an `=`."""
+    overrides = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Reads a YAML recipe; overrides are dotted keys, e.g. {"schedule.max_steps": 20}."""
     raw = yaml.safe_load(Path(path).read_text()) or {}

@@ -279,7 +279,7 @@ class Trainer:
                 if self.step % sched.checkpoint_every == 0:
                     self._save(self.run_dir / STATE)
                 if sched.keep_every and self.step % sched.keep_every == 0:
-                    self._keep()
+                    self._export_generator(f"step{self.step:06d}")
                 out_of_time = deadline is not None and time.monotonic() >= deadline
                 if self._done() or out_of_time:
                     break
@@ -349,16 +349,13 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         atomic_write(path, lambda tmp: torch.save(state, tmp))
-        export = self.run_dir / ("generator-best.safetensors" if best else "generator-last.safetensors")
-        save_checkpoint(export, generator.state_dict(), self.model_config,
-                        metadata={"step": str(self.step), "epoch": str(self.epoch)})
+        self._export_generator("best" if best else "last")
 
-    def _keep(self) -> None:
-        """This step's generator beside the run's others (schedule.keep_every)."""
+    def _export_generator(self, name: str) -> None:
+        """The generator as a checkpoint load_model reads: run_dir/generator-{name}.safetensors."""
         if self.rank == 0:
-            save_checkpoint(self.run_dir / f"generator-step{self.step:06d}.safetensors",
-                            _unwrap(self.generator).state_dict(), self.model_config,
-                            metadata={"step": str(self.step), "epoch": str(self.epoch)})
+            save_checkpoint(self.run_dir / f"generator-{name}.safetensors", _unwrap(self.generator).state_dict(),
+                            self.model_config, metadata={"step": str(self.step), "epoch": str(self.epoch)})
 
     def _load(self, path: Path) -> None:
         if not path.exists():
