@@ -88,6 +88,28 @@ def test_residual_model_starts_as_the_identity_and_learns():
     assert (model(wav) - target).abs().mean() < 0.9 * (out - target).abs().mean()
 
 
+@pytest.mark.parametrize("grow_to", [2, 3])
+def test_grown_model_computes_what_the_smaller_one_did_and_its_new_blocks_learn(grow_to):
+    torch.manual_seed(0)
+    small = apollo.Apollo(ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True))
+    for p in small.parameters():  # a trained-looking model: no zero output layers
+        torch.nn.init.normal_(p, std=0.1)
+    big = small.grown(grow_to)
+    assert big.config == dataclasses.replace(small.config, num_blocks=grow_to) and len(big.blocks) == grow_to
+    wav = torch.randn(1, 2, 8820)
+    with torch.no_grad():
+        assert torch.equal(big(wav), small(wav))
+    new = [p for p in big.blocks[1:].parameters()]
+    opt = torch.optim.SGD(new, lr=1e-2)
+    for _ in range(2):  # the zeroed output layers learn first, then the layers before them
+        opt.zero_grad()
+        (big(wav) - 0.5 * wav).abs().mean().backward()
+        opt.step()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in new if p.requires_grad and p.dim() > 1)
+    with pytest.raises(ValueError, match="cannot grow"):
+        big.grown(1)
+
+
 def test_channels_are_independent():
     model = build_test_model()
     torch.manual_seed(1)

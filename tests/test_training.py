@@ -255,6 +255,22 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
                 tmp_path / "other", progress=False)
 
 
+def test_finetune_grows_a_checkpoint_to_more_blocks(tmp_path):
+    model = apollo.load_model("tiny-test")
+    path = tmp_path / "init.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), model.config)
+    recipe = load_config(SMOKE, {"init_from": str(path), "model": {"num_blocks": 3}, "schedule.max_steps": 1})
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    grown = _unwrap(trainer.generator)
+    assert grown.config == dataclasses.replace(model.config, num_blocks=3)
+    assert all(torch.equal(grown.state_dict()[k], v) for k, v in model.state_dict().items())
+    wav = torch.randn(1, 2, 8820)
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(wav), model(wav))
+    trainer.fit()
+    assert apollo.load_model(tmp_path / "run" / "generator-last.safetensors").config.num_blocks == 3
+
+
 def test_finetune_into_a_causal_model_keeps_the_past_taps(tmp_path):
     model = apollo.load_model("tiny-test")
     path = tmp_path / "init.safetensors"

@@ -143,6 +143,16 @@ class BandSequenceBlock(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.tcn(self.band(z))
 
+    @torch.no_grad()
+    def make_identity(self) -> None:
+        """Zeros the output projection of every residual branch, so the block returns its input
+        exactly while each branch still gets gradients: a model grown by such blocks computes
+        what it did before growing (Apollo.grow)."""
+        for layer in (self.band.attn_out, self.band.ffn_out, *(tcn.fc2 for tcn in self.tcn)):
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+
     def step(self, z: torch.Tensor, history: list[torch.Tensor | None] | None
              ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """forward() that continues each TCN block from `history` (None: the start of a signal)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -122,6 +124,20 @@ class Apollo(nn.Module):
         c = self.config
         past = self.window.new_zeros(batch, c.tcn_kernel - 1, c.num_bands, c.feature_dim)
         return [[past] * c.tcn_blocks for _ in range(c.num_blocks)]
+
+    def grown(self, num_blocks: int) -> "Apollo":
+        """This model with band-sequence blocks appended up to `num_blocks`, computing exactly
+        what it computes now: the new blocks start as identities (make_identity) and learn from
+        there, so a larger model can continue from a trained smaller one."""
+        if num_blocks < self.config.num_blocks:
+            raise ValueError(f"cannot grow {self.config.num_blocks} blocks into {num_blocks}")
+        bigger = Apollo(dataclasses.replace(self.config, num_blocks=num_blocks))
+        for block in bigger.blocks[self.config.num_blocks:]:
+            block.make_identity()
+        state = bigger.state_dict()
+        state.update(self.state_dict())
+        bigger.load_state_dict(state)
+        return bigger
 
     @torch.no_grad()
     def drop_future_taps(self) -> None:

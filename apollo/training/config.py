@@ -85,7 +85,7 @@ class TrainConfig:
     # adversarial game instead of restarting it against a trained generator
     init_discriminator_from: str | None = None
     # with init_from: the model keys the recipe sets, applied over the checkpoint's config
-    # (only keys that add no weights, e.g. keep_input_band)
+    # (only keys that add no weights, e.g. keep_input_band, or a larger num_blocks: Apollo.grown)
     model_overrides: tuple[str, ...] = ()
     seed: int = 0
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 on CPU; "fp32"; "bf16"

@@ -45,8 +45,12 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
-    """The checkpoint's generator, rebuilt with the recipe's model keys if they change its config."""
+    """The checkpoint's generator, rebuilt with the recipe's model keys if they change its config.
+
+    A larger num_blocks grows it (Apollo.grown: the new blocks start as identities)."""
     changed = {k: getattr(config.model, k) for k in config.model_overrides}
+    if changed.get("num_blocks", generator.config.num_blocks) > generator.config.num_blocks:
+        generator = generator.grown(changed["num_blocks"])
     model_config = dataclasses.replace(generator.config, **changed)
     if model_config == generator.config:
         return generator
@@ -55,7 +59,8 @@ def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
         rebuilt.load_state_dict(generator.state_dict())
     except RuntimeError as error:
         raise ValueError(f"init_from: the recipe's model keys {sorted(changed)} change the weights' "
-                         f"shapes; only keys that add no weights can be changed when fine-tuning") from error
+                         f"shapes; only keys that add no weights, or a larger num_blocks, can be changed when "
+                         "fine-tuning") from error
     if model_config.causal and not generator.config.causal:
         rebuilt.drop_future_taps()  # the nearest causal model: the same taps on the same past frames
     return rebuilt
