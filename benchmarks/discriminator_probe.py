@@ -20,6 +20,7 @@ import time
 import torch
 
 from apollo.data.examples import ExampleConfig, TrainingExamples
+from apollo.pretrained import load_model
 from apollo.training import losses
 from apollo.training.discriminator import INPUT_SCALES, MultiResolutionDiscriminator
 
@@ -28,6 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", required=True, help="a training cache (apollo data prepare)")
     parser.add_argument("--input-scale", choices=INPUT_SCALES, default="rms")
+    parser.add_argument("--exponent", type=float, default=1.0,
+                        help="each STFT bin's magnitude to this power (1: as released; loss.discriminator_exponent)")
+    parser.add_argument("--generator", help="score this generator's restoration of the MP3 as the fake "
+                        "(default: the MP3 itself)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-4, help="the recipe's discriminator rate")
     parser.add_argument("--batch", type=int, default=4)
@@ -40,12 +45,16 @@ def main() -> None:
     examples = TrainingExamples(args.cache, ExampleConfig(segment=args.segment, bitrates=tuple(args.bitrates),
                                                           examples_per_epoch=args.steps * args.batch),
                                 split="train", seed=0)
-    disc = MultiResolutionDiscriminator(input_scale=args.input_scale)
+    disc = MultiResolutionDiscriminator(input_scale=args.input_scale, exponent=args.exponent)
+    generator = load_model(args.generator).eval() if args.generator else None
     opt = torch.optim.AdamW(disc.parameters(), args.lr, betas=(0.5, 0.99), weight_decay=0.01)
     rows, began = [], time.monotonic()
     for step in range(args.steps):
         items = [examples[step * args.batch + i] for i in range(args.batch)]
         mp3 = torch.stack([item[0] for item in items])
+        if generator is not None:
+            with torch.no_grad():
+                mp3 = generator(mp3)
         reference = torch.stack([item[1] for item in items])
         real, _ = disc(reference)
         fake, _ = disc(mp3)
@@ -63,7 +72,8 @@ def main() -> None:
         summary = {"command": "python benchmarks/discriminator_probe.py " + " ".join(
                        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                        for k, v in vars(args).items() if k != "json" and v is not None),
-                   "input_scale": args.input_scale, "rows": rows,
+                   "input_scale": args.input_scale, "exponent": args.exponent, "generator": args.generator,
+                   "rows": rows,
                    "final_mean_gap": round(sum(rows[-1]["gap"]) / len(rows[-1]["gap"]), 4)}
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=1)

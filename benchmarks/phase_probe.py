@@ -17,6 +17,8 @@ bitrate), and only the phase of the bins above the input's band limit changes:
   a frame keeps its shape, the hop-periodic repetition goes.
 - copy: each bin takes the phase of a kept bin an even number of bins below (spectral band
   replication's patching): the kept band's own transients and time structure, shifted up.
+- quieter, louder (not in the default --variants): the generator's output, band 3 dB quieter or
+  louder: how ViSQOL weighs the level of the fill on its own.
 
 Scored with `apollo evaluate`'s metrics and diagnostics on the excerpts it makes (peak 0.9,
 restored at peak 1 as the model's normalize_peak does).
@@ -40,6 +42,7 @@ from apollo.pretrained import load_model
 RATE = 44100
 VARIANTS = ("none", "random", "random_level", "jitter", "copy")
 LOUDER_DB = 2.5  # random_level: what incoherent overlap-add takes off the generated band
+STEP_DB = 3.0  # quieter, louder
 KEYS = ("visqol", "lsd", "si_snr", "hop_comb", "transient_envelope", "level_8-11k", "level_11-14k",
         "level_14-16k")
 
@@ -62,6 +65,9 @@ def rephase(spec: torch.Tensor, out: torch.Tensor, limit: int, variant: str, win
     """The restored spectrum (T, F) complex with `variant`'s phase above bin `limit`."""
     if variant == "none":
         return out
+    above = torch.arange(out.shape[1]) > limit
+    if variant in ("quieter", "louder"):
+        return torch.where(above, out * 10 ** ((STEP_DB if variant == "louder" else -STEP_DB) / 20), out)
     g = torch.Generator().manual_seed(seed)
     magnitude = out.abs()
     if variant in ("random", "random_level"):
@@ -76,7 +82,6 @@ def rephase(spec: torch.Tensor, out: torch.Tensor, limit: int, variant: str, win
         phase = copied_phase(spec, limit)
     else:
         raise ValueError(f"unknown variant {variant!r}")
-    above = torch.arange(out.shape[1]) > limit
     return torch.where(above, magnitude * phase, out)
 
 

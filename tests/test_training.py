@@ -17,7 +17,7 @@ import torch
 import apollo
 from apollo.model.config import ApolloConfig
 from apollo.training import Trainer, load_config, losses, parse_overrides
-from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator
+from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator, compress
 from apollo.training.trainer import _unwrap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,9 +363,49 @@ def _discriminator_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in _unwrap(trainer.discriminator).state_dict().items()}
 
 
+def test_compress_raises_magnitudes_to_the_exponent_and_keeps_the_phase():
+    spec = torch.polar(torch.tensor([1e-4, 0.5, 2.0, 100.0]), torch.tensor([0.3, -2.0, 1.0, 3.0]))
+    out = compress(spec, 0.3)
+    assert torch.allclose(out.abs(), spec.abs() ** 0.3, rtol=1e-4)
+    assert torch.allclose(out.angle(), spec.angle(), atol=1e-5)
+    assert compress(spec, 1.0) is spec
+    with pytest.raises(ValueError, match="exponent"):
+        MultiResolutionDiscriminator(exponent=0.0)
+
+
+@pytest.mark.parametrize("exponent, sees", [(1.0, False), (0.3, True)])
+def test_compressed_discriminator_sees_a_quiet_air_band(exponent, sees):
+    """D-only training on noise whose top 60% is 50 dB down, as music's air band is, against the
+    same noise without it: as released (exponent 1) the missing band is a rounding error of the
+    input and the scores stay together; at |X|^0.3 they separate (loss.discriminator_exponent)."""
+    torch.manual_seed(0)
+    disc = MultiResolutionDiscriminator(audio_channels=1, windows=(64, 256), exponent=exponent)
+    opt = torch.optim.AdamW(disc.parameters(), 1e-3, betas=(0.5, 0.99))
+    n = 4000
+    low = (torch.fft.rfftfreq(n) < 0.2).float()
+    tilt = low + (1 - low) * 10 ** (-50 / 20)
+
+    def pair() -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.fft.irfft(torch.fft.rfft(torch.randn(4, 1, n)) * tilt, n=n),
+                torch.fft.irfft(torch.fft.rfft(torch.randn(4, 1, n)) * tilt * low, n=n))
+
+    for _ in range(60):
+        real, fake = pair()
+        loss = losses.discriminator_loss(disc(real)[0], disc(fake)[0])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    real, fake = pair()
+    with torch.no_grad():
+        gap = sum((r.mean() - f.mean()).item() for r, f in zip(disc(real)[0], disc(fake)[0])) / 2
+    assert (gap > 0.3) if sees else (abs(gap) < 0.05)
+
+
 def test_gan_warm_up_leaves_the_discriminator_alone_until_its_step(tmp_path):
-    config = load_config(SMOKE, {"loss.gan_from_step": 2, "schedule.max_steps": 2})
+    config = load_config(SMOKE, {"loss.gan_from_step": 2, "schedule.max_steps": 2,
+                                 "loss.discriminator_exponent": 0.3})
     trainer = Trainer(config, tmp_path, progress=False)
+    assert all(d.exponent == 0.3 for d in _unwrap(trainer.discriminator).discriminators)
     start = _discriminator_weights(trainer)
     trainer.fit()
     assert all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())

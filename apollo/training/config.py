@@ -58,6 +58,9 @@ class LossConfig:
     # how the discriminator scales each example: "rms" (unit RMS per sample) or "energy" (unit l2
     # norm, as released; blind on 3-s clips, see training/discriminator.py)
     discriminator_input: str = "rms"
+    # the discriminator sees each STFT bin at |X|^exponent with its phase (1: as released; 0.3
+    # lifts the quiet high band towards the bass, see training/discriminator.py compress)
+    discriminator_exponent: float = 1.0
 
 
 @dataclass

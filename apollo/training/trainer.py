@@ -100,7 +100,8 @@ class Trainer:
             self.model_config = config.model
             generator = Apollo(config.model)
         generator.activation_checkpointing = config.activation_checkpointing
-        discriminator = MultiResolutionDiscriminator(audio_channels=2, input_scale=config.loss.discriminator_input)
+        discriminator = MultiResolutionDiscriminator(audio_channels=2, input_scale=config.loss.discriminator_input,
+                                                     exponent=config.loss.discriminator_exponent)
         if config.init_discriminator_from:
             from safetensors.torch import load_file
 
