@@ -147,7 +147,7 @@ class BandSequenceBlock(nn.Module):
     def make_identity(self) -> None:
         """Zeros the output projection of every residual branch, so the block returns its input
         exactly while each branch still gets gradients: a model grown by such blocks computes
-        what it did before growing (Apollo.grow)."""
+        what it did before growing (Apollo.grown)."""
         for layer in (self.band.attn_out, self.band.ffn_out, *(tcn.fc2 for tcn in self.tcn)):
             layer.weight.zero_()
             if layer.bias is not None:
