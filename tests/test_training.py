@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -60,21 +61,12 @@ def test_discriminator_input_scales():
         MultiResolutionDiscriminator(input_scale="peak")
 
 
-@pytest.mark.parametrize("input_scale, sees", [("rms", True), ("energy", False)])
-def test_discriminator_sees_a_missing_high_band_only_at_unit_rms(input_scale, sees):
-    """D-only training on full-band noise against its low-passed copy: at unit RMS the scores
-    separate within 30 steps; at the release's unit energy the inputs are too small to learn from
-    (the failure every GPU round showed on music, docs/gpu.md)."""
-    torch.manual_seed(0)
-    disc = MultiResolutionDiscriminator(audio_channels=1, windows=(64, 256), input_scale=input_scale)
+def _score_gaps_after_training(disc: MultiResolutionDiscriminator,
+                               pair: Callable[[], tuple[torch.Tensor, torch.Tensor]], steps: int) -> list[float]:
+    """Trains `disc` alone (LSGAN, lr 1e-3) for `steps` on pair() = (real, fake), then returns each
+    sub-discriminator's mean real-minus-fake score on a fresh pair."""
     opt = torch.optim.AdamW(disc.parameters(), 1e-3, betas=(0.5, 0.99))
-    n = 4000
-    mask = (torch.fft.rfftfreq(n) < 0.2).float()  # the low 40% of the band
-
-    def pair() -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.randn(4, 1, n), torch.fft.irfft(torch.fft.rfft(torch.randn(4, 1, n)) * mask, n=n)
-
-    for _ in range(30):
+    for _ in range(steps):
         real, fake = pair()
         loss = losses.discriminator_loss(disc(real)[0], disc(fake)[0])
         opt.zero_grad()
@@ -82,7 +74,23 @@ def test_discriminator_sees_a_missing_high_band_only_at_unit_rms(input_scale, se
         opt.step()
     with torch.no_grad():
         real, fake = pair()
-        gaps = [(r.mean() - f.mean()).item() for r, f in zip(disc(real)[0], disc(fake)[0])]
+        return [(r.mean() - f.mean()).item() for r, f in zip(disc(real)[0], disc(fake)[0])]
+
+
+@pytest.mark.parametrize("input_scale, sees", [("rms", True), ("energy", False)])
+def test_discriminator_sees_a_missing_high_band_only_at_unit_rms(input_scale, sees):
+    """D-only training on full-band noise against its low-passed copy: at unit RMS the scores
+    separate within 30 steps; at the release's unit energy the inputs are too small to learn from
+    (the failure every GPU round showed on music, docs/gpu.md)."""
+    torch.manual_seed(0)
+    disc = MultiResolutionDiscriminator(audio_channels=1, windows=(64, 256), input_scale=input_scale)
+    n = 4000
+    mask = (torch.fft.rfftfreq(n) < 0.2).float()  # the low 40% of the band
+
+    def pair() -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(4, 1, n), torch.fft.irfft(torch.fft.rfft(torch.randn(4, 1, n)) * mask, n=n)
+
+    gaps = _score_gaps_after_training(disc, pair, 30)
     if sees:
         assert min(gaps) > 0.1, gaps
     else:
@@ -380,7 +388,6 @@ def test_compressed_discriminator_sees_a_quiet_air_band(exponent, sees):
     input and the scores stay together; at |X|^0.3 they separate (loss.discriminator_exponent)."""
     torch.manual_seed(0)
     disc = MultiResolutionDiscriminator(audio_channels=1, windows=(64, 256), exponent=exponent)
-    opt = torch.optim.AdamW(disc.parameters(), 1e-3, betas=(0.5, 0.99))
     n = 4000
     low = (torch.fft.rfftfreq(n) < 0.2).float()
     tilt = low + (1 - low) * 10 ** (-50 / 20)
@@ -389,15 +396,7 @@ def test_compressed_discriminator_sees_a_quiet_air_band(exponent, sees):
         return (torch.fft.irfft(torch.fft.rfft(torch.randn(4, 1, n)) * tilt, n=n),
                 torch.fft.irfft(torch.fft.rfft(torch.randn(4, 1, n)) * tilt * low, n=n))
 
-    for _ in range(60):
-        real, fake = pair()
-        loss = losses.discriminator_loss(disc(real)[0], disc(fake)[0])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    real, fake = pair()
-    with torch.no_grad():
-        gap = sum((r.mean() - f.mean()).item() for r, f in zip(disc(real)[0], disc(fake)[0])) / 2
+    gap = sum(_score_gaps_after_training(disc, pair, 60)) / 2
     assert (gap > 0.3) if sees else (abs(gap) < 0.05)
 
 
