@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -193,6 +194,35 @@ def test_single_stem_probability(musdb, tmp_path):
     assert 0.05 < share["plain"] < 0.22  # uniform 1..8: one in eight
     assert 0.55 < share["lone"] < 0.8  # 0.6 + 0.4 / 8
     assert max(counts["lone"]) == 8  # the other draws still sum up to 8 stems
+
+
+def test_darken_probability_lowpasses_that_share_of_targets(musdb, tmp_path):
+    prepare(musdb, tmp_path / "cache", progress=False)
+    config = ExampleConfig(segment=0.5, bitrates=(128,))
+    plain = TrainingExamples(tmp_path / "cache", config, seed=1, length=8)
+    dark = TrainingExamples(tmp_path / "cache", dataclasses.replace(config, darken_probability=0.5,
+                                                                    darken_hz=(1500.0, 3000.0)), seed=1, length=8)
+    draws = [(plain.draw(i), dark.draw(i)) for i in range(200)]
+    # the corner is drawn last, so every other choice is the undarkened recipe's
+    assert all(a["parts"] == b["parts"] and a["bitrate"] == b["bitrate"] for a, b in draws)
+    assert all(a["darken_hz"] is None for a, _ in draws)
+    corners = [b["darken_hz"] for _, b in draws if b["darken_hz"] is not None]
+    assert 0.35 < len(corners) / len(draws) < 0.65 and all(1500 <= c <= 3000 for c in corners)
+    index = next(i for i, (_, b) in enumerate(draws) if b["darken_hz"] is not None)
+    corner = draws[index][1]["darken_hz"]
+
+    def high_share(x: torch.Tensor) -> float:  # energy above 4x the corner, as a share of the whole
+        power = np.abs(np.fft.rfft(x.numpy().mean(0))) ** 2
+        return float(power[np.fft.rfftfreq(x.shape[-1], 1 / SR) > 4 * corner].sum() / power.sum())
+
+    _, white, _ = plain[index]
+    _, darkened, _ = dark[index]
+    assert high_share(white) > 0.3  # white-noise stems
+    assert high_share(darkened) < 1e-4  # 4th order: -48 dB two octaves up
+    with pytest.raises(ValueError, match="darken_probability"):
+        ExampleConfig(darken_probability=1.5)
+    with pytest.raises(ValueError, match="darken_hz"):
+        ExampleConfig(darken_hz=(3000.0, 1000.0))
 
 
 def test_two_caches_train_as_one_pool(musdb, moises, tmp_path):

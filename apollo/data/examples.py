@@ -26,6 +26,18 @@ def coded_pair(clean: np.ndarray, rate: int, bitrate: int, max_peak: float = 1.0
     return torch.from_numpy(coded / top), torch.from_numpy(clean / top)
 
 
+def darken(audio: np.ndarray, corner_hz: float | None, rate: int) -> np.ndarray:
+    """`audio` (channels, samples) lowpassed at `corner_hz` (4th-order Butterworth, zero phase):
+    music that is dark at the source, whose empty high band a restorer should leave empty.
+    None returns it as it is."""
+    if corner_hz is None:
+        return audio
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(4, corner_hz, fs=rate, output="sos")
+    return sosfiltfilt(sos, audio, axis=-1).astype(audio.dtype)
+
+
 @dataclass(frozen=True)
 class ExampleConfig:
     segment: float = 3.0
@@ -36,7 +48,17 @@ class ExampleConfig:
     # teaches the model when an emptied band should stay empty
     single_stem_probability: float = 0.0
     gain_db: int = 10  # integer gains in [-gain_db, gain_db]
+    # examples lowpassed at the source (darken), corner log-uniform in darken_hz: teaches the model
+    # that a spectrum which ends below the codec's cutoff has nothing above it to restore
+    darken_probability: float = 0.0
+    darken_hz: tuple[float, float] = (1000.0, 8000.0)
     examples_per_epoch: int = 40000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.darken_probability <= 1:
+            raise ValueError(f"darken_probability must be in [0, 1], got {self.darken_probability}")
+        if len(self.darken_hz) != 2 or not 0 < self.darken_hz[0] <= self.darken_hz[1]:
+            raise ValueError(f"darken_hz must be (low, high) with 0 < low <= high, got {self.darken_hz}")
 
 
 class TrainingExamples(Dataset):
@@ -87,7 +109,11 @@ class TrainingExamples(Dataset):
                 track, cat = self.stem_pool[p]
                 parts.append((cat, track, self._crop(rng, track), int(rng.integers(-cfg.gain_db, cfg.gain_db + 1))))
         bitrate = int(cfg.bitrates[rng.integers(len(cfg.bitrates))])
-        return {"parts": parts, "bitrate": bitrate}
+        corner = None  # drawn last and only when asked, so the other draws stay as they were
+        if cfg.darken_probability > 0 and rng.random() < cfg.darken_probability:
+            low, high = np.log(cfg.darken_hz[0]), np.log(cfg.darken_hz[1])
+            corner = float(np.exp(rng.uniform(low, high)))
+        return {"parts": parts, "bitrate": bitrate, "darken_hz": corner}
 
     def target(self, choice: dict) -> np.ndarray:
         total = np.zeros((2, self.samples), np.float32)
@@ -102,7 +128,7 @@ class TrainingExamples(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         for attempt in range(10):
             choice = self.draw(index + attempt * self.length)
-            clean = self.target(choice)
+            clean = darken(self.target(choice), choice["darken_hz"], self.cache.sample_rate)
             if np.abs(clean).max() > 1e-4:
                 break
         degraded, target = coded_pair(clean, self.cache.sample_rate, choice["bitrate"])

@@ -25,6 +25,9 @@ class DataConfig:
     valid_examples: int = 16
     # stem sums drawn as one stem before the uniform 1..8 draw (0: as released, 1 in 8 is one stem)
     single_stem_probability: float = 0.0
+    # examples lowpassed at the source, corner log-uniform in darken_hz (apollo.data.examples.darken)
+    darken_probability: float = 0.0
+    darken_hz: tuple[float, float] = (1000.0, 8000.0)
     workers: int = 2
 
 
