@@ -1,11 +1,12 @@
 """Do the restorers over-fill dark music? Validation excerpts lowpassed at the source, then coded.
 
-    python benchmarks/dark_probe.py --data corpus/real --checkpoint default runs/ship/default-v3.safetensors \
+    python benchmarks/dark_probe.py --data corpus/real --corners 1500,3000 --bitrates 24 --threads 2 \
+        --checkpoint default runs/candidates/dark-step150-n.safetensors runs/candidates/dark2-step150-n.safetensors \
         --out docs/evaluations/dark-probe.json
 
 On the real-music test split one track decided the grown model's fate (docs/default-model.md): a
 dark Opus track whose spectrum ends near 1.5 kHz, where the MP3 at 24 kbps already scores 4.6 and
-both v2 and the grown model score 1.3-1.8 lower, because they write 2-8 kHz 7-15 dB louder than
+both v2 and the grown model score 1.3-1.8 lower, because they write 2-8 kHz 7-17 dB louder than
 the reference has it. No validation track is that dark (the darkest ends near 6.7 kHz), so the
 validation split cannot see this failure. This probe makes dark music from the validation tracks:
 each excerpt is lowpassed (apollo.data.examples.darken: 4th-order Butterworth, zero phase) at
