@@ -14,7 +14,8 @@ each --corners frequency before the MP3 coding, and the models restore it as `ap
 does. "none" is the excerpt as it is.
 
 Per (corner, kbps): ViSQOL of the MP3 and of each model, and each model's level against the
-darkened reference in 2-4, 4-8 and 8-16 kHz (dB, 0 is right; energy ratios over the excerpt).
+darkened reference in 2-4, 4-8 and 8-16 kHz (diagnostics.band_level_error: dB, 0 is right;
+bands the darkened reference has nothing in are left out).
 """
 
 from __future__ import annotations
@@ -27,23 +28,11 @@ import numpy as np
 
 from apollo import Restorer, degrade, metrics
 from apollo.data.examples import darken
+from apollo.diagnostics import band_level_error
 from apollo.evaluate import make_excerpts
 
 RATE = 44100
 BANDS = ((2000, 4000), (4000, 8000), (8000, 16000))
-
-
-def band_levels(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
-    """Energy of `estimate` against `reference` in each of BANDS (dB), from whole-excerpt spectra."""
-    ref = np.abs(np.fft.rfft(reference.mean(0))) ** 2
-    est = np.abs(np.fft.rfft(estimate.mean(0))) ** 2
-    freqs = np.fft.rfftfreq(reference.shape[-1], 1 / RATE)
-    out = {}
-    for low, high in BANDS:
-        inside = (freqs >= low) & (freqs < high)
-        ratio = est[inside].sum() / max(ref[inside].sum(), 1e-20)
-        out[f"level_{low // 1000}-{high // 1000}k"] = float(10 * np.log10(ratio))
-    return out
 
 
 def main() -> None:
@@ -68,15 +57,18 @@ def main() -> None:
                 for name, estimate in systems.items():
                     est, _ = metrics.align(clean, estimate, max_lag=2048)
                     row = {"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps, "system": name,
-                           "visqol": metrics.visqol(clean, est, RATE)} | band_levels(clean, est)
+                           "visqol": metrics.visqol(clean, est, RATE)}
+                    levels = band_level_error(clean, est, RATE, BANDS)
+                    row |= {f"level_{band}k": error for band, error in levels.items()}
                     rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
                     print(excerpt.name.split("/")[-3][:24], corner, kbps, name, f"visqol={row['visqol']:.3f}",
                           " ".join(f"{v:+.1f}" for k, v in row.items() if k.startswith("level")), flush=True)
     summary = {}
     for row in rows:
         summary.setdefault(f"{row['corner']}/{row['kbps']}/{row['system']}", []).append(row)
-    summary = {key: {k: round(float(np.mean([r[k] for r in chosen])), 3)
-                     for k in chosen[0] if k == "visqol" or k.startswith("level")}
+    keys = ["visqol", *(f"level_{low / 1000:g}-{high / 1000:g}k" for low, high in BANDS)]
+    summary = {key: {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
+                     for k in keys if any(k in r for r in chosen)}
                for key, chosen in summary.items()}
     command = (f"python benchmarks/dark_probe.py --data {args.data} --checkpoint {' '.join(args.checkpoint)} "
                f"--corners {args.corners} --bitrates {args.bitrates} --out {args.out}")
