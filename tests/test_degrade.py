@@ -51,6 +51,7 @@ def _cutoff(y: np.ndarray) -> float:
 def test_lowpass_per_bitrate(kbps, low, high):
     noise = (0.1 * np.random.default_rng(0).standard_normal((2, 3 * SR))).astype(np.float32)
     assert low < _cutoff(degrade.mp3(noise, SR, kbps)) < high
+    assert low < degrade.codec_cutoff_hz(SR, kbps) < high  # what darken_octaves measures from
 
 
 def test_24_kbps_is_mpeg2_at_half_rate():

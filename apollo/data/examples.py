@@ -52,6 +52,10 @@ class ExampleConfig:
     # that a spectrum which ends below the codec's cutoff has nothing above it to restore
     darken_probability: float = 0.0
     darken_hz: tuple[float, float] = (1000.0, 8000.0)
+    # > 0: a corner is kept at least this many octaves under its bitrate's codec cutoff (the
+    # range is cut there; a bitrate with no room left gets no dark examples), so a dark source
+    # never looks like bright music the codec cut at the same place
+    darken_octaves: float = 0.0
     examples_per_epoch: int = 40000
 
     def __post_init__(self) -> None:
@@ -59,6 +63,8 @@ class ExampleConfig:
             raise ValueError(f"darken_probability must be in [0, 1], got {self.darken_probability}")
         if len(self.darken_hz) != 2 or not 0 < self.darken_hz[0] <= self.darken_hz[1]:
             raise ValueError(f"darken_hz must be (low, high) with 0 < low <= high, got {self.darken_hz}")
+        if self.darken_octaves < 0:
+            raise ValueError(f"darken_octaves must be >= 0, got {self.darken_octaves}")
 
 
 class TrainingExamples(Dataset):
@@ -111,8 +117,12 @@ class TrainingExamples(Dataset):
         bitrate = int(cfg.bitrates[rng.integers(len(cfg.bitrates))])
         corner = None  # drawn last and only when asked, so the other draws stay as they were
         if cfg.darken_probability > 0 and rng.random() < cfg.darken_probability:
-            low, high = np.log(cfg.darken_hz[0]), np.log(cfg.darken_hz[1])
-            corner = float(np.exp(rng.uniform(low, high)))
+            low, high = cfg.darken_hz
+            if cfg.darken_octaves > 0:
+                cutoff = degrade.codec_cutoff_hz(self.cache.sample_rate, bitrate)
+                high = min(high, cutoff / 2 ** cfg.darken_octaves)
+            if high >= low:
+                corner = float(np.exp(rng.uniform(np.log(low), np.log(high))))
         return {"parts": parts, "bitrate": bitrate, "darken_hz": corner}
 
     def target(self, choice: dict) -> np.ndarray:

@@ -28,6 +28,7 @@ class DataConfig:
     # examples lowpassed at the source, corner log-uniform in darken_hz (apollo.data.examples.darken)
     darken_probability: float = 0.0
     darken_hz: tuple[float, float] = (1000.0, 8000.0)
+    darken_octaves: float = 0.0  # > 0: corners at least this many octaves under the codec's cutoff
     workers: int = 2
 
 

@@ -146,7 +146,8 @@ class Trainer:
         examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
                                  examples_per_epoch=data.examples_per_epoch,
                                  single_stem_probability=data.single_stem_probability,
-                                 darken_probability=data.darken_probability, darken_hz=tuple(data.darken_hz))
+                                 darken_probability=data.darken_probability, darken_hz=tuple(data.darken_hz),
+                                 darken_octaves=data.darken_octaves)
         train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
         valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
                                  length=data.valid_examples)
