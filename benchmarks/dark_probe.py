@@ -66,7 +66,7 @@ def main() -> None:
     summary = {}
     for row in rows:
         summary.setdefault(f"{row['corner']}/{row['kbps']}/{row['system']}", []).append(row)
-    keys = ["visqol", *(f"level_{low / 1000:g}-{high / 1000:g}k" for low, high in BANDS)]
+    keys = list(dict.fromkeys(k for row in rows for k in row if k == "visqol" or k.startswith("level_")))
     summary = {key: {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
                      for k in keys if any(k in r for r in chosen)}
                for key, chosen in summary.items()}

@@ -229,14 +229,16 @@ def test_darken_octaves_keeps_corners_under_the_codec_cutoff(musdb, tmp_path):
     prepare(musdb, tmp_path / "cache", progress=False)
     config = ExampleConfig(segment=0.5, bitrates=(24, 128), darken_probability=1.0, darken_hz=(1000.0, 8000.0),
                            darken_octaves=1.0)
-    draws = [TrainingExamples(tmp_path / "cache", config, seed=1, length=8).draw(i) for i in range(200)]
+    examples = TrainingExamples(tmp_path / "cache", config, seed=1, length=8)
+    draws = [examples.draw(i) for i in range(200)]
     corners = {b: [d["darken_hz"] for d in draws if d["bitrate"] == b] for b in (24, 128)}
     low = degrade.codec_cutoff_hz(SR, 24) / 2  # about 1.95 kHz: one octave under 24 kbps's cutoff
     assert all(c is not None and 1000 <= c <= low for c in corners[24])
     assert max(corners[128]) > 4000 and all(c <= 8000 for c in corners[128])
     # a range entirely above the allowed corner leaves that bitrate undarkened
     above = dataclasses.replace(config, darken_hz=(2500.0, 8000.0))
-    draws = [TrainingExamples(tmp_path / "cache", above, seed=1, length=8).draw(i) for i in range(100)]
+    examples = TrainingExamples(tmp_path / "cache", above, seed=1, length=8)
+    draws = [examples.draw(i) for i in range(100)]
     assert all((d["darken_hz"] is None) == (d["bitrate"] == 24) for d in draws)
     with pytest.raises(ValueError, match="darken_octaves"):
         ExampleConfig(darken_octaves=-1.0)
