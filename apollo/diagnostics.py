@@ -86,31 +86,37 @@ def holes(reference: np.ndarray, estimate: np.ndarray, rate: int, cutoff: float)
     return float(np.mean(est[active] < ref[active] - HOLE_DB))
 
 
-def transient_following(reference: np.ndarray, estimate: np.ndarray, rate: int,
-                        band: tuple[float, float] = TRANSIENT_BAND) -> dict[str, float]:
-    """Pearson correlations of the band's frame energy (dB, 1024-sample frames, hop 256) and of
-    its onsets (the rises of that envelope) between estimate and reference (1: follows).
+def band_frame_power(x: np.ndarray, rate: int, bands: list[tuple[float, float]]) -> np.ndarray:
+    """Each band's power per frame (len(bands), frames): 1024-sample frames, hop 256, mono."""
+    from scipy.signal import stft
 
+    freqs, _, spec = stft(_mono(x), rate, nperseg=1024, noverlap=768, boundary=None, padded=False)
+    power = np.abs(spec) ** 2
+    return np.stack([power[(freqs >= lo) & (freqs < min(hi, rate / 2))].sum(0) for lo, hi in bands])
+
+
+def transient_following(reference: np.ndarray, estimate: np.ndarray, rate: int,
+                        band: tuple[float, float] = TRANSIENT_BAND,
+                        estimate_band: tuple[float, float] | None = None) -> dict[str, float]:
+    """Pearson correlations of the band's frame energy (dB, band_frame_power) and of its onsets
+    (the rises of that envelope) between estimate and reference (1: follows).
+
+    `estimate_band` (default: `band`) compares another band of the estimate with the reference's
+    `band`: how well a kept band foretells the envelope of the band a restorer has to write.
     Empty where the reference's band is silent (SILENT_BAND_DB under its whole power): there
     is no envelope to follow, only dither or a lowpass's leak, as with band_level_error.
     """
-    from scipy.signal import stft
-
-    def power(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        freqs, _, spec = stft(_mono(x), rate, nperseg=1024, noverlap=768, boundary=None, padded=False)
-        return freqs, np.abs(spec) ** 2
-
-    freqs, ref_power = power(reference)
-    _, est_power = power(estimate)
-    keep = (freqs >= band[0]) & (freqs < min(band[1], rate / 2))
-    if _silent(ref_power[keep].sum(), ref_power.sum()):
+    ref_band, ref_all = band_frame_power(reference, rate, [band, (0.0, rate / 2)])
+    if _silent(ref_band.sum(), ref_all.sum()):
         return {}
-    ref, est = (10 * np.log10(p[keep].sum(0) + 1e-12) for p in (ref_power, est_power))
+    ref = 10 * np.log10(ref_band + 1e-12)
+    est = 10 * np.log10(band_frame_power(estimate, rate, [estimate_band or band])[0] + 1e-12)
     onsets_ref, onsets_est = np.maximum(np.diff(ref), 0), np.maximum(np.diff(est), 0)
-    return {"envelope": _correlation(ref, est), "onsets": _correlation(onsets_ref, onsets_est)}
+    return {"envelope": correlation(ref, est), "onsets": correlation(onsets_ref, onsets_est)}
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; 0 where either side is constant or too short."""
     if a.size < 2 or a.std() == 0 or b.std() == 0:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])

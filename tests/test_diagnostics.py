@@ -73,6 +73,25 @@ def test_transient_following_is_1_for_the_reference_and_low_for_steady_noise():
     assert abs(steady["envelope"]) < 0.2 and abs(steady["onsets"]) < 0.2
 
 
+def test_transient_following_compares_a_kept_band_with_the_band_to_write():
+    rng = np.random.default_rng(4)
+    freqs = np.fft.rfftfreq(4 * RATE, 1 / RATE)
+
+    def hits(low_hz: float) -> np.ndarray:  # decaying noise bursts every quarter second, above low_hz
+        x = np.zeros((2, 4 * RATE))
+        for hit in range(0, x.shape[1], RATE // 4):
+            x[:, hit:hit + 2000] += rng.standard_normal((2, 2000)) * np.exp(-np.arange(2000) / 300)
+        spectrum = np.fft.rfft(x, axis=-1)
+        spectrum[:, freqs < low_hz] = 0
+        return np.fft.irfft(spectrum, x.shape[1], axis=-1)
+
+    broadband = _noise(4.0) * 0.05 + hits(0.0)  # the kept 2-4 kHz moves with 8-16 kHz
+    top_only = _noise(4.0) * 0.05 + hits(6000.0)  # 2-4 kHz stays steady while 8-16 kHz hits
+    follows = diagnostics.transient_following(broadband, broadband, RATE, estimate_band=(2000, 4000))
+    steady = diagnostics.transient_following(top_only, top_only, RATE, estimate_band=(2000, 4000))
+    assert follows["envelope"] > 0.8 and abs(steady["envelope"]) < 0.3
+
+
 def test_transient_following_leaves_out_a_band_the_reference_does_not_have():
     ref = _noise()
     spectrum = np.fft.rfft(ref, axis=-1)
