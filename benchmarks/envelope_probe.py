@@ -22,8 +22,8 @@ with the reference's 8-16 kHz band:
   what a fixed rule that times the fill by the kept octaves would score.
 - each --checkpoint: its restored 8-16 kHz band (the diagnostic itself).
 
-No model is needed for the first two, so they can be measured on the test split without scoring
-a model on it. Bitrates whose cutoff lies above 8 kHz are refused: there the octave under the
+No model is needed for any but the --checkpoint rows, so they can be measured on the test split
+without scoring a model on it. Bitrates whose cutoff lies above 8 kHz are refused: there the octave under the
 cutoff overlaps the band it is meant to foretell.
 """
 
