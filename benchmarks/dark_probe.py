@@ -21,10 +21,9 @@ bands the darkened reference has nothing in are left out).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
+from probe_report import rounded, summarise, write_report
 
 from apollo import Restorer, degrade, metrics
 from apollo.data.examples import darken
@@ -60,23 +59,14 @@ def main() -> None:
                            "visqol": metrics.visqol(clean, est, RATE)}
                     levels = band_level_error(clean, est, RATE, BANDS)
                     row |= {f"level_{band}k": error for band, error in levels.items()}
-                    rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+                    rows.append(rounded(row))
                     print(excerpt.name.split("/")[-3][:24], corner, kbps, name, f"visqol={row['visqol']:.3f}",
                           " ".join(f"{v:+.1f}" for k, v in row.items() if k.startswith("level")), flush=True)
-    summary = {}
-    for row in rows:
-        summary.setdefault(f"{row['corner']}/{row['kbps']}/{row['system']}", []).append(row)
     keys = list(dict.fromkeys(k for row in rows for k in row if k == "visqol" or k.startswith("level_")))
-    summary = {key: {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
-                     for k in keys if any(k in r for r in chosen)}
-               for key, chosen in summary.items()}
+    summary = summarise(rows, lambda r: f"{r['corner']}/{r['kbps']}/{r['system']}", keys)
     command = (f"python benchmarks/dark_probe.py --data {args.data} --checkpoint {' '.join(args.checkpoint)} "
                f"--corners {args.corners} --bitrates {args.bitrates} --out {args.out}")
-    with open(args.out, "w") as handle:
-        json.dump({"command": command, "excerpts": len({r["excerpt"] for r in rows}), "summary": summary,
-                   "rows": rows}, handle, indent=1)
-    for key, values in summary.items():
-        print(key, values)
+    write_report(args.out, command, rows, summary)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ cutoff overlaps the band it is meant to foretell.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from probe_report import rounded, summarise, write_report
 
 from apollo import Restorer, degrade, metrics
 from apollo.diagnostics import TRANSIENT_BAND, band_frame_power, correlation, transient_following
@@ -112,19 +112,12 @@ def main() -> None:
                    "mp3_fit": correlation(heard.T @ mix_weights([(heard, target)]), target),
                    "mp3_train_mix": correlation(heard.T @ weights, target)}
             row.update({system: value["envelope"] for system, value in found.items()})
-            rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+            rows.append(rounded(row))
             print(name.split("/")[-3], kbps, {k: rows[-1][k] for k in systems}, flush=True)
-    summary = {str(kbps): {name: round(float(np.mean([r[name] for r in rows if r["kbps"] == kbps])), 3)
-                           for name in systems}
-               for kbps in sorted({r["kbps"] for r in rows})}
     command = (f"python benchmarks/envelope_probe.py --data {args.data} --split {args.split} "
                + (f"--checkpoint {' '.join(args.checkpoint)} " if args.checkpoint else "")
                + f"--bitrates {args.bitrates} --out {args.out}")
-    with open(args.out, "w") as handle:
-        json.dump({"command": command, "excerpts": len({r["excerpt"] for r in rows}), "summary": summary,
-                   "rows": rows}, handle, indent=1)
-    for kbps, values in summary.items():
-        print(kbps, values)
+    write_report(args.out, command, rows, summarise(rows, lambda r: str(r["kbps"]), systems))
 
 
 if __name__ == "__main__":

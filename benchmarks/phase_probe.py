@@ -27,10 +27,10 @@ restored at peak 1 as the model's normalize_peak does).
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
+from probe_report import rounded, summarise, write_report
 
 from apollo import degrade, metrics
 from apollo.api import level_gain
@@ -117,22 +117,12 @@ def main() -> None:
                     row = {"excerpt": excerpt.name, "kbps": kbps, "variant": variant, "limit_hz": limit * RATE / window}
                     row.update(metrics.score(excerpt.audio, est, RATE, degraded=coded))
                     row.update(diagnose(excerpt.audio, est, RATE, row["cutoff_hz"]))
-                    rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+                    rows.append(rounded(row))
                     print(excerpt.name.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}",
                           f"comb={row['hop_comb']:.2f}", flush=True)
-    summary = {}
-    for kbps in sorted({r["kbps"] for r in rows}):
-        for variant in variants:
-            chosen = [r for r in rows if r["kbps"] == kbps and r["variant"] == variant]
-            summary[f"{kbps}/{variant}"] = {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
-                                            for k in KEYS}
-    with open(args.out, "w") as handle:
-        json.dump({"command": f"python benchmarks/phase_probe.py --data {args.data} --checkpoint {args.checkpoint} "
-                              f"--bitrates {args.bitrates} --variants {args.variants} --out {args.out}",
-                   "excerpts": len({r['excerpt'] for r in rows}), "summary": summary, "rows": rows},
-                  handle, indent=1)
-    for key, values in summary.items():
-        print(key, values)
+    command = (f"python benchmarks/phase_probe.py --data {args.data} --checkpoint {args.checkpoint} "
+               f"--bitrates {args.bitrates} --variants {args.variants} --out {args.out}")
+    write_report(args.out, command, rows, summarise(rows, lambda r: f"{r['kbps']}/{r['variant']}", KEYS))
 
 
 if __name__ == "__main__":

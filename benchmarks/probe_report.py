@@ -1,0 +1,36 @@
+"""What the probes (dark_probe, envelope_probe, phase_probe) share: rounded rows, per-group means,
+and one JSON report with the command that made it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+
+def rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its floats to 4 decimals, as the reports store them."""
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
+              keys: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Mean of each key over the rows of each group (3 decimals), groups in first-seen order; a key
+    is averaged over the rows that have it and left out of a group where none has it."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(group(row), []).append(row)
+    return {name: {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
+                   for k in keys if any(k in r for r in chosen)}
+            for name, chosen in groups.items()}
+
+
+def write_report(path: str, command: str, rows: list[dict[str, Any]], summary: dict[str, dict[str, float]]) -> None:
+    """Writes {command, excerpts, summary, rows} as JSON and prints the summary."""
+    with open(path, "w") as handle:
+        json.dump({"command": command, "excerpts": len({r["excerpt"] for r in rows}), "summary": summary,
+                   "rows": rows}, handle, indent=1)
+    for key, values in summary.items():
+        print(key, values)
