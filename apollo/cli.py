@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .audio import STDERR_LOCK, print_stderr
-from .data.realmusic import MUSIC_PACKAGES
+from .data.realmusic import EDITIONS
 from .inference import PRECISIONS
 from .optional import MissingExtra
 from .states import CheckpointError
@@ -294,7 +294,8 @@ def _data(args: argparse.Namespace) -> int:
     if args.data_command == "real":
         from .data.realmusic import build_corpus, summary
 
-        manifest = build_corpus(args.out, tuple(args.packages), workers=args.workers, progress=not args.quiet)
+        packages = tuple(args.packages) if args.packages else EDITIONS[args.edition]
+        manifest = build_corpus(args.out, packages, workers=args.workers, progress=not args.quiet)
         for row in summary(manifest):
             print(f"{row['package']}: {row['kept']} of {row['files']} files kept, {row['minutes']} min "
                   f"(train {row['train']}, valid {row['valid']}, test {row['test']})")
@@ -571,8 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     real = data_sub.add_parser("real", help="fetch DFSG-free recorded music from Debian and keep the full-band "
                                             "tracks (resumable)")
     real.add_argument("--out", required=True, help="corpus folder, e.g. corpus/real")
-    real.add_argument("--packages", nargs="+", default=list(MUSIC_PACKAGES), metavar="PACKAGE",
-                      help="Debian packages to use (default: every checked music package)")
+    real.add_argument("--edition", type=int, choices=sorted(EDITIONS), default=1,
+                      help="which checked package set: 1, the music packages (the corpus of every result "
+                           "before 2026-11-27); 2, those and the soundtracks of 10 game data packages "
+                           "(docs/real-music.md; default: 1)")
+    real.add_argument("--packages", nargs="+", metavar="PACKAGE",
+                      help="Debian packages to use instead of an edition's")
     real.add_argument("--workers", type=_worker_count, default=2, help="files measured in parallel (default: 2)")
     real.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     prep = data_sub.add_parser("prepare", help="silence-trimmed training cache from a dataset folder")

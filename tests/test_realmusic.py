@@ -108,3 +108,49 @@ def test_build_corpus_from_a_local_deb_then_prepare(tmp_path):
     first = cache.tracks[0]
     audio = cache.read(first["mixture"], first["mixture_scale"], 0, RATE)
     assert audio.shape == (2, RATE) and np.abs(audio).max() > 0.05
+
+
+@pytest.mark.parametrize("relative, expected", [
+    ("usr/share/games/etr/music/race.ogg", True),
+    ("usr/share/games/xmoto/Textures/Musics/speed.ogg", True),
+    ("usr/share/games/openclonk/Music.ocg/Frontend.ogg", True),
+    ("usr/share/games/btanks/data/tunes/menu.ogg", True),
+    ("usr/share/games/etr/sounds/wind.ogg", False),
+    ("usr/share/games/redeclipse/data/sounds/ambience/rain.ogg", False),
+    ("usr/share/games/music.ogg", False),  # the file's own name does not count
+])
+def test_music_folder_rule(relative, expected):
+    assert realmusic.in_music_folder(Path(relative)) is expected
+
+
+def test_editions_grow_without_reserved_packages():
+    first, second = realmusic.EDITIONS[1], realmusic.EDITIONS[2]
+    assert second[:len(first)] == first and set(realmusic.GAME_DATA_PACKAGES) <= set(second)
+    assert not any(p.startswith(realmusic.RESERVED_PREFIX) for p in second)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian)")
+def test_game_data_packages_give_only_their_music_folder(tmp_path):
+    deb = _make_deb(tmp_path)
+    out = tmp_path / "folders"
+    (out / "debs").mkdir(parents=True)
+    shutil.copy(deb, out / "debs" / deb.name)
+    manifest = realmusic.build_corpus(out, ("testmusic",), workers=1, progress=False, folder_packages=("testmusic",))
+    names = sorted(Path(t["name"]).name for t in manifest["tracks"])
+    assert names == ["copy.flac", "full.flac", "lowpass.flac", "short.flac"]  # not the zipped sound/ file
+    assert all("/music/" in t["name"] for t in manifest["tracks"])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], realmusic.EDITIONS[1]),
+    (["--edition", "2"], realmusic.EDITIONS[2]),
+    (["--edition", "2", "--packages", "a-music"], ("a-music",)),
+])
+def test_data_real_command_picks_the_edition_packages(tmp_path, monkeypatch, argv, expected):
+    from apollo.cli import main
+
+    asked = []
+    monkeypatch.setattr(realmusic, "build_corpus",
+                        lambda out, packages, **kw: asked.append(packages) or {"tracks": []})
+    assert main(["data", "real", "--out", str(tmp_path), "-q", *argv]) == 0
+    assert asked == [tuple(expected)]

@@ -34,6 +34,17 @@ MUSIC_PACKAGES = (
     "asc-music", "hyperrogue-music", "fb-music-high", "xblast-tnt-musics", "drascula-music",
     "planetblupi-music-ogg",
 )
+# Game data packages of Debian 12 whose soundtrack sits in a music folder beside the sound effects:
+# only their files under such a folder are read (`in_music_folder`). Edition 2 adds them.
+GAME_DATA_PACKAGES = (
+    "supertuxkart-data", "supertux-data", "hedgewars-data", "widelands-data", "naev-data", "warmux-data",
+    "extremetuxracer-data", "openclonk-data", "xmoto-data", "megaglest-data",
+)  # checked and left out, no music file full-band: freedroidrpg-data, flare-game, marsshooter-data,
+#    redeclipse-data (19.0-19.4 kHz), btanks-data
+MUSIC_FOLDERS = frozenset({"music", "musics", "tunes"})
+# Edition 1 is the corpus every result before 2026-11-27 was measured on; a track's split depends on
+# its name only, so edition 2 keeps edition 1's tracks in the same splits and adds new ones.
+EDITIONS = {1: MUSIC_PACKAGES, 2: MUSIC_PACKAGES + GAME_DATA_PACKAGES}
 RESERVED_PREFIX = "fretsonfire-songs-"  # kept for an independent check of the project: never used
 # The bandwidth rule: the long-term average spectrum of the first MEASURE_SECONDS (mono downmix)
 # must stay within FLOOR_DB of its peak up to at least FULL_BAND_HZ. Opus stops at 20 kHz, good
@@ -67,6 +78,11 @@ class TrackRecord:
 def check_package_name(name: str) -> None:
     if name.startswith(RESERVED_PREFIX):
         raise ValueError(f"{name}: the {RESERVED_PREFIX}* packages are reserved for an independent check")
+
+
+def in_music_folder(relative: Path) -> bool:
+    """True for a file under a folder named music, musics or tunes (any case, any suffix: Music.ocg)."""
+    return any(part.lower().split(".")[0] in MUSIC_FOLDERS for part in relative.parts[:-1])
 
 
 def split_of_track(name: str) -> str:
@@ -178,8 +194,12 @@ def _verdict(measured: dict[str, Any], seen: dict[str, str], name: str) -> str:
 
 
 def build_corpus(out: str | Path, packages: tuple[str, ...] = MUSIC_PACKAGES, workers: int = 2,
-                 progress: bool = True) -> dict[str, Any]:
-    """Fetches, unpacks, measures and links the corpus; returns (and writes) the manifest."""
+                 progress: bool = True, folder_packages: tuple[str, ...] = GAME_DATA_PACKAGES) -> dict[str, Any]:
+    """Fetches, unpacks, measures and links the corpus; returns (and writes) the manifest.
+
+    Of the packages in `folder_packages` only the files in a music folder are read; the rest are
+    read whole.
+    """
     from tqdm import tqdm
 
     for package in packages:
@@ -199,7 +219,8 @@ def build_corpus(out: str | Path, packages: tuple[str, ...] = MUSIC_PACKAGES, wo
             (out / "licences").mkdir(exist_ok=True)
             shutil.copyfile(copyright_file, out / "licences" / f"{package}.copyright")
         files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
-                       and p.suffix.lower() in AUDIO_SUFFIXES)
+                       and p.suffix.lower() in AUDIO_SUFFIXES
+                       and (package not in folder_packages or in_music_folder(p.relative_to(root))))
         todo = [str(p) for p in files if str(p.relative_to(out)) not in measured]
         if todo:
             with ProcessPoolExecutor(max(1, workers)) as pool:
