@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON report")
     args = parser.parse_args(argv)
     with open(args.results) as handle:
-        rows = [{k: (float(v) if k in KEYS and v != "" else v) for k, v in row.items() if k in
-                 ("excerpt", "bitrate", "system", *KEYS) and v != ""} for row in csv.DictReader(handle)]
+        rows = [{k: float(v) if k in KEYS else v for k, v in row.items()
+                 if k in ("excerpt", "bitrate", "system", *KEYS) and v != ""} for row in csv.DictReader(handle)]
     rows.sort(key=lambda r: (r["system"], int(r["bitrate"]), edition_of(r["excerpt"]), r["excerpt"]))
     summary = summarise(rows, lambda r: f"{r['system']} {r['bitrate']} kbps, {edition_of(r['excerpt'])}", KEYS)
     summary |= summarise(rows, lambda r: f"{r['system']} {r['bitrate']} kbps, all", KEYS)
