@@ -139,6 +139,18 @@ def test_game_data_packages_give_only_their_music_folder(tmp_path):
     names = sorted(Path(t["name"]).name for t in manifest["tracks"])
     assert names == ["copy.flac", "full.flac", "lowpass.flac", "short.flac"]  # not the zipped sound/ file
     assert all("/music/" in t["name"] for t in manifest["tracks"])
+    # only the music folder and the copyright file were unpacked, not the rest of the package
+    unpacked = out / "unpacked" / "testmusic"
+    files = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
+    assert files == [".unpacked", "usr/share/doc/testmusic/copyright"] + [
+        f"usr/share/games/testmusic/music/{n}" for n in names]
+    assert {t["licences"] == ["CC-BY-SA-3.0", "GPL-2+"] for t in manifest["tracks"]} == {True}
+    # a whole unpack made earlier serves a music-folder build as it is
+    whole = tmp_path / "whole"
+    realmusic.unpack(deb, whole)
+    assert (whole / "usr/share/games/testmusic/data.pk3").is_file()
+    assert realmusic.unpack(deb, whole, music_folders_only=True) == whole
+    assert (whole / "usr/share/games/testmusic/data.pk3").is_file()
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -3,11 +3,12 @@
     apollo data real --out corpus/real
 
 Each package is fetched with `apt-get download` (no root needed), unpacked with `dpkg-deb -x`
-(and the zip archives some games keep their music in), and every audio file in it is measured.
-Only truly full-band tracks are kept (FULL_BAND_HZ): most of these are Ogg Vorbis or Opus, and a
-target with an encoder's lowpass at 16 kHz would teach the model to stop there. Kept files are
-linked, never re-encoded, into `tracks/<package>/`, and `manifest.json` records each track's
-package, version, licences, SHA-256, bandwidth, length and split. Every step is resumable.
+(and the zip archives some games keep their music in; of a game data package, only its music
+folders), and every audio file in it is measured. Only truly full-band tracks are kept
+(FULL_BAND_HZ): most of these are Ogg Vorbis or Opus, and a target with an encoder's lowpass at
+16 kHz would teach the model to stop there. Kept files are linked, never re-encoded, into
+`tracks/<package>/`, and `manifest.json` records each track's package, version, licences,
+SHA-256, bandwidth, length and split. Every step is resumable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -107,22 +109,48 @@ def fetch(package: str, debs: Path) -> Path:
     return found[-1]
 
 
-def unpack(deb: Path, dest: Path) -> Path:
-    """dpkg-deb -x into dest, then the audio inside zip archives (.pk3, .zip) beside them."""
+def unpack(deb: Path, dest: Path, music_folders_only: bool = False) -> Path:
+    """dpkg-deb -x into dest, then the audio inside zip archives (.pk3, .zip) beside them.
+
+    With `music_folders_only`, only the files in a music folder (`in_music_folder`) and the
+    copyright file are written: a game data package is mostly graphics (edition 2's ten come to
+    2.5 GB unpacked whole, their music folders to a fraction of that).
+    """
     marker = dest / ".unpacked"
-    if marker.exists():
+    wanted = f"{deb.name} music folders" if music_folders_only else deb.name
+    if marker.exists() and marker.read_text() in (deb.name, wanted):  # a whole unpack serves both
         return dest
     if shutil.which("dpkg-deb") is None:
         raise RuntimeError("dpkg-deb not found: install dpkg to unpack Debian packages")
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+    if music_folders_only:
+        _unpack_music_folders(deb, dest)
+    else:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
     for archive in sorted(p for p in dest.rglob("*") if p.suffix.lower() in (".pk3", ".zip") and p.is_file()):
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 if member.lower().endswith(AUDIO_SUFFIXES) and ".." not in Path(member).parts:
                     zf.extract(member, archive.with_suffix(archive.suffix + ".d"))
-    marker.write_text(deb.name)
+    marker.write_text(wanted)
     return dest
+
+
+def _unpack_music_folders(deb: Path, dest: Path) -> None:
+    """The regular files of `deb` under a music folder, and its copyright file, into dest."""
+    package = deb.name.split("_")[0]
+    copyright_file = Path("usr", "share", "doc", package, "copyright")
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|*") as tar:
+            tar.extraction_filter = getattr(tarfile, "data_filter", None)  # Python >= 3.10.12 / 3.11.4
+            for member in tar:
+                relative = Path(os.path.normpath(member.name))
+                if (member.isfile() and not relative.is_absolute() and ".." not in relative.parts
+                        and (relative == copyright_file or in_music_folder(relative))):
+                    tar.extract(member, dest)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, ["dpkg-deb", "--fsys-tarfile", str(deb)])
 
 
 def deb_version(deb: Path) -> str:
@@ -197,8 +225,8 @@ def build_corpus(out: str | Path, packages: tuple[str, ...] = MUSIC_PACKAGES, wo
                  progress: bool = True, folder_packages: tuple[str, ...] = GAME_DATA_PACKAGES) -> dict[str, Any]:
     """Fetches, unpacks, measures and links the corpus; returns (and writes) the manifest.
 
-    Of the packages in `folder_packages` only the files in a music folder are read; the rest are
-    read whole.
+    Of the packages in `folder_packages` only the files in a music folder are unpacked and read;
+    the rest are read whole.
     """
     from tqdm import tqdm
 
@@ -213,7 +241,7 @@ def build_corpus(out: str | Path, packages: tuple[str, ...] = MUSIC_PACKAGES, wo
     say = tqdm.write if progress else (lambda message: None)
     for package in packages:
         deb = fetch(package, out / "debs")
-        root = unpack(deb, out / "unpacked" / package)
+        root = unpack(deb, out / "unpacked" / package, music_folders_only=package in folder_packages)
         names, copyright_file = licences(root, package)
         if copyright_file is not None:
             (out / "licences").mkdir(exist_ok=True)
