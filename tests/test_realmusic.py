@@ -150,6 +150,7 @@ def test_game_data_packages_give_only_their_music_folder(tmp_path):
     realmusic.unpack(deb, whole)
     assert (whole / "usr/share/games/testmusic/data.pk3").is_file()
     assert realmusic.unpack(deb, whole, music_folders_only=True) == whole
+    assert (whole / ".unpacked").read_text() == deb.name  # not unpacked again
     assert (whole / "usr/share/games/testmusic/data.pk3").is_file()
 
 

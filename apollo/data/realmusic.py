@@ -136,10 +136,14 @@ def unpack(deb: Path, dest: Path, music_folders_only: bool = False) -> Path:
     return dest
 
 
+def copyright_path(package: str) -> Path:
+    """Where a Debian package keeps its copyright file, relative to its root."""
+    return Path("usr", "share", "doc", package, "copyright")
+
+
 def _unpack_music_folders(deb: Path, dest: Path) -> None:
     """The regular files of `deb` under a music folder, and its copyright file, into dest."""
-    package = deb.name.split("_")[0]
-    copyright_file = Path("usr", "share", "doc", package, "copyright")
+    copyright_file = copyright_path(deb.name.split("_")[0])
     with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
         with tarfile.open(fileobj=proc.stdout, mode="r|*") as tar:
@@ -163,7 +167,7 @@ def licences(root: Path, package: str) -> tuple[list[str], Path | None]:
     Machine-readable files name them in `License:` fields; free-form ones point at
     /usr/share/common-licenses/NAME. The file itself is copied beside the corpus for the rest.
     """
-    path = root / "usr" / "share" / "doc" / package / "copyright"
+    path = root / copyright_path(package)
     if not path.is_file():
         return [], None
     text = path.read_text(errors="replace")
