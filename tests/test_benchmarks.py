@@ -1,0 +1,33 @@
+"""Benchmark scripts whose numbers the docs quote: their arithmetic on rows made up here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_against_input_counts_pairs_under_the_input(tmp_path):
+    rows = [("a", 24, "mp3", 3.0), ("a", 24, "m1", 2.9), ("a", 24, "m2", 3.5),
+            ("a", 32, "mp3", 3.0), ("a", 32, "m1", 2.96), ("a", 32, "m2", 2.0),
+            ("b", 24, "mp3", 4.0), ("b", 24, "m1", 3.0), ("b", 24, "m2", 4.0)]
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("excerpt,bitrate,system,visqol\n" + "".join(f"{e},{b},{s},{v}\n" for e, b, s, v in rows))
+    out = tmp_path / "harm.json"
+    load("against_input").main([str(csv_path), "--margin", "0.05", "--out", str(out)])
+    found = json.loads(out.read_text())["systems"]
+    # m1: a/24 (-0.1) and b/24 (-1.0) count, a/32 (-0.04) is inside the margin
+    assert found["m1"]["pairs"] == 3 and found["m1"]["under_input"] == 2
+    assert found["m1"]["largest_loss"] == -1.0
+    assert [tuple(w) for w in found["m1"]["which"]] == [("a", 24, -0.1), ("b", 24, -1.0)]
+    assert found["m2"]["under_input"] == 1 and found["m2"]["largest_loss"] == -1.0
+    assert "mp3" not in found
