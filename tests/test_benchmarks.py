@@ -31,3 +31,21 @@ def test_against_input_counts_pairs_under_the_input(tmp_path):
     assert [tuple(w) for w in found["m1"]["which"]] == [("a", 24, -0.1), ("b", 24, -1.0)]
     assert found["m2"]["under_input"] == 1 and found["m2"]["largest_loss"] == -1.0
     assert "mp3" not in found
+
+
+def test_by_edition_keeps_the_systems_asked(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # by_edition imports probe_report beside it
+    header = "excerpt,bitrate,system,visqol,si_snr\n"
+    rows = [("wesnoth-1.16-music/a.ogg/overall/0", 24, sys_, v, 10.0)
+            for sys_, v in (("mp3", 2.0), ("default", 3.0), ("old", 1.0), ("new", 4.0))]
+    rows.append(("not-in-edition-1/b.ogg/overall/0", 24, "new", 2.0, 12.0))
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    out = tmp_path / "by.json"
+    load("by_edition").main([str(csv_path), "--out", str(out), "--systems", "mp3", "new"])
+    report = json.loads(out.read_text())
+    assert {r["system"] for r in report["rows"]} == {"mp3", "new"}
+    summary = report["summary"]
+    assert summary["new 24 kbps, all"]["visqol"] == 3.0 and summary["new 24 kbps, edition 1"]["visqol"] == 4.0
+    assert summary["new 24 kbps, added in edition 2"]["si_snr"] == 12.0
+    assert not any(key.startswith(("old", "default")) for key in summary)
