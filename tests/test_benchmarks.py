@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from repo_scripts import ROOT, load_script
 
 
 def test_against_input_counts_pairs_under_the_input(tmp_path):
@@ -23,7 +14,7 @@ def test_against_input_counts_pairs_under_the_input(tmp_path):
     csv_path = tmp_path / "results.csv"
     csv_path.write_text("excerpt,bitrate,system,visqol\n" + "".join(f"{e},{b},{s},{v}\n" for e, b, s, v in rows))
     out = tmp_path / "harm.json"
-    load("against_input").main([str(csv_path), "--margin", "0.05", "--out", str(out)])
+    load_script("benchmarks/against_input.py").main([str(csv_path), "--margin", "0.05", "--out", str(out)])
     found = json.loads(out.read_text())["systems"]
     # m1: a/24 (-0.1) and b/24 (-1.0) count, a/32 (-0.04) is inside the margin
     assert found["m1"]["pairs"] == 3 and found["m1"]["under_input"] == 2
@@ -34,7 +25,7 @@ def test_against_input_counts_pairs_under_the_input(tmp_path):
 
 
 def test_by_edition_keeps_the_systems_asked(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # by_edition imports probe_report beside it
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # by_edition imports probe_report beside it
     header = "excerpt,bitrate,system,visqol,si_snr\n"
     rows = [("wesnoth-1.16-music/a.ogg/overall/0", 24, sys_, v, 10.0)
             for sys_, v in (("mp3", 2.0), ("default", 3.0), ("old", 1.0), ("new", 4.0))]
@@ -42,7 +33,7 @@ def test_by_edition_keeps_the_systems_asked(tmp_path, monkeypatch):
     csv_path = tmp_path / "results.csv"
     csv_path.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
     out = tmp_path / "by.json"
-    load("by_edition").main([str(csv_path), "--out", str(out), "--systems", "mp3", "new"])
+    load_script("benchmarks/by_edition.py").main([str(csv_path), "--out", str(out), "--systems", "mp3", "new"])
     report = json.loads(out.read_text())
     assert {r["system"] for r in report["rows"]} == {"mp3", "new"}
     summary = report["summary"]

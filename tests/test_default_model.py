@@ -9,28 +9,22 @@ the fall asked there is smaller.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from repo_scripts import ROOT, load_script
 
 from apollo import Restorer, degrade, metrics
 from apollo.cli import main
 from apollo.pretrained import built_in_path, count_parameters, load_model
 
 RATE = 44100
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "make_example.py"
 
 
 @pytest.fixture(scope="module")
 def music() -> np.ndarray:
-    spec = importlib.util.spec_from_file_location("make_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.synth(seconds=4.0).T  # (2, samples)
+    return load_script("examples/make_example.py").synth(seconds=4.0).T  # (2, samples)
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +111,10 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
     import re
     import shutil
 
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     snippet = re.search(r"Python API.*?```python\n(.*?)```", readme, re.S).group(1)
     (tmp_path / "examples").mkdir()
-    shutil.copy(root / "examples" / "example.mp3", tmp_path / "examples")
+    shutil.copy(ROOT / "examples" / "example.mp3", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)

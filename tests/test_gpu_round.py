@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import tarfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from repo_scripts import load_script
 from safetensors.torch import save_file
 
 import apollo
@@ -20,10 +20,7 @@ from apollo.model.config import PRESETS
 from apollo.states import save_checkpoint
 from apollo.training.discriminator import MultiResolutionDiscriminator
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("gpu_round", ROOT / "scripts" / "gpu_round.py")
-gpu_round = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu_round)
+gpu_round = load_script("scripts/gpu_round.py")
 
 
 def _corpus(root: Path, sizes: dict[str, list[int]], split: str = "train") -> Path:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from repo_scripts import load_script
 
 import apollo
 from apollo.convert import infer_config
@@ -39,11 +37,7 @@ def test_inferred_config_matches_fixture(reference, entry):
 
 def _loop_apollo() -> type:
     """The per-band-loop baseline; a benchmark (benchmarks/loop_apollo.py), not package code."""
-    spec = importlib.util.spec_from_file_location("loop_apollo", Path(__file__).resolve().parents[1] / "benchmarks"
-                                                  / "loop_apollo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.LoopApollo
+    return load_script("benchmarks/loop_apollo.py").LoopApollo
 
 
 @pytest.mark.parametrize("entry", ["small44k", "small48k"])
