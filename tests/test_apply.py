@@ -12,6 +12,7 @@ import apollo
 from apollo.api import Restorer
 from apollo.apply import ChunkPlan, receptive_context, restore_stream, silence_mask
 from apollo.model.config import ApolloConfig
+from apollo.states import read_checkpoint
 
 SR = 44100
 
@@ -221,6 +222,27 @@ def test_normalize_peak_is_the_whole_files_so_chunks_equal_one_pass(level_checkp
                                                                                         bits="32f")
     written, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
     assert np.abs(written.T - whole).max() < 1e-5
+
+
+def _lowpassed(wav: np.ndarray, hz: float) -> np.ndarray:
+    spec = np.fft.rfft(wav, axis=-1)
+    spec[..., np.fft.rfftfreq(wav.shape[-1], 1 / SR) > hz] = 0
+    return np.fft.irfft(spec, wav.shape[-1], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("uses", [{"keep_input_band": True}, {"fill_gain_db": 6.0}])
+def test_band_limit_is_the_whole_files_so_chunks_equal_one_pass(level_checkpoints, tmp_path, uses):
+    # the first chunk ends at 2 kHz, the file at 5 kHz: a chunk's own limit would differ
+    wav = _music(9.0, seed=5)
+    wav = np.concatenate([_lowpassed(wav[:, : 3 * SR], 2000), _lowpassed(wav[:, 3 * SR:], 5000)], axis=1)
+    state, config = read_checkpoint(level_checkpoints[False])
+    path = tmp_path / "band-limit.safetensors"
+    apollo.save_checkpoint(path, state, dataclasses.replace(config, **uses))
+    whole, _ = Restorer(path, device="cpu", segment=0).restore(wav, SR)
+    chunked, _ = Restorer(path, device="cpu", segment=3).restore(wav, SR)
+    assert np.abs(chunked - whole).max() < 1e-5
+    first = Restorer(path, device="cpu", segment=0).restore(wav[:, : 3 * SR], SR)[0]
+    assert np.abs(first - whole[:, : 3 * SR]).max() > 1e-3  # restored alone, it is another limit
 
 
 def test_level_gain():

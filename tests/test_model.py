@@ -265,6 +265,34 @@ def test_keep_input_band_writes_only_above_the_band_limit():
         ApolloConfig(keep_input_band=True)
 
 
+def test_fill_gain_scales_only_what_is_written_above_the_band_limit():
+    from apollo.model.band_limit import emptied_band_mask
+
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    louder = apollo.Apollo(dataclasses.replace(config, fill_gain_db=6.0))
+    louder.load_state_dict(model.state_dict())
+    wav = 0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window)
+    spec = model.stft(wav.reshape(2, -1))
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, channels=2)
+        gained, _ = louder.restore_spectrum(spec, channels=2)
+    limit = int(emptied_band_mask(spec, channels=2)[0, 0, :, 0].argmax())  # the first written bin
+    assert 150 <= limit <= 180
+    assert torch.equal(gained[:, :, :limit], plain[:, :, :limit])  # the kept band as without the gain
+    written, scaled = plain[:, :, limit:] - spec[:, :, limit:], gained[:, :, limit:] - spec[:, :, limit:]
+    assert written.abs().max() > 1e-3  # the test has teeth: something is written there
+    assert torch.allclose(scaled, written * 10 ** (6 / 20), atol=1e-6)
+    assert louder.file_band_levels(2) is not None and model.file_band_levels(2) is None
+    with pytest.raises(ValueError, match="residual"):
+        ApolloConfig(fill_gain_db=3.0)
+    with pytest.raises(ValueError, match="causal"):
+        ApolloConfig(residual=True, causal=True, fill_gain_db=3.0)
+
+
 def test_cap_to_band_edge_limits_the_written_band_per_frame():
     from apollo.model.band_limit import EDGE_BINS, cap_to_band_edge
 

@@ -38,6 +38,11 @@ class ApolloConfig:
     # True (needs keep_input_band): no written bin is louder than the kept band's top 1 kHz in
     # its frame, so a source with nothing near the cutoff gets nothing above it (band_limit.py).
     cap_emptied_band: bool = False
+    # != 0 (needs residual): what the model writes above the input's band limit (the band an
+    # MP3 lowpass emptied) is scaled by this many dB. A calibration of the fill's level, chosen
+    # on the validation split after training (docs/default-model.md, "The fill's level"); it
+    # scales what the model writes, so a band the model leaves empty (dark music) stays empty.
+    fill_gain_db: float = 0.0
     # True: nothing depends on audio later than the current STFT window, so the model can
     # restore a live stream (streaming.py). The temporal convolutions look back only and the
     # STFT pads with zeros instead of reflecting; the band limit rule, which reads the whole
@@ -64,6 +69,10 @@ class ApolloConfig:
             raise ValueError("keep_input_band needs residual: true (the kept band is the input's)")
         if self.cap_emptied_band and not self.keep_input_band:
             raise ValueError("cap_emptied_band needs keep_input_band: true (it caps the band above the limit)")
+        if self.fill_gain_db and not self.residual:
+            raise ValueError("fill_gain_db needs residual: true (it scales what is added to the input)")
+        if self.causal and self.fill_gain_db:
+            raise ValueError("causal models cannot scale the written band: its limit is measured on the whole file")
         if self.causal and self.keep_input_band:
             raise ValueError("causal models cannot keep the input band: its limit is measured on the whole file")
 
@@ -81,6 +90,11 @@ class ApolloConfig:
         """Samples a causal model must wait for before an output sample is final: the STFT
         window minus one (the last frame that overlaps a sample ends window - 1 samples later)."""
         return self.window - 1
+
+    @property
+    def uses_band_limit(self) -> bool:
+        """Whether the model needs the input's band limit (model/band_limit.py)."""
+        return self.keep_input_band or self.fill_gain_db != 0
 
     @property
     def num_bins(self) -> int:

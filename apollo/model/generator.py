@@ -20,7 +20,8 @@ class Apollo(nn.Module):
     """Restores a waveform (batch, channels, samples); each channel is processed on its own.
 
     With ``config.residual`` the reconstruction is added to the input spectrum; with
-    ``config.keep_input_band`` too, only above the input's band limit.
+    ``config.keep_input_band`` too, only above the input's band limit; ``config.fill_gain_db``
+    scales what it writes above that limit.
     """
 
     def __init__(self, config: ApolloConfig | None = None) -> None:
@@ -48,8 +49,8 @@ class Apollo(nn.Module):
         return self.config.sample_rate
 
     def file_band_levels(self, channels: int) -> FileBandLevels | None:
-        """An accumulator of a file's band limit, for models that keep the input band (else None)."""
-        if not self.config.keep_input_band:
+        """An accumulator of a file's band limit, for models that use it (else None)."""
+        if not self.config.uses_band_limit:
             return None
         return FileBandLevels(self.config.window, self.config.hop, channels)
 
@@ -109,13 +110,15 @@ class Apollo(nn.Module):
             else:
                 z = block(z)
         out = self.band_reconstruction(z)
-        if self.config.keep_input_band:
+        if self.config.uses_band_limit:
             mask = emptied_band_mask(spec, channels, band_limit)
+            if self.config.fill_gain_db:
+                out = out * (1 + (10 ** (self.config.fill_gain_db / 20) - 1) * mask)
+        if self.config.keep_input_band:
             out = out * mask
             if self.config.cap_emptied_band:
                 out = cap_to_band_edge(out, spec, mask)
-            out = spec + out
-        elif self.config.residual:
+        if self.config.residual:
             out = out + spec
         return out, after
 
