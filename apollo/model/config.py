@@ -40,7 +40,7 @@ class ApolloConfig:
     cap_emptied_band: bool = False
     # != 0 (needs residual): what the model writes above the input's band limit (the band an
     # MP3 lowpass emptied) is scaled by this many dB. A calibration of the fill's level, chosen
-    # on the validation split after training (docs/default-model.md, "The fill's level"); it
+    # on the validation split after training (docs/default-model.md, "four probes"); it
     # scales what the model writes, so a band the model leaves empty (dark music) stays empty.
     fill_gain_db: float = 0.0
     # True: nothing depends on audio later than the current STFT window, so the model can
