@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from apollo import degrade
 from apollo.data.cache import Cache, prepare
-from apollo.data.examples import ExampleConfig, TrainingExamples
+from apollo.data.examples import DarkSource, ExampleConfig, TrainingExamples
 from apollo.data.readers import cliff_frequency, read_tracks
 from apollo.data.silence import active_windows
 
@@ -200,8 +200,8 @@ def test_darken_probability_lowpasses_that_share_of_targets(musdb, tmp_path):
     prepare(musdb, tmp_path / "cache", progress=False)
     config = ExampleConfig(segment=0.5, bitrates=(128,))
     plain = TrainingExamples(tmp_path / "cache", config, seed=1, length=8)
-    dark = TrainingExamples(tmp_path / "cache", dataclasses.replace(config, darken_probability=0.5,
-                                                                    darken_hz=(1500.0, 3000.0)), seed=1, length=8)
+    dark = TrainingExamples(tmp_path / "cache", dataclasses.replace(config, dark_sources=(
+        DarkSource(probability=0.5, hz=(1500.0, 3000.0)),)), seed=1, length=8)
     draws = [(plain.draw(i), dark.draw(i)) for i in range(200)]
     # the corner is drawn last, so every other choice is the undarkened recipe's
     assert all(a["parts"] == b["parts"] and a["bitrate"] == b["bitrate"] for a, b in draws)
@@ -219,16 +219,16 @@ def test_darken_probability_lowpasses_that_share_of_targets(musdb, tmp_path):
     _, darkened, _ = dark[index]
     assert high_share(white) > 0.3  # white-noise stems
     assert high_share(darkened) < 1e-4  # 4th order: -48 dB two octaves up
-    with pytest.raises(ValueError, match="darken_probability"):
-        ExampleConfig(darken_probability=1.5)
-    with pytest.raises(ValueError, match="darken_hz"):
-        ExampleConfig(darken_hz=(3000.0, 1000.0))
+    with pytest.raises(ValueError, match="darken probability"):
+        DarkSource(probability=1.5)
+    with pytest.raises(ValueError, match="darken hz"):
+        DarkSource(hz=(3000.0, 1000.0))
 
 
 def test_darken_octaves_keeps_corners_under_the_codec_cutoff(musdb, tmp_path):
     prepare(musdb, tmp_path / "cache", progress=False)
-    config = ExampleConfig(segment=0.5, bitrates=(24, 128), darken_probability=1.0, darken_hz=(1000.0, 8000.0),
-                           darken_octaves=1.0)
+    source = DarkSource(probability=1.0, hz=(1000.0, 8000.0), octaves=1.0)
+    config = ExampleConfig(segment=0.5, bitrates=(24, 128), dark_sources=(source,))
     examples = TrainingExamples(tmp_path / "cache", config, seed=1, length=8)
     draws = [examples.draw(i) for i in range(200)]
     corners = {b: [d["darken_hz"] for d in draws if d["bitrate"] == b] for b in (24, 128)}
@@ -236,12 +236,33 @@ def test_darken_octaves_keeps_corners_under_the_codec_cutoff(musdb, tmp_path):
     assert all(c is not None and 1000 <= c <= low for c in corners[24])
     assert max(corners[128]) > 4000 and all(c <= 8000 for c in corners[128])
     # a range entirely above the allowed corner leaves that bitrate undarkened
-    above = dataclasses.replace(config, darken_hz=(2500.0, 8000.0))
+    above = dataclasses.replace(config, dark_sources=(dataclasses.replace(source, hz=(2500.0, 8000.0)),))
     examples = TrainingExamples(tmp_path / "cache", above, seed=1, length=8)
     draws = [examples.draw(i) for i in range(100)]
     assert all((d["darken_hz"] is None) == (d["bitrate"] == 24) for d in draws)
-    with pytest.raises(ValueError, match="darken_octaves"):
-        ExampleConfig(darken_octaves=-1.0)
+    with pytest.raises(ValueError, match="darken octaves"):
+        DarkSource(octaves=-1.0)
+
+
+def test_two_dark_sources_mix_low_corners_everywhere_with_high_corners_where_there_is_room(musdb, tmp_path):
+    prepare(musdb, tmp_path / "cache", progress=False)
+    low = DarkSource(probability=0.2, hz=(1000.0, 8000.0), octaves=1.0)
+    high = DarkSource(probability=0.4, hz=(6000.0, 12000.0), octaves=0.5)
+    config = ExampleConfig(segment=0.5, bitrates=(24, 128), dark_sources=(low,))
+    one = TrainingExamples(tmp_path / "cache", config, seed=1, length=8)
+    two = TrainingExamples(tmp_path / "cache", dataclasses.replace(config, dark_sources=(low, high)), seed=1, length=8)
+    draws = [(one.draw(i), two.draw(i)) for i in range(600)]
+    # the first source's examples are the one-source recipe's, corner and all
+    assert all(b["darken_hz"] == a["darken_hz"] for a, b in draws if a["darken_hz"] is not None)
+    added = [b for a, b in draws if a["darken_hz"] is None and b["darken_hz"] is not None]
+    # 24 kbps (cutoff ~3.9 kHz) has no room for a 6-kHz corner half an octave under it
+    assert added and all(b["bitrate"] == 128 and 6000 <= b["darken_hz"] <= 12000 for b in added)
+    at_128 = [b for _, b in draws if b["bitrate"] == 128]
+    assert 0.45 < sum(b["darken_hz"] is not None for b in at_128) / len(at_128) < 0.75  # 0.2 + 0.4
+    at_24 = [b for _, b in draws if b["bitrate"] == 24]
+    assert 0.1 < sum(b["darken_hz"] is not None for b in at_24) / len(at_24) < 0.3  # the low source only
+    with pytest.raises(ValueError, match="add up to more than 1"):
+        ExampleConfig(dark_sources=(low, dataclasses.replace(high, probability=0.9)))
 
 
 def test_two_caches_train_as_one_pool(musdb, moises, tmp_path):

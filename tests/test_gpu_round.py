@@ -74,7 +74,8 @@ def test_a_whole_round_on_the_cpu(tmp_path):
     tiny = ["model.feature_dim=16", "model.num_blocks=1", "model.num_heads=2", "optim.batch_size=2",
             "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1", "data.workers=0",
             "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=2"]
-    dark = ["data.darken_probability=0.5", "data.darken_octaves=1"]  # as docs/gpu.md's next round sets them
+    dark = ["data.darken_probability=0.5", "data.darken_octaves=1",  # as docs/gpu.md's next round sets them
+            "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]"]
     # two steps end the training long before the time limit (which only bounds a stuck run)
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny + dark, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", fresh=True) == 0
@@ -83,6 +84,7 @@ def test_a_whole_round_on_the_cpu(tmp_path):
     assert summary["step"] == 2 and summary["examples_per_s"] > 0
     assert summary["config"]["model"]["feature_dim"] == 16
     assert summary["config"]["data"]["darken_probability"] == 0.5 and summary["config"]["data"]["darken_octaves"] == 1
+    assert summary["config"]["data"]["more_dark_sources"] == [{"probability": 0.3, "hz": [6000, 12000], "octaves": 0.5}]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["discriminator.safetensors", "generator-part0.safetensors", "log.txt", "metrics.csv",
                      "summary.json"]

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import apollo
+from apollo.data.examples import DarkSource
 from apollo.model.config import ApolloConfig
 from apollo.training import Trainer, load_config, losses, parse_overrides
 from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator, compress
@@ -208,6 +209,20 @@ def test_set_overrides_are_read_as_yaml_and_need_a_key():
     for bad in ("schedule.max_steps", "=3"):
         with pytest.raises(ValueError, match="KEY=VALUE"):
             parse_overrides([bad])
+
+
+def test_more_dark_sources_are_typed_records_from_yaml_or_set():
+    item = "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]"
+    config = load_config(SMOKE, parse_overrides([item]))
+    assert config.data.more_dark_sources == (DarkSource(probability=0.3, hz=(6000.0, 12000.0), octaves=0.5),)
+    assert config.to_dict()["data"]["more_dark_sources"] == ({"probability": 0.3, "hz": (6000.0, 12000.0),
+                                                              "octaves": 0.5},)
+    for bad, message in (([{"prob": 0.3}], r"unknown keys in data.more_dark_sources: \['prob'\]"),
+                         ([{"hz": [6000]}], "data.more_dark_sources.hz: expected a list"),
+                         ([{"probability": 2}], "darken probability must be in"),
+                         ({"probability": 0.3}, "data.more_dark_sources: expected a list")):
+        with pytest.raises(ValueError, match=message):
+            load_config(SMOKE, {"data.more_dark_sources": bad})
 
 
 def test_keep_every_writes_each_steps_generator(tmp_path):

@@ -39,6 +39,35 @@ def darken(audio: np.ndarray, corner_hz: float | None, rate: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class DarkSource:
+    """A share of targets lowpassed at the source (darken), the corner log-uniform in `hz`:
+    teaches the model that a spectrum which ends below the codec's cutoff has nothing above it
+    to restore."""
+
+    probability: float = 0.0
+    hz: tuple[float, float] = (1000.0, 8000.0)
+    # > 0: a corner is kept at least this many octaves under its bitrate's codec cutoff (the
+    # range is cut there; a bitrate with no room left gets no such example), so a dark source
+    # never looks like bright music the codec cut at the same place
+    octaves: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.probability <= 1:
+            raise ValueError(f"darken probability must be in [0, 1], got {self.probability}")
+        if len(self.hz) != 2 or not 0 < self.hz[0] <= self.hz[1]:
+            raise ValueError(f"darken hz must be (low, high) with 0 < low <= high, got {self.hz}")
+        if self.octaves < 0:
+            raise ValueError(f"darken octaves must be >= 0, got {self.octaves}")
+
+    def corners(self, sample_rate: int, bitrate: int) -> tuple[float, float] | None:
+        """The corner range left under this bitrate's codec cutoff, or None where there is no room."""
+        low, high = self.hz
+        if self.octaves > 0:
+            high = min(high, degrade.codec_cutoff_hz(sample_rate, bitrate) / 2 ** self.octaves)
+        return (low, high) if high >= low else None
+
+
+@dataclass(frozen=True)
 class ExampleConfig:
     segment: float = 3.0
     bitrates: tuple[int, ...] = degrade.PAPER_BITRATES
@@ -48,23 +77,15 @@ class ExampleConfig:
     # teaches the model when an emptied band should stay empty
     single_stem_probability: float = 0.0
     gain_db: int = 10  # integer gains in [-gain_db, gain_db]
-    # examples lowpassed at the source (darken), corner log-uniform in darken_hz: teaches the model
-    # that a spectrum which ends below the codec's cutoff has nothing above it to restore
-    darken_probability: float = 0.0
-    darken_hz: tuple[float, float] = (1000.0, 8000.0)
-    # > 0: a corner is kept at least this many octaves under its bitrate's codec cutoff (the
-    # range is cut there; a bitrate with no room left gets no dark examples), so a dark source
-    # never looks like bright music the codec cut at the same place
-    darken_octaves: float = 0.0
+    # kinds of dark example, each drawn with its own probability (together at most 1), so one
+    # run can mix e.g. low corners at every bitrate with high corners where the codec leaves room
+    dark_sources: tuple[DarkSource, ...] = ()
     examples_per_epoch: int = 40000
 
     def __post_init__(self) -> None:
-        if not 0 <= self.darken_probability <= 1:
-            raise ValueError(f"darken_probability must be in [0, 1], got {self.darken_probability}")
-        if len(self.darken_hz) != 2 or not 0 < self.darken_hz[0] <= self.darken_hz[1]:
-            raise ValueError(f"darken_hz must be (low, high) with 0 < low <= high, got {self.darken_hz}")
-        if self.darken_octaves < 0:
-            raise ValueError(f"darken_octaves must be >= 0, got {self.darken_octaves}")
+        if sum(s.probability for s in self.dark_sources) > 1 + 1e-9:
+            raise ValueError("the dark sources' probabilities add up to more than 1: "
+                             f"{[s.probability for s in self.dark_sources]}")
 
 
 class TrainingExamples(Dataset):
@@ -116,14 +137,25 @@ class TrainingExamples(Dataset):
                 parts.append((cat, track, self._crop(rng, track), int(rng.integers(-cfg.gain_db, cfg.gain_db + 1))))
         bitrate = int(cfg.bitrates[rng.integers(len(cfg.bitrates))])
         corner = None  # drawn last and only when asked, so the other draws stay as they were
-        if cfg.darken_probability > 0 and rng.random() < cfg.darken_probability:
-            low, high = cfg.darken_hz
-            if cfg.darken_octaves > 0:
-                cutoff = degrade.codec_cutoff_hz(self.cache.sample_rate, bitrate)
-                high = min(high, cutoff / 2 ** cfg.darken_octaves)
-            if high >= low:
-                corner = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        source = self._dark_source(rng)
+        if source is not None:
+            corners = source.corners(self.cache.sample_rate, bitrate)
+            if corners is not None:
+                corner = float(np.exp(rng.uniform(np.log(corners[0]), np.log(corners[1]))))
         return {"parts": parts, "bitrate": bitrate, "darken_hz": corner}
+
+    def _dark_source(self, rng: np.random.Generator) -> DarkSource | None:
+        """One uniform draw picks a dark source by its probability, or none (no draw at all
+        when every probability is 0, so undarkened recipes keep their examples)."""
+        sources = self.config.dark_sources
+        if sum(s.probability for s in sources) <= 0:
+            return None
+        u, edge = rng.random(), 0.0
+        for source in sources:
+            edge += source.probability
+            if u < edge:
+                return source
+        return None
 
     def target(self, choice: dict) -> np.ndarray:
         total = np.zeros((2, self.samples), np.float32)

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ..data.examples import DarkSource
 from ..model.config import ApolloConfig
 
 
@@ -29,6 +30,10 @@ class DataConfig:
     darken_probability: float = 0.0
     darken_hz: tuple[float, float] = (1000.0, 8000.0)
     darken_octaves: float = 0.0  # > 0: corners at least this many octaves under the codec's cutoff
+    # further kinds of dark example, each {probability, hz, octaves} as the three keys above,
+    # e.g. [{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]: high corners where the codec
+    # leaves room for them (64-128 kbps) on top of low corners at every bitrate
+    more_dark_sources: tuple[DarkSource, ...] = ()
     workers: int = 2
 
 
@@ -144,6 +149,11 @@ def typed(value: Any, kind: Any, where: str) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif dataclasses.is_dataclass(kind):
+        if isinstance(value, kind):
+            return value
+        if isinstance(value, dict):
+            return _build(kind, value, where)
     else:
         return value
     raise ValueError(f"{where}: expected {_describe(kind)}, got {value!r}")
@@ -157,6 +167,8 @@ def _describe(kind: Any) -> str:
         return " or ".join(_describe(k) for k in typing.get_args(kind))
     if typing.get_origin(kind) is tuple:
         return "a list"
+    if dataclasses.is_dataclass(kind):
+        return "a mapping of " + ", ".join(f.name for f in dataclasses.fields(kind))
     return str(kind)
 
 

@@ -141,13 +141,13 @@ class Trainer:
             return train, valid
         if data.source != "cache" or not data.cache:
             raise ValueError("data.source must be 'synthetic', or 'cache' with data.cache set")
-        from ..data.examples import ExampleConfig, TrainingExamples
+        from ..data.examples import DarkSource, ExampleConfig, TrainingExamples
 
+        dark = DarkSource(data.darken_probability, tuple(data.darken_hz), data.darken_octaves)
         examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
                                  examples_per_epoch=data.examples_per_epoch,
                                  single_stem_probability=data.single_stem_probability,
-                                 darken_probability=data.darken_probability, darken_hz=tuple(data.darken_hz),
-                                 darken_octaves=data.darken_octaves)
+                                 dark_sources=(dark, *data.more_dark_sources))
         train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
         valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
                                  length=data.valid_examples)
