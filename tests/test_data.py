@@ -261,6 +261,10 @@ def test_two_dark_sources_mix_low_corners_everywhere_with_high_corners_where_the
     assert 0.45 < sum(b["darken_hz"] is not None for b in at_128) / len(at_128) < 0.75  # 0.2 + 0.4
     at_24 = [b for _, b in draws if b["bitrate"] == 24]
     assert 0.1 < sum(b["darken_hz"] is not None for b in at_24) / len(at_24) < 0.3  # the low source only
+    # a bitrate list keeps a source to those bitrates, whatever room the others have
+    only_24 = dataclasses.replace(config, dark_sources=(dataclasses.replace(low, probability=1.0, bitrates=(24,)),))
+    limited = TrainingExamples(tmp_path / "cache", only_24, seed=1, length=8)
+    assert all((d["darken_hz"] is not None) == (d["bitrate"] == 24) for d in map(limited.draw, range(100)))
     with pytest.raises(ValueError, match="add up to more than 1"):
         ExampleConfig(dark_sources=(low, dataclasses.replace(high, probability=0.9)))
 

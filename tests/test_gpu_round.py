@@ -84,7 +84,8 @@ def test_a_whole_round_on_the_cpu(tmp_path):
     assert summary["step"] == 2 and summary["examples_per_s"] > 0
     assert summary["config"]["model"]["feature_dim"] == 16
     assert summary["config"]["data"]["darken_probability"] == 0.5 and summary["config"]["data"]["darken_octaves"] == 1
-    assert summary["config"]["data"]["more_dark_sources"] == [{"probability": 0.3, "hz": [6000, 12000], "octaves": 0.5}]
+    assert summary["config"]["data"]["more_dark_sources"] == [{"probability": 0.3, "hz": [6000, 12000], "octaves": 0.5,
+                                                               "bitrates": []}]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["discriminator.safetensors", "generator-part0.safetensors", "log.txt", "metrics.csv",
                      "summary.json"]

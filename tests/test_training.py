@@ -212,11 +212,12 @@ def test_set_overrides_are_read_as_yaml_and_need_a_key():
 
 
 def test_more_dark_sources_are_typed_records_from_yaml_or_set():
-    item = "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]"
+    item = "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5, bitrates: [128]}]"
     config = load_config(SMOKE, parse_overrides([item]))
-    assert config.data.more_dark_sources == (DarkSource(probability=0.3, hz=(6000.0, 12000.0), octaves=0.5),)
+    assert config.data.more_dark_sources == (DarkSource(probability=0.3, hz=(6000.0, 12000.0), octaves=0.5,
+                                                        bitrates=(128,)),)
     assert config.to_dict()["data"]["more_dark_sources"] == ({"probability": 0.3, "hz": (6000.0, 12000.0),
-                                                              "octaves": 0.5},)
+                                                              "octaves": 0.5, "bitrates": (128,)},)
     for bad, message in (([{"prob": 0.3}], r"unknown keys in data.more_dark_sources: \['prob'\]"),
                          ([{"hz": [6000]}], "data.more_dark_sources.hz: expected a list"),
                          ([{"probability": 2}], "darken probability must be in"),

@@ -50,6 +50,8 @@ class DarkSource:
     # range is cut there; a bitrate with no room left gets no such example), so a dark source
     # never looks like bright music the codec cut at the same place
     octaves: float = 0.0
+    # the bitrates (kbps) this kind of example is drawn at; empty: all of them
+    bitrates: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.probability <= 1:
@@ -60,7 +62,10 @@ class DarkSource:
             raise ValueError(f"darken octaves must be >= 0, got {self.octaves}")
 
     def corners(self, sample_rate: int, bitrate: int) -> tuple[float, float] | None:
-        """The corner range left under this bitrate's codec cutoff, or None where there is no room."""
+        """The corner range left under this bitrate's codec cutoff, or None where there is no room
+        (or the source is not drawn at this bitrate)."""
+        if self.bitrates and bitrate not in self.bitrates:
+            return None
         low, high = self.hz
         if self.octaves > 0:
             high = min(high, degrade.codec_cutoff_hz(sample_rate, bitrate) / 2 ** self.octaves)

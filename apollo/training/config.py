@@ -30,7 +30,8 @@ class DataConfig:
     darken_probability: float = 0.0
     darken_hz: tuple[float, float] = (1000.0, 8000.0)
     darken_octaves: float = 0.0  # > 0: corners at least this many octaves under the codec's cutoff
-    # further kinds of dark example, each {probability, hz, octaves} as the three keys above,
+    # further kinds of dark example, each {probability, hz, octaves} as the three keys above and
+    # optionally bitrates (kbps; the source is drawn at those only),
     # e.g. [{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]: high corners where the codec
     # leaves room for them (64-128 kbps) on top of low corners at every bitrate
     more_dark_sources: tuple[DarkSource, ...] = ()
