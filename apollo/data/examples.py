@@ -88,9 +88,14 @@ class ExampleConfig:
     examples_per_epoch: int = 40000
 
     def __post_init__(self) -> None:
-        if sum(s.probability for s in self.dark_sources) > 1 + 1e-9:
+        if self.dark_share > 1 + 1e-9:
             raise ValueError("the dark sources' probabilities add up to more than 1: "
                              f"{[s.probability for s in self.dark_sources]}")
+
+    @property
+    def dark_share(self) -> float:
+        """The share of examples drawn as some kind of dark source."""
+        return sum(s.probability for s in self.dark_sources)
 
 
 class TrainingExamples(Dataset):
@@ -152,11 +157,10 @@ class TrainingExamples(Dataset):
     def _dark_source(self, rng: np.random.Generator) -> DarkSource | None:
         """One uniform draw picks a dark source by its probability, or none (no draw at all
         when every probability is 0, so undarkened recipes keep their examples)."""
-        sources = self.config.dark_sources
-        if sum(s.probability for s in sources) <= 0:
+        if self.config.dark_share <= 0:
             return None
         u, edge = rng.random(), 0.0
-        for source in sources:
+        for source in self.config.dark_sources:
             edge += source.probability
             if u < edge:
                 return source
