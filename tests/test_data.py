@@ -267,6 +267,9 @@ def test_two_dark_sources_mix_low_corners_everywhere_with_high_corners_where_the
     assert all((d["darken_hz"] is not None) == (d["bitrate"] == 24) for d in map(limited.draw, range(100)))
     with pytest.raises(ValueError, match="add up to more than 1"):
         ExampleConfig(dark_sources=(low, dataclasses.replace(high, probability=0.9)))
+    # a source kept to a bitrate the run never draws would silently never fire
+    with pytest.raises(ValueError, match=r"bitrates \[96\] kbps that this run never draws"):
+        ExampleConfig(bitrates=(24, 128), dark_sources=(dataclasses.replace(high, bitrates=(96, 128)),))
 
 
 def test_two_caches_train_as_one_pool(musdb, moises, tmp_path):

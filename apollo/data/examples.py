@@ -91,6 +91,11 @@ class ExampleConfig:
         if self.dark_share > 1 + 1e-9:
             raise ValueError("the dark sources' probabilities add up to more than 1: "
                              f"{[s.probability for s in self.dark_sources]}")
+        for source in self.dark_sources:
+            unknown = sorted(set(source.bitrates) - set(self.bitrates))
+            if unknown:
+                raise ValueError(f"a dark source is kept to bitrates {unknown} kbps that this run "
+                                 f"never draws (bitrates: {list(self.bitrates)})")
 
     @property
     def dark_share(self) -> float:
