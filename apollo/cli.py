@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -429,8 +430,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = trainer.fit(time_limit=args.time_limit)
     if trainer.rank == 0 and not args.quiet:
         why = " at the time limit" if result["out_of_time"] else ""
-        print(f"stopped{why} at step {result['step']} (epoch {result['epoch']}); best validation "
-              f"reconstruction {result['best_valid']:.4f}; weights: {run_dir / 'generator-best.safetensors'}")
+        if math.isfinite(result["best_valid"]):
+            kept = (f"best validation reconstruction {result['best_valid']:.4f}; "
+                    f"weights: {run_dir / 'generator-best.safetensors'}")
+        else:  # no epoch ended, so there is no best: say where the weights are
+            kept = f"no validation yet (it runs at each epoch's end); weights: {run_dir / 'generator-last.safetensors'}"
+        print(f"stopped{why} at step {result['step']} (epoch {result['epoch']}); {kept}")
     return 0
 
 

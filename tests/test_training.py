@@ -478,6 +478,12 @@ def test_cli_time_limit_is_checked(tmp_path, capsys):
         main(["train", "--config", str(SMOKE), "--run-dir", str(tmp_path), "--time-limit", "-5"])
     assert exit_info.value.code == 2
     assert "must be more than 0 seconds" in capsys.readouterr().err
+    # stopped before any epoch ended: the summary names the weights that exist, not a best never kept
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(SMOKE), "--run-dir", str(run), "--time-limit", "1e-9", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped at the time limit at step 1 (epoch 0); no validation yet" in out
+    assert f"weights: {run / 'generator-last.safetensors'}" in out and (run / "generator-last.safetensors").exists()
 
 
 def test_resume_restores_every_random_state(tmp_path):
