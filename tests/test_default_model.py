@@ -3,7 +3,7 @@
 The music is examples/make_example.synth (additive synthesis, not in the training corpus),
 coded by LAME here. One excerpt cannot show the shipping bar (docs/default-model.md has the
 held-out evaluation); these check its direction: LSD falls and SI-SNR stays within 1.5 dB. At 128
-kbps the codec keeps all but the top ~5 kHz and v3 changes little (LSD 7.05 -> 6.94 dB here), so
+kbps the codec keeps all but the top ~5 kHz and v4 changes little (LSD 7.05 -> 6.88 dB here), so
 the fall asked there is smaller.
 """
 
