@@ -230,7 +230,8 @@ def _lowpassed(wav: np.ndarray, hz: float) -> np.ndarray:
     return np.fft.irfft(spec, wav.shape[-1], axis=-1).astype(np.float32)
 
 
-@pytest.mark.parametrize("uses", [{"keep_input_band": True}, {"fill_gain_db": 6.0}])
+@pytest.mark.parametrize("uses", [{"keep_input_band": True}, {"fill_gain_db": 6.0},
+                                  {"fill_gain_db": 6.0, "correction_floor_db": -20.0}])
 def test_band_limit_is_the_whole_files_so_chunks_equal_one_pass(level_checkpoints, tmp_path, uses):
     # the first chunk ends at 2 kHz, the file at 5 kHz: a chunk's own limit would differ
     wav = _music(9.0, seed=5)

@@ -293,6 +293,42 @@ def test_fill_gain_scales_only_what_is_written_above_the_band_limit():
         ApolloConfig(residual=True, causal=True, fill_gain_db=3.0)
 
 
+def test_drop_small_corrections_fades_what_is_far_under_the_input_cell():
+    from apollo.model.band_reconstruction import drop_small_corrections
+
+    spec = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 4, 1) * torch.tensor([0.6, 0.8])  # |x| = 1, last 0
+    scale = torch.tensor([0.1, 1e-3, 10.0, 1e-3]).reshape(1, 1, 4, 1)  # |d| / |x|: at, under, over the floor; a hole
+    correction = scale * torch.tensor([0.0, 1.0])
+    gated = drop_small_corrections(correction, spec, floor_db=-20.0)
+    gain = (gated.norm(dim=-1) / correction.norm(dim=-1)).flatten()
+    assert torch.allclose(gain, torch.tensor([0.5, 1e-6 / (1e-6 + 1e-2), 100 / 100.01, 1.0]),
+                          rtol=1e-4)
+    assert torch.equal(gated[..., 0], torch.zeros(1, 1, 4))  # only scaled: the phase is the correction's
+
+
+def test_correction_floor_keeps_cells_the_codec_kept_and_fills_the_rest():
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    gated = apollo.Apollo(dataclasses.replace(config, correction_floor_db=-20.0))
+    gated.load_state_dict(model.state_dict())
+    wav = 0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window)
+    spec = model.stft(wav.reshape(2, -1))
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, channels=2)
+        kept, _ = gated.restore_spectrum(spec, channels=2)
+    d, x = (plain - spec).norm(dim=-1), spec.norm(dim=-1)
+    small, large = d < 0.01 * x, d > 10 * x  # corrections 40 dB under the cell; over it (the emptied band)
+    assert small.sum() > 100 and large.sum() > 100  # the test has teeth: both kinds occur
+    moved = (kept - spec).norm(dim=-1)
+    assert (moved[small] <= 0.01 * d[small] + 1e-9).all()  # dropped: 40 dB under -> gain < 1%
+    assert torch.allclose(moved[large], d[large], rtol=1e-3)  # written (nearly) whole
+    with pytest.raises(ValueError, match="residual"):
+        ApolloConfig(correction_floor_db=-20.0)
+
+
 def test_cap_to_band_edge_limits_the_written_band_per_frame():
     from apollo.model.band_limit import EDGE_BINS, cap_to_band_edge
 

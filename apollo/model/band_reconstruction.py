@@ -9,6 +9,16 @@ from torch.nn import functional as F
 from .layers import BandLinear, rms_norm
 
 
+def drop_small_corrections(correction: torch.Tensor, spec: torch.Tensor, floor_db: float) -> torch.Tensor:
+    """Scales each cell of `correction` (B, T, F, 2) by |d|^2 / (|d|^2 + t^2 |x|^2), t = 10^(floor_db/20):
+    a correction far under the input cell `spec` it is added to fades out, one far over it (a
+    hole, the emptied band) stays whole. ApolloConfig.correction_floor_db says why."""
+    d2 = correction.float().square().sum(-1, keepdim=True)
+    x2 = spec.float().square().sum(-1, keepdim=True) * 10 ** (floor_db / 10)
+    gain = d2 / (d2 + x2).clamp_min(1e-20)
+    return correction * gain.to(correction.dtype)
+
+
 class BandReconstructionGroup(nn.Module):
     """Reconstruction layers for a run of bands that share one width."""
 

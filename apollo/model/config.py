@@ -43,6 +43,12 @@ class ApolloConfig:
     # on the validation split after training (docs/default-model.md, "four probes"); it
     # scales what the model writes, so a band the model leaves empty (dark music) stays empty.
     fill_gain_db: float = 0.0
+    # Set (needs residual): a correction the model adds to an input cell that the codec kept is
+    # dropped softly when it is more than this many dB under that cell (gain |d|^2 / (|d|^2 +
+    # t^2 |x|^2), half at the floor). A small model's corrections leave an error floor ~35 dB
+    # down wherever it writes, which costs SI-SNR on clean high-bitrate MP3s; holes and the
+    # emptied band (|x| ~ 0) are written in full. Per cell, so chunked output equals one pass.
+    correction_floor_db: float | None = None
     # True: nothing depends on audio later than the current STFT window, so the model can
     # restore a live stream (streaming.py). The temporal convolutions look back only and the
     # STFT pads with zeros instead of reflecting; the band limit rule, which reads the whole
@@ -71,6 +77,8 @@ class ApolloConfig:
             raise ValueError("cap_emptied_band needs keep_input_band: true (it caps the band above the limit)")
         if self.fill_gain_db and not self.residual:
             raise ValueError("fill_gain_db needs residual: true (it scales what is added to the input)")
+        if self.correction_floor_db is not None and not self.residual:
+            raise ValueError("correction_floor_db needs residual: true (it gates what is added to the input)")
         if self.causal and self.fill_gain_db:
             raise ValueError("causal models cannot scale the written band: its limit is measured on the whole file")
         if self.causal and self.keep_input_band:

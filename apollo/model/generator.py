@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .band_limit import FileBandLevels, cap_to_band_edge, emptied_band_mask
-from .band_reconstruction import BandReconstruction
+from .band_reconstruction import BandReconstruction, drop_small_corrections
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
 from .config import ApolloConfig
@@ -118,6 +118,8 @@ class Apollo(nn.Module):
             out = out * mask
             if self.config.cap_emptied_band:
                 out = cap_to_band_edge(out, spec, mask)
+        if self.config.correction_floor_db is not None:
+            out = drop_small_corrections(out, spec, self.config.correction_floor_db)
         if self.config.residual:
             out = out + spec
         return out, after
