@@ -296,14 +296,15 @@ def test_fill_gain_scales_only_what_is_written_above_the_band_limit():
 def test_drop_small_corrections_fades_what_is_far_under_the_input_cell():
     from apollo.model.band_reconstruction import drop_small_corrections
 
-    spec = torch.tensor([1.0, 1.0, 1.0, 0.0]).reshape(1, 1, 4, 1) * torch.tensor([0.6, 0.8])  # |x| = 1, last 0
-    scale = torch.tensor([0.1, 1e-3, 10.0, 1e-3]).reshape(1, 1, 4, 1)  # |d| / |x|: at, under, over the floor; a hole
-    correction = scale * torch.tensor([0.0, 1.0])
-    gated = drop_small_corrections(correction, spec, floor_db=-20.0)
-    gain = (gated.norm(dim=-1) / correction.norm(dim=-1)).flatten()
-    assert torch.allclose(gain, torch.tensor([0.5, 1e-6 / (1e-6 + 1e-2), 100 / 100.01, 1.0]),
-                          rtol=1e-4)
-    assert torch.equal(gated[..., 0], torch.zeros(1, 1, 4))  # only scaled: the phase is the correction's
+    spec = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0]).reshape(1, 1, 5, 1) * torch.tensor([0.6, 0.8])  # |x| 1 or 0
+    ratio = torch.tensor([0.1, 1e-3, 10.0, 1e-3, 0.0]).reshape(1, 1, 5, 1)  # |q| / |x|: at, under, over the floor
+    quadrature = ratio * torch.tensor([-0.8, 0.6])  # out of phase with the cell (in the hole: any direction)
+    level = torch.tensor([0.0, 0.0, 0.0, 0.0, -0.05]).reshape(1, 1, 5, 1) * spec  # a 5% level change, in phase
+    gated = drop_small_corrections(quadrature + level, spec, floor_db=-20.0)
+    gain = (gated.norm(dim=-1) / (quadrature + level).norm(dim=-1)).flatten()
+    assert torch.allclose(gain, torch.tensor([0.5, 1e-6 / (1e-6 + 1e-2), 100 / 100.01, 1.0, 1.0]), rtol=1e-4)
+    assert torch.allclose(gated[0, 0, :4], (quadrature * gain.reshape(1, 1, 5, 1))[0, 0, :4])  # only scaled
+    assert torch.allclose(gated[0, 0, 4], level[0, 0, 4])  # the level change stays whole, far under the floor
 
 
 def test_correction_floor_keeps_cells_the_codec_kept_and_fills_the_rest():
@@ -322,9 +323,12 @@ def test_correction_floor_keeps_cells_the_codec_kept_and_fills_the_rest():
     d, x = (plain - spec).norm(dim=-1), spec.norm(dim=-1)
     small, large = d < 0.01 * x, d > 10 * x  # corrections 40 dB under the cell; over it (the emptied band)
     assert small.sum() > 100 and large.sum() > 100  # the test has teeth: both kinds occur
-    moved = (kept - spec).norm(dim=-1)
-    assert (moved[small] <= 0.01 * d[small] + 1e-9).all()  # dropped: 40 dB under -> gain < 1%
-    assert torch.allclose(moved[large], d[large], rtol=1e-3)  # written (nearly) whole
+    moved = kept - spec
+    along = (moved * spec).sum(-1) / x  # the in-phase part, kept whole
+    assert torch.allclose(along[small], ((plain - spec) * spec).sum(-1)[small] / x[small], rtol=1e-4, atol=1e-6)
+    across = (moved[..., 0] * spec[..., 1] - moved[..., 1] * spec[..., 0]).abs()[small] / x[small]
+    assert (across <= 0.01 * d[small] + 1e-9).all()  # the rest dropped: 40 dB under -> gain < 1%
+    assert torch.allclose(moved.norm(dim=-1)[large], d[large], rtol=1e-3)  # written (nearly) whole
     with pytest.raises(ValueError, match="residual"):
         ApolloConfig(correction_floor_db=-20.0)
 

@@ -10,13 +10,20 @@ from .layers import BandLinear, rms_norm
 
 
 def drop_small_corrections(correction: torch.Tensor, spec: torch.Tensor, floor_db: float) -> torch.Tensor:
-    """Scales each cell of `correction` (B, T, F, 2) by |d|^2 / (|d|^2 + t^2 |x|^2), t = 10^(floor_db/20):
-    a correction far under the input cell `spec` it is added to fades out, one far over it (a
-    hole, the emptied band) stays whole. ApolloConfig.correction_floor_db says why."""
-    d2 = correction.float().square().sum(-1, keepdim=True)
-    x2 = spec.float().square().sum(-1, keepdim=True) * 10 ** (floor_db / 10)
-    gain = d2 / (d2 + x2).clamp_min(1e-20)
-    return correction * gain.to(correction.dtype)
+    """Fades the corrections (B, T, F, 2) that are far under the input cell `spec` they are added to.
+
+    The part of a correction in phase with its cell changes only the cell's level (an encoder's
+    input scale, LAME's 0.95, is undone this way) and always stays. The rest q is scaled by
+    |q|^2 / (|q|^2 + t^2 |x|^2), t = 10^(floor_db/20): under a cell the codec kept it fades out, in
+    a hole or the emptied band (|x| near 0) it stays whole. ApolloConfig.correction_floor_db says why.
+    """
+    d, x = correction.float(), spec.float()
+    x2 = x.square().sum(-1, keepdim=True)
+    level = (d * x).sum(-1, keepdim=True) / x2.clamp_min(1e-20) * x  # Re(d x*) / |x|^2 x
+    rest = d - level
+    r2 = rest.square().sum(-1, keepdim=True)
+    gain = r2 / (r2 + x2 * 10 ** (floor_db / 10)).clamp_min(1e-20)
+    return (level + gain * rest).to(correction.dtype)
 
 
 class BandReconstructionGroup(nn.Module):

@@ -43,11 +43,12 @@ class ApolloConfig:
     # on the validation split after training (docs/default-model.md, "four probes"); it
     # scales what the model writes, so a band the model leaves empty (dark music) stays empty.
     fill_gain_db: float = 0.0
-    # Set (needs residual): a correction the model adds to an input cell that the codec kept is
-    # dropped softly when it is more than this many dB under that cell (gain |d|^2 / (|d|^2 +
-    # t^2 |x|^2), half at the floor). A small model's corrections leave an error floor ~35 dB
-    # down wherever it writes, which costs SI-SNR on clean high-bitrate MP3s; holes and the
-    # emptied band (|x| ~ 0) are written in full. Per cell, so chunked output equals one pass.
+    # Set (needs residual): the part of a correction that is out of phase with the input cell it
+    # is added to is dropped softly when it is more than this many dB under that cell (gain
+    # |q|^2 / (|q|^2 + t^2 |x|^2), half at the floor); the in-phase part, a change of level, stays.
+    # A small model leaves an error floor ~35 dB down wherever it writes, which costs SI-SNR on
+    # clean high-bitrate MP3s; holes and the emptied band (|x| ~ 0) are written in full. Per cell,
+    # so chunked output equals one pass (band_reconstruction.drop_small_corrections).
     correction_floor_db: float | None = None
     # True: nothing depends on audio later than the current STFT window, so the model can
     # restore a live stream (streaming.py). The temporal convolutions look back only and the
