@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (its validation split is used)")
     parser.add_argument("--checkpoint", nargs="+", default=["default"], help="models (files or built-in names)")
     parser.add_argument("--excerpts", type=int, default=6, help="validation excerpts (default 6)")
-    parser.add_argument("--encodings", default=",".join(ENCODINGS), help=f"comma-separated (default {','.join(ENCODINGS)})")
+    parser.add_argument("--encodings", default=",".join(ENCODINGS),
+                        help=f"comma-separated (default {','.join(ENCODINGS)})")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON report")
     args = parser.parse_args(argv)
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
                 gains[name][encoding].append(gain_back(excerpt.audio, restorer.restore(mp3, RATE)[0]))
     report = {"command": shlex.join(["python", "benchmarks/gain_probe.py", *(argv or sys.argv[1:])]),
               "excerpts": [e.name for e in excerpts],
-              "mean_gain_back": {s: {e: round(float(np.mean(v)), 4) for e, v in per.items()} for s, per in gains.items()},
+              "mean_gain_back": {s: {e: round(float(np.mean(v)), 4) for e, v in per.items()}
+                                 for s, per in gains.items()},
               "gain_back": {s: {e: [round(x, 4) for x in v] for e, v in per.items()} for s, per in gains.items()}}
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=1)
