@@ -13,15 +13,20 @@ from .. import degrade
 from .cache import Cache
 
 
-def coded_pair(clean: np.ndarray, rate: int, bitrate: int, max_peak: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def coded_pair(clean: np.ndarray, rate: int, bitrate: int, max_peak: float = 1.0,
+               level_neutral: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(MP3-coded input, target), peak-normalised together (paper Sec. III-A).
 
     The encoder takes 16-bit PCM, so `clean` is scaled to at most `max_peak` for coding and
-    the decoded signal scaled back.
+    the decoded signal scaled back. With `level_neutral` the decoded signal is also divided by
+    the encoder's own level change (degrade.encoder_gain: LAME's CBR presets scale by 0.95), so a
+    model trained on the pairs learns the codec's damage, not one encoder's level.
     """
     peak = float(np.abs(clean).max())
     gain = min(1.0, max_peak / peak) if peak > 0 else 1.0
     coded = degrade.mp3(clean * gain, rate, bitrate) / gain
+    if level_neutral:
+        coded = coded / degrade.encoder_gain(rate, bitrate)
     top = max(peak, float(np.abs(coded).max()), 1e-8)
     return torch.from_numpy(coded / top), torch.from_numpy(clean / top)
 
@@ -86,6 +91,7 @@ class ExampleConfig:
     # run can mix e.g. low corners at every bitrate with high corners where the codec leaves room
     dark_sources: tuple[DarkSource, ...] = ()
     examples_per_epoch: int = 40000
+    level_neutral: bool = False  # coded inputs without the encoder's level change (coded_pair)
 
     def __post_init__(self) -> None:
         if self.dark_share > 1 + 1e-9:
@@ -187,5 +193,6 @@ class TrainingExamples(Dataset):
             clean = darken(self.target(choice), choice["darken_hz"], self.cache.sample_rate)
             if np.abs(clean).max() > 1e-4:
                 break
-        degraded, target = coded_pair(clean, self.cache.sample_rate, choice["bitrate"])
+        degraded, target = coded_pair(clean, self.cache.sample_rate, choice["bitrate"],
+                                      level_neutral=self.config.level_neutral)
         return degraded, target, choice["bitrate"]

@@ -35,6 +35,10 @@ class DataConfig:
     # e.g. [{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]: high corners where the codec
     # leaves room for them (64-128 kbps) on top of low corners at every bitrate
     more_dark_sources: tuple[DarkSource, ...] = ()
+    # true: coded inputs are divided by the encoder's own level change (LAME's CBR presets scale
+    # by 0.95), so the model does not learn to raise every input by 5%, VBR and 320 kbps included
+    # (docs/default-model.md, "The level the model gives back"; data/examples.py coded_pair)
+    level_neutral: bool = False
     workers: int = 2
 
 

@@ -45,9 +45,10 @@ class SyntheticExamples(Dataset):
     """
 
     def __init__(self, length: int, segment: float, sample_rate: int = 44100,
-                 bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, seed: int = 0) -> None:
+                 bitrates: tuple[int, ...] = degrade.PAPER_BITRATES, seed: int = 0,
+                 level_neutral: bool = False) -> None:
         self.length, self.samples, self.rate = length, int(segment * sample_rate), sample_rate
-        self.bitrates, self.seed = tuple(bitrates), seed
+        self.bitrates, self.seed, self.level_neutral = tuple(bitrates), seed, level_neutral
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -82,5 +83,5 @@ class SyntheticExamples(Dataset):
         clean = self.clean(rng)
         clean /= max(np.abs(clean).max(), 1e-6)
         bitrate = int(self.bitrates[rng.integers(len(self.bitrates))])
-        degraded, target = coded_pair(clean, self.rate, bitrate, max_peak=0.9)
+        degraded, target = coded_pair(clean, self.rate, bitrate, max_peak=0.9, level_neutral=self.level_neutral)
         return degraded, target, bitrate

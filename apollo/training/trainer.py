@@ -136,8 +136,10 @@ class Trainer:
     def _datasets(self) -> tuple[Dataset, Dataset]:
         data, rate = self.cfg.data, self.model_config.sample_rate
         if data.source == "synthetic":
-            train = SyntheticExamples(data.examples_per_epoch, data.segment, rate, data.bitrates, self.cfg.seed)
-            valid = SyntheticExamples(data.valid_examples, data.segment, rate, data.bitrates, self.cfg.seed + 10_000)
+            train = SyntheticExamples(data.examples_per_epoch, data.segment, rate, data.bitrates, self.cfg.seed,
+                                      data.level_neutral)
+            valid = SyntheticExamples(data.valid_examples, data.segment, rate, data.bitrates, self.cfg.seed + 10_000,
+                                      data.level_neutral)
             return train, valid
         if data.source != "cache" or not data.cache:
             raise ValueError("data.source must be 'synthetic', or 'cache' with data.cache set")
@@ -147,7 +149,7 @@ class Trainer:
         examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
                                  examples_per_epoch=data.examples_per_epoch,
                                  single_stem_probability=data.single_stem_probability,
-                                 dark_sources=(dark, *data.more_dark_sources))
+                                 dark_sources=(dark, *data.more_dark_sources), level_neutral=data.level_neutral)
         train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
         valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
                                  length=data.valid_examples)
