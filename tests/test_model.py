@@ -265,21 +265,28 @@ def test_keep_input_band_writes_only_above_the_band_limit():
         ApolloConfig(keep_input_band=True)
 
 
-def test_fill_gain_scales_only_what_is_written_above_the_band_limit():
-    from apollo.model.band_limit import emptied_band_mask
-
+def _restored_plain_and_changed(**change):
+    """A tiny residual model whose reconstruction writes something, and its weights under a config
+    with `change`: (model, changed model, input spectrum, both restored spectra) of lowpassed noise."""
     config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True)
     torch.manual_seed(0)
     model = apollo.Apollo(config)
     for p in model.band_reconstruction.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    louder = apollo.Apollo(dataclasses.replace(config, fill_gain_db=6.0))
-    louder.load_state_dict(model.state_dict())
+    changed = apollo.Apollo(dataclasses.replace(config, **change))
+    changed.load_state_dict(model.state_dict())
     wav = 0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window)
     spec = model.stft(wav.reshape(2, -1))
     with torch.inference_mode():
         plain, _ = model.restore_spectrum(spec, channels=2)
-        gained, _ = louder.restore_spectrum(spec, channels=2)
+        other, _ = changed.restore_spectrum(spec, channels=2)
+    return model, changed, spec, plain, other
+
+
+def test_fill_gain_scales_only_what_is_written_above_the_band_limit():
+    from apollo.model.band_limit import emptied_band_mask
+
+    model, louder, spec, plain, gained = _restored_plain_and_changed(fill_gain_db=6.0)
     limit = int(emptied_band_mask(spec, channels=2)[0, 0, :, 0].argmax())  # the first written bin
     assert 150 <= limit <= 180
     assert torch.equal(gained[:, :, :limit], plain[:, :, :limit])  # the kept band as without the gain
@@ -308,18 +315,7 @@ def test_drop_small_corrections_fades_what_is_far_under_the_input_cell():
 
 
 def test_correction_floor_keeps_cells_the_codec_kept_and_fills_the_rest():
-    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True)
-    torch.manual_seed(0)
-    model = apollo.Apollo(config)
-    for p in model.band_reconstruction.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    gated = apollo.Apollo(dataclasses.replace(config, correction_floor_db=-20.0))
-    gated.load_state_dict(model.state_dict())
-    wav = 0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window)
-    spec = model.stft(wav.reshape(2, -1))
-    with torch.inference_mode():
-        plain, _ = model.restore_spectrum(spec, channels=2)
-        kept, _ = gated.restore_spectrum(spec, channels=2)
+    _, _, spec, plain, kept = _restored_plain_and_changed(correction_floor_db=-20.0)
     d, x = (plain - spec).norm(dim=-1), spec.norm(dim=-1)
     small, large = d < 0.01 * x, d > 10 * x  # corrections 40 dB under the cell; over it (the emptied band)
     assert small.sum() > 100 and large.sum() > 100  # the test has teeth: both kinds occur
