@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import apollo
 from apollo.data.examples import DarkSource
 from apollo.model.config import ApolloConfig
-from apollo.training import Trainer, load_config, losses, parse_overrides
+from apollo.training import Trainer, export, load_config, losses, parse_overrides
 from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator, compress
 from apollo.training.trainer import _unwrap
 
@@ -252,6 +253,28 @@ def test_keep_every_writes_each_steps_generator(tmp_path):
     assert all(torch.equal(last.state_dict()[k], v) for k, v in final.items())  # step 4 is the run's end
     second = apollo.load_model(tmp_path / kept[0]).state_dict()
     assert any(not torch.equal(second[k], v) for k, v in final.items())  # step 2 is an earlier model
+
+
+def test_exported_stage_is_what_the_next_stage_starts_from(tmp_path, capsys):
+    trainer = Trainer(load_config(SMOKE, {"schedule.max_steps": 2, "loss.gan_from_step": 0}), tmp_path / "one",
+                      progress=False)
+    trainer.fit()
+    assert export.main([str(tmp_path / "one"), str(tmp_path / "kept")]) == 0
+    assert "discriminator: " in capsys.readouterr().out
+    disc = _discriminator_weights(trainer)
+    stored = load_file(str(tmp_path / "kept" / export.DISCRIMINATOR))
+    assert {v.dtype for v in stored.values()} == {torch.float16}  # half the size; float32 with --float32
+    two = Trainer(load_config(SMOKE, {"init_from": str(tmp_path / "kept" / export.GENERATOR),
+                                      "init_discriminator_from": str(tmp_path / "kept" / export.DISCRIMINATOR)}),
+                  tmp_path / "two", progress=False)
+    gen = _unwrap(two.generator).state_dict()
+    assert all(torch.equal(gen[k], v) for k, v in _unwrap(trainer.generator).state_dict().items())
+    started = _discriminator_weights(two)
+    assert all(started[k].dtype == torch.float32 for k in disc)
+    assert all(torch.equal(started[k], disc[k].half().float()) for k in disc)  # the float16 copy, as stored
+    with pytest.raises(SystemExit) as missing:
+        export.main([str(tmp_path / "none"), str(tmp_path / "kept")])
+    assert missing.value.code == 2 and "no run state" in capsys.readouterr().err
 
 
 def test_finetune_starts_from_checkpoint(tmp_path):
