@@ -543,6 +543,8 @@ def test_resume_restores_every_random_state(tmp_path):
 def test_every_shipped_recipe_parses(path):
     config = load_config(path)  # typed data: an unknown or mistyped key would raise here
     assert config.seed >= 0 and config.optim.batch_size >= 1
-    if config.init_from and config.init_from.endswith(".safetensors"):
-        # a file one of the documented commands makes: a run's export, or the first default's weights
-        assert config.init_from.startswith("runs/")
+    for start in (config.init_from, config.init_discriminator_from):
+        if start and start.endswith(".safetensors"):
+            # a file one of the documented commands makes (a run's export, the first default's
+            # weights), or a stage kept in git (checkpoints/README.md), which must then be there
+            assert start.startswith("runs/") or (start.startswith("checkpoints/") and (ROOT / start).is_file())
