@@ -1,6 +1,6 @@
 """A run's last state as what a later stage starts from: the generator and the discriminator.
 
-A run folder holds everything in `last.pt` (optimizers and random states too, ~50 MB for the
+A run folder holds everything in `last.pt` (optimizers and random states too, 20 MB for the
 default's size); a later stage of a recipe needs only the two networks (`init_from`,
 `init_discriminator_from`). This writes them small enough to keep in git (checkpoints/README.md):
 
