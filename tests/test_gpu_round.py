@@ -75,7 +75,7 @@ def test_a_whole_round_on_the_cpu(tmp_path):
             "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1", "data.workers=0",
             "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=2"]
     dark = ["data.darken_probability=0.5", "data.darken_octaves=1",  # as docs/gpu.md's next round sets them
-            "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]"]
+            "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]", "data.level_neutral=true"]
     # two steps end the training long before the time limit (which only bounds a stuck run)
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny + dark, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", fresh=True) == 0
@@ -84,6 +84,7 @@ def test_a_whole_round_on_the_cpu(tmp_path):
     assert summary["step"] == 2 and summary["examples_per_s"] > 0
     assert summary["config"]["model"]["feature_dim"] == 16
     assert summary["config"]["data"]["darken_probability"] == 0.5 and summary["config"]["data"]["darken_octaves"] == 1
+    assert summary["config"]["data"]["level_neutral"] is True
     assert summary["config"]["data"]["more_dark_sources"] == [{"probability": 0.3, "hz": [6000, 12000], "octaves": 0.5,
                                                                "bitrates": []}]
     names = sorted(p.name for p in out.iterdir())
