@@ -79,11 +79,12 @@ def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK, disc
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(generator, dest / "generator.safetensors")
     if discriminator is not None:
-        import torch
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
+
+        from apollo.training.export import save_discriminator
 
         dest.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.to(torch.float16) for k, v in load_file(str(discriminator)).items()}, str(carried))
+        save_discriminator(load_file(str(discriminator)), carried)  # float16
     from apollo.data.realmusic import MANIFEST, kept_tracks
 
     tracks = kept_tracks(corpus)
@@ -268,6 +269,8 @@ def _export(rnd: Round, run_dir: Path) -> None:
         import torch
         from safetensors.torch import save_file
 
+        # not apollo.training.export.save_discriminator: on the GPU machine only the subprocesses
+        # have the project on PYTHONPATH, this process does not
         state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
         save_file({k: v.contiguous() for k, v in state["discriminator"].items()},
                   str(rnd.out / "discriminator.safetensors"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -21,6 +22,14 @@ from ..states import atomic_write, save_checkpoint
 from .trainer import STATE
 
 GENERATOR, DISCRIMINATOR = "generator.safetensors", "discriminator.safetensors"
+
+
+def save_discriminator(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+                       dtype: torch.dtype = torch.float16, metadata: Mapping[str, str] | None = None) -> None:
+    """Writes a discriminator's state dict as safetensors (atomically) in `dtype`: float16 halves
+    it, and `init_discriminator_from` loads it into the float32 network all the same."""
+    tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata) if metadata else None))
 
 
 def export_stage(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -37,8 +46,8 @@ def export_stage(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     written = {"generator": out / GENERATOR, "discriminator": out / DISCRIMINATOR}
     save_checkpoint(written["generator"], state["generator"], ApolloConfig.from_dict(state["model_config"]),
                     metadata={"step": str(state["step"])})
-    disc = {k: v.detach().to(discriminator_dtype).contiguous() for k, v in state["discriminator"].items()}
-    atomic_write(written["discriminator"], lambda tmp: save_file(disc, tmp, metadata={"step": str(state["step"])}))
+    save_discriminator(state["discriminator"], written["discriminator"], discriminator_dtype,
+                       metadata={"step": str(state["step"])})
     return written
 
 
