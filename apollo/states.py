@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as safetensors_bytes
 
 from .model.config import ApolloConfig
 
@@ -79,12 +80,28 @@ def atomic_write(path: str | os.PathLike[str], write: Any, suffix: str = "") -> 
         raise
 
 
+def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, Tensor],
+                     metadata: Mapping[str, str] | None = None) -> None:
+    """Writes tensors and string metadata as one safetensors file, atomically and the same bytes
+    every time: the metadata keeps the order given. (safetensors' writer orders it by a randomly
+    seeded hash, so one model saved twice could come out in two layouts with two SHA-256s.)"""
+    blob = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                             metadata=dict(metadata) if metadata else None)
+    if metadata and len(metadata) > 1:
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8:8 + size])
+        header = {"__metadata__": dict(metadata), **{k: v for k, v in header.items() if k != "__metadata__"}}
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        assert len(text) <= size  # the same entries in another order; the writer pads to 8 bytes
+        blob = blob[:8] + text.ljust(size) + blob[8 + size:]
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(blob))
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Tensor], config: ApolloConfig,
                     metadata: Mapping[str, str] | None = None) -> None:
-    """Writes weights + config as one safetensors file (atomically)."""
+    """Writes weights + config as one safetensors file (atomically, the same bytes every time)."""
     meta = {FORMAT_KEY: FORMAT, CONFIG_KEY: config.to_json(), **(metadata or {})}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    save_safetensors(path, state, meta)
 
 
 def _load_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -154,3 +155,23 @@ def test_to_released_writes_the_released_names_and_shapes(full_keys):
     model = apollo.Apollo(ApolloConfig())
     released = convert.to_released(model.state_dict(), model.config)
     assert sorted((name, list(value.shape)) for name, value in released.items()) == sorted(full_keys)
+
+
+def test_saved_checkpoint_is_the_same_bytes_every_time(tmp_path):
+    """safetensors' writer orders metadata by a randomly seeded hash; ours keeps the given order, so
+    a recipe's export reproduces the shipped file's SHA-256."""
+    model = apollo.load_model("tiny-test")
+    extra = {"step": "7", "averaged_from": '["a", "b"]', "note": "x"}
+    blobs = set()
+    for i in range(8):
+        apollo.save_checkpoint(tmp_path / f"{i}.safetensors", model.state_dict(), model.config, metadata=extra)
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    blob = blobs.pop()
+    size = int.from_bytes(blob[:8], "little")
+    assert size % 8 == 0
+    meta = json.loads(blob[8:8 + size])["__metadata__"]
+    assert list(meta) == ["format", "apollo_config", "step", "averaged_from", "note"]
+    state, config = read_checkpoint(tmp_path / "0.safetensors")
+    assert config == model.config
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

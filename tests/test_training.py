@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 import apollo
 from apollo.data.examples import DarkSource
 from apollo.model.config import ApolloConfig
+from apollo.model.generator import Apollo
+from apollo.states import CheckpointError, read_checkpoint
 from apollo.training import Trainer, export, load_config, losses, parse_overrides
 from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator, compress
 from apollo.training.trainer import _unwrap
@@ -275,6 +277,42 @@ def test_exported_stage_is_what_the_next_stage_starts_from(tmp_path, capsys):
     with pytest.raises(SystemExit) as missing:
         export.main([str(tmp_path / "none"), str(tmp_path / "kept")])
     assert missing.value.code == 2 and "no run state" in capsys.readouterr().err
+
+
+def test_exported_model_is_a_checkpoint_or_the_mean_of_several(tmp_path, capsys):
+    model = apollo.load_model("tiny-test")
+    one, two = model.state_dict(), {k: v + 1.0 for k, v in model.state_dict().items()}
+    apollo.save_checkpoint(tmp_path / "a.safetensors", one, model.config, metadata={"step": "50"})
+    apollo.save_checkpoint(tmp_path / "b.safetensors", two, model.config)
+    out = tmp_path / "shipped.safetensors"
+    assert export.main(["--model", str(out), str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                        "--set", "residual=true", "--set", "normalize_peak=true",
+                        "--set", "correction_floor_db=-6"]) == 0
+    assert "from 2 checkpoint(s)" in capsys.readouterr().out
+    state, config = read_checkpoint(out)
+    assert all(torch.allclose(state[k], v + 0.5) for k, v in one.items())  # the element-wise mean
+    assert config.normalize_peak is True and config.correction_floor_db == -6.0
+    assert isinstance(config.correction_floor_db, float)  # as dataclasses.replace(..., -6.0) stores it
+    assert config.feature_dim == model.config.feature_dim
+    # one checkpoint, no fields: its tensors and config as they are
+    export.export_model([tmp_path / "a.safetensors"], tmp_path / "copy.safetensors")
+    state, config = read_checkpoint(tmp_path / "copy.safetensors")
+    assert config == model.config and all(torch.equal(state[k], v) for k, v in one.items())
+    with pytest.raises(FileExistsError):  # nothing is overwritten unless asked
+        export.export_model([tmp_path / "a.safetensors"], out)
+    export.export_model([tmp_path / "a.safetensors"], out, overwrite=True)
+    assert torch.equal(read_checkpoint(out)[0][next(iter(one))], next(iter(one.values())))
+    other = apollo.load_model("tiny-test")
+    bigger = ApolloConfig.from_dict({**other.config.to_dict(), "feature_dim": other.config.feature_dim * 2})
+    apollo.save_checkpoint(tmp_path / "c.safetensors", Apollo(bigger).state_dict(), bigger)
+    with pytest.raises(CheckpointError, match="different model"):
+        export.export_model([tmp_path / "a.safetensors", tmp_path / "c.safetensors"], tmp_path / "x.safetensors")
+    with pytest.raises(SystemExit) as bad:
+        export.main(["--model", str(tmp_path / "y.safetensors"), str(tmp_path / "a.safetensors"), "--set", "bogus=1"])
+    assert bad.value.code == 2 and "unknown config fields: ['bogus']" in capsys.readouterr().err
+    assert not (tmp_path / "y.safetensors").exists()
+    with pytest.raises(SystemExit):  # --set is for a model file, not a stage
+        export.main([str(tmp_path / "run"), str(tmp_path / "out"), "--set", "normalize_peak=true"])
 
 
 def test_finetune_starts_from_checkpoint(tmp_path):

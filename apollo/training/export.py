@@ -1,24 +1,33 @@
-"""A run's last state as what a later stage starts from: the generator and the discriminator.
+"""What a run becomes: a stage a later stage starts from, or a model file to ship.
 
 A run folder holds everything in `last.pt` (optimizers and random states too, 20 MB for the
 default's size); a later stage of a recipe needs only the two networks (`init_from`,
 `init_discriminator_from`). This writes them small enough to keep in git (checkpoints/README.md):
 
     python -m apollo.training.export runs/real2-ln-stage1 checkpoints/real2-ln-stage1
+
+A shipped model is one generator checkpoint, or the element-wise mean of several from one run,
+with inference-only config fields set (docs/default-model.md):
+
+    python -m apollo.training.export --model apollo/weights/apollo-default.safetensors \
+        runs/default-v6/generator-step000050.safetensors --set normalize_peak=true --set correction_floor_db=-6
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from ..model.config import ApolloConfig
-from ..states import atomic_write, save_checkpoint
+from ..states import CheckpointError, read_checkpoint, save_checkpoint, save_safetensors
+from .config import parse_overrides
 from .trainer import STATE
 
 GENERATOR, DISCRIMINATOR = "generator.safetensors", "discriminator.safetensors"
@@ -28,8 +37,7 @@ def save_discriminator(state: Mapping[str, torch.Tensor], path: str | os.PathLik
                        dtype: torch.dtype = torch.float16, metadata: Mapping[str, str] | None = None) -> None:
     """Writes a discriminator's state dict as safetensors (atomically) in `dtype`: float16 halves
     it, and `init_discriminator_from` loads it into the float32 network all the same."""
-    tensors = {k: v.detach().to(dtype).contiguous() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata) if metadata else None))
+    save_safetensors(path, {k: v.detach().to(dtype) for k, v in state.items()}, metadata)
 
 
 def export_stage(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -51,18 +59,77 @@ def export_stage(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return written
 
 
+def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                 fields: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Writes `out`: the generator in `checkpoints` (several: their element-wise mean, e.g. of one
+    run's steps; docs/default-model.md, "four probes"), its config with
+    `fields` replaced (e.g. normalize_peak, correction_floor_db). One checkpoint and no fields is a
+    byte-for-byte copy of its tensors and config. Raises CheckpointError for a file without a config
+    or checkpoints of different models, ValueError for an unknown field, FileExistsError for an
+    existing `out` unless `overwrite`."""
+    if not checkpoints:
+        raise ValueError("no generator checkpoint given")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (overwrite it on purpose)")
+    states, config = [], None
+    for path in checkpoints:
+        state, found = read_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"{path}: holds no model config (not a generator this project saved)")
+        if config is not None and (found != config or state.keys() != states[0].keys()):
+            raise CheckpointError(f"{path}: a different model from {checkpoints[0]} (averaging needs one config and one set of weights)")
+        states.append(state)
+        config = found
+    assert config is not None
+    config = ApolloConfig.from_dict({**config.to_dict(), **_typed(fields or {})})
+    if len(states) == 1:
+        merged, meta = states[0], None
+    else:
+        merged = {k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) for k, v in states[0].items()}
+        meta = {"averaged_from": json.dumps([Path(p).name for p in checkpoints])}
+    save_checkpoint(out, merged, config, metadata=meta)
+    return out
+
+
+def _typed(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`--set correction_floor_db=-6` reads as an int: a float field stores it as -6.0, so the file
+    is the one `dataclasses.replace(config, correction_floor_db=-6.0)` writes."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(ApolloConfig)}
+    return {k: float(v) if "float" in kinds.get(k, "") and type(v) is int else v for k, v in fields.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apollo.training.export", description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a run folder holding last.pt")
-    parser.add_argument("out_dir", type=Path, help="where generator.safetensors and discriminator.safetensors go")
+    usage = ("%(prog)s RUN_DIR OUT_DIR [--float32]\n"
+             "       %(prog)s --model OUT CHECKPOINT [CHECKPOINT ...] [--set FIELD=VALUE] [--overwrite]")
+    parser = argparse.ArgumentParser(prog="python -m apollo.training.export", description=__doc__.split("\n")[0],
+                                     usage=usage)
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="RUN_DIR OUT_DIR: the stage in RUN_DIR/last.pt to OUT_DIR; with --model: the generator "
+                             "checkpoints to write (several: their element-wise mean)")
     parser.add_argument("--float32", action="store_true", help="keep the discriminator in float32 (twice the size)")
+    parser.add_argument("--model", type=Path, metavar="OUT", help="write one model file OUT (see above)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="with --model: a model config field, value as YAML (e.g. correction_floor_db=-6)")
+    parser.add_argument("--overwrite", action="store_true", help="with --model: replace an existing OUT")
     args = parser.parse_args(argv)
+    if args.model is None:
+        if len(args.paths) != 2 or args.set or args.overwrite:
+            parser.error("a stage export takes RUN_DIR OUT_DIR (--set and --overwrite go with --model)")
+        try:
+            written = export_stage(*args.paths, torch.float32 if args.float32 else torch.float16)
+        except FileNotFoundError as err:
+            parser.exit(2, f"error: {err}\n")
+        for name, file in written.items():
+            print(f"{name}: {file} ({file.stat().st_size / 1e6:.1f} MB)")
+        return 0
+    if args.float32:
+        parser.error("--float32 goes with a stage export, not --model")
     try:
-        written = export_stage(args.run_dir, args.out_dir, torch.float32 if args.float32 else torch.float16)
-    except FileNotFoundError as err:
+        out = export_model(args.paths, args.model, parse_overrides(args.set), args.overwrite)
+    except (ValueError, FileExistsError) as err:  # CheckpointError is a ValueError
         parser.exit(2, f"error: {err}\n")
-    for name, file in written.items():
-        print(f"{name}: {file} ({file.stat().st_size / 1e6:.1f} MB)")
+    print(f"model: {out} ({out.stat().st_size / 1e6:.1f} MB, from {len(args.paths)} checkpoint(s))")
     return 0
 
 
