@@ -78,7 +78,8 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         if found is None:
             raise CheckpointError(f"{path}: holds no model config (not a generator this project saved)")
         if config is not None and (found != config or state.keys() != states[0].keys()):
-            raise CheckpointError(f"{path}: a different model from {checkpoints[0]} (averaging needs one config and one set of weights)")
+            raise CheckpointError(f"{path}: a different model from {checkpoints[0]} "
+                                  "(averaging needs one config and one set of weights)")
         states.append(state)
         config = found
     assert config is not None
