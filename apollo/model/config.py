@@ -62,6 +62,10 @@ class ApolloConfig:
     normalize_peak: bool = False
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # YAML and --set read -6 as an int: store -6.0, as the type says
+            value = getattr(self, field.name)
+            if "float" in str(field.type) and type(value) is int:
+                object.__setattr__(self, field.name, float(value))
         if self.band_layout not in BAND_LAYOUTS:
             raise ValueError(f"band_layout must be one of {BAND_LAYOUTS}, got {self.band_layout!r}")
         if self.feature_dim % self.num_heads:

@@ -16,7 +16,6 @@ with inference-only config fields set (docs/default-model.md):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -83,7 +82,7 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         states.append(state)
         config = found
     assert config is not None
-    config = ApolloConfig.from_dict({**config.to_dict(), **_typed(fields or {})})
+    config = ApolloConfig.from_dict({**config.to_dict(), **(fields or {})})
     if len(states) == 1:
         merged, meta = states[0], None
     else:
@@ -91,13 +90,6 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         meta = {"averaged_from": json.dumps([Path(p).name for p in checkpoints])}
     save_checkpoint(out, merged, config, metadata=meta)
     return out
-
-
-def _typed(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """`--set correction_floor_db=-6` reads as an int: a float field stores it as -6.0, so the file
-    is the one `dataclasses.replace(config, correction_floor_db=-6.0)` writes."""
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(ApolloConfig)}
-    return {k: float(v) if "float" in kinds.get(k, "") and type(v) is int else v for k, v in fields.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
