@@ -287,3 +287,27 @@ def test_two_caches_train_as_one_pool(musdb, moises, tmp_path):
     assert both.read(track["stems"]["drums"], track["scales"]["drums"], 0, 100).shape == (2, 100)
     with pytest.raises(FileNotFoundError, match="apollo data prepare"):
         Cache([tmp_path / "a", tmp_path / "missing"])
+
+
+def test_cache_shares_set_each_caches_part(musdb, moises, tmp_path):
+    prepare(musdb, tmp_path / "a", progress=False)
+    prepare(moises, tmp_path / "b", progress=False)
+    both = Cache([tmp_path / "a", tmp_path / "b"])
+    config = ExampleConfig(segment=0.5, examples_per_epoch=400, bitrates=(128,))
+
+    def share_of_b(examples: TrainingExamples) -> float:
+        draws = [examples.draw(i)["parts"] for i in range(400)]
+        return float(np.mean([all(part[1]["cache"] == 1 for part in parts) for parts in draws]))
+
+    pooled = TrainingExamples(both, config, split=None)
+    shared = TrainingExamples(both, dataclasses.replace(config, cache_shares=(0.4, 0.6)), split=None)
+    only_a = TrainingExamples(both, dataclasses.replace(config, cache_shares=(1.0, 0.0)), split=None)
+    assert 0.52 < share_of_b(shared) < 0.68  # 240 of 400 expected, binomial sd 10
+    assert share_of_b(only_a) == 0.0
+    for i in range(40):  # one cache's example never mixes in the other's stems
+        assert len({part[1]["cache"] for part in shared.draw(i)["parts"]}) == 1
+    assert share_of_b(pooled) < 0.3  # pooled, these fixtures' tracks give b about a fifth
+    with pytest.raises(ValueError, match="add up to 1"):
+        ExampleConfig(cache_shares=(0.5, 0.6))
+    with pytest.raises(ValueError, match="1 cache shares given for 2 caches"):
+        TrainingExamples(both, dataclasses.replace(config, cache_shares=(1.0,)), split=None)

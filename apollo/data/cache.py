@@ -130,10 +130,11 @@ class Cache:
         roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
         if not roots:
             raise ValueError("no cache folder given")
+        self.roots = roots
         self.root = roots[0] if len(roots) == 1 else roots
         self.tracks: list[dict[str, Any]] = []
         rates = set()
-        for folder in roots:
+        for number, folder in enumerate(roots):
             if not (folder / INDEX).is_file():
                 raise FileNotFoundError(f"{folder}: no {INDEX} "
                                         f"(build it with: apollo data prepare SOURCE --out {folder})")
@@ -141,7 +142,7 @@ class Cache:
             rates.add(int(index["sample_rate"]))
             for track in index["tracks"]:
                 if split is None or track["split"] == split:
-                    self.tracks.append(_rooted(track, folder))
+                    self.tracks.append(_rooted(track, folder, number))
         if len(rates) > 1:
             raise ValueError(f"caches at different sample rates {sorted(rates)} cannot be mixed")
         self.sample_rate = rates.pop()
@@ -154,9 +155,10 @@ class Cache:
         return fit_length(self._maps[path][:, start:start + length].astype(np.float32) * scale, length)
 
 
-def _rooted(track: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A track entry whose array paths include their cache folder."""
-    track = dict(track)
+def _rooted(track: dict[str, Any], folder: Path, number: int) -> dict[str, Any]:
+    """A track entry whose array paths include their cache folder, and which names that folder's
+    place in the list (`"cache"`), so examples can be drawn from each cache in a set share."""
+    track = dict(track, cache=number)
     if "mixture" in track:
         track["mixture"] = str(folder / track["mixture"])
     track["stems"] = {k: str(folder / v) for k, v in track.get("stems", {}).items()}

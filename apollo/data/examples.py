@@ -92,8 +92,15 @@ class ExampleConfig:
     dark_sources: tuple[DarkSource, ...] = ()
     examples_per_epoch: int = 40000
     level_neutral: bool = False  # coded inputs without the encoder's level change (coded_pair)
+    # with several caches, the share of examples drawn from each, in the caches' order (empty:
+    # their tracks are pooled, each track as likely as any other, and a cache with stems also
+    # supplies every stem sum: real mixtures pooled with a synthetic stem corpus come out mostly
+    # synthetic)
+    cache_shares: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.cache_shares and (min(self.cache_shares) < 0 or abs(sum(self.cache_shares) - 1) > 1e-6):
+            raise ValueError(f"cache shares must be >= 0 and add up to 1, got {list(self.cache_shares)}")
         if self.dark_share > 1 + 1e-9:
             raise ValueError("the dark sources' probabilities add up to more than 1: "
                              f"{[s.probability for s in self.dark_sources]}")
@@ -127,8 +134,22 @@ class TrainingExamples(Dataset):
         self.epoch = epoch
         self.length = length or config.examples_per_epoch
         self.samples = int(config.segment * self.cache.sample_rate)
-        self.stem_pool = [(t, cat) for t in self.cache.tracks for cat in t["stems"]]
-        self.with_mixture = [t for t in self.cache.tracks if "mixture" in t]
+        shares = config.cache_shares
+        if shares and len(shares) != len(self.cache.roots):
+            raise ValueError(f"{len(shares)} cache shares given for {len(self.cache.roots)} caches")
+        # one (stem pool, tracks with a mixture) per cache with shares, else one for all of them
+        self.pools = [self._pool([t for t in self.cache.tracks if t["cache"] == number])
+                      for number in range(len(shares))] if shares else [self._pool(self.cache.tracks)]
+        empty = [number for number, (stems, mixtures) in enumerate(self.pools)
+                 if shares[number] > 0 and not (stems or mixtures)] if shares else []
+        if empty:
+            raise ValueError(f"no {split or ''} tracks in the cache {self.cache.roots[empty[0]]}, "
+                             f"whose share is {shares[empty[0]]}")
+
+    @staticmethod
+    def _pool(tracks: list[dict]) -> tuple[list[tuple[dict, str]], list[dict]]:
+        """Every (track, stem) and every track with a mixture: what one draw picks from."""
+        return [(t, cat) for t in tracks for cat in t["stems"]], [t for t in tracks if "mixture" in t]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -144,17 +165,23 @@ class TrainingExamples(Dataset):
         """The random choices of one example (exposed for tests and logging)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         cfg = self.config
-        if self.with_mixture and (not self.stem_pool or rng.random() < cfg.mixture_probability):
-            track = self.with_mixture[rng.integers(len(self.with_mixture))]
+        # the cache first, and only with shares, so a pooled recipe's examples stay the same
+        number = 0
+        if cfg.cache_shares:
+            number = min(int(np.searchsorted(np.cumsum(cfg.cache_shares), rng.random(), side="right")),
+                         len(self.pools) - 1)
+        stem_pool, with_mixture = self.pools[number]
+        if with_mixture and (not stem_pool or rng.random() < cfg.mixture_probability):
+            track = with_mixture[rng.integers(len(with_mixture))]
             parts = [("mixture", track, self._crop(rng, track), 0)]
         else:
             # no extra draw at 0, so the released recipe's examples stay the same
             single = cfg.single_stem_probability > 0 and rng.random() < cfg.single_stem_probability
             count = 1 if single else int(rng.integers(1, cfg.max_stems + 1))
-            picks = rng.integers(len(self.stem_pool), size=count)
+            picks = rng.integers(len(stem_pool), size=count)
             parts = []
             for p in picks:
-                track, cat = self.stem_pool[p]
+                track, cat = stem_pool[p]
                 parts.append((cat, track, self._crop(rng, track), int(rng.integers(-cfg.gain_db, cfg.gain_db + 1))))
         bitrate = int(cfg.bitrates[rng.integers(len(cfg.bitrates))])
         corner = None  # drawn last and only when asked, so the other draws stay as they were

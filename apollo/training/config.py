@@ -20,6 +20,9 @@ class DataConfig:
     source: str = "cache"  # "cache" (apollo data prepare) or "synthetic" (generated on the fly)
     # one cache folder, or a list of them read as one pool (e.g. [cache/real, cache/synth])
     cache: str | tuple[str, ...] | None = None
+    # with a list of caches, the share of examples drawn from each (e.g. [0.75, 0.25]; empty:
+    # their tracks pooled, see apollo.data.examples.ExampleConfig.cache_shares)
+    cache_shares: tuple[float, ...] = ()
     segment: float = 3.0
     bitrates: tuple[int, ...] = (24, 32, 48, 64, 96, 128)
     examples_per_epoch: int = 40000

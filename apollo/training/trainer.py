@@ -149,7 +149,8 @@ class Trainer:
         examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
                                  examples_per_epoch=data.examples_per_epoch,
                                  single_stem_probability=data.single_stem_probability,
-                                 dark_sources=(dark, *data.more_dark_sources), level_neutral=data.level_neutral)
+                                 dark_sources=(dark, *data.more_dark_sources), level_neutral=data.level_neutral,
+                                 cache_shares=tuple(data.cache_shares))
         train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
         valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
                                  length=data.valid_examples)
