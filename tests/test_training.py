@@ -244,6 +244,18 @@ def test_more_dark_sources_are_typed_records_from_yaml_or_set():
             load_config(SMOKE, {"data.more_dark_sources": bad})
 
 
+def test_data_section_gives_the_example_draws():
+    config = load_config(SMOKE, parse_overrides([
+        "data.cache=[cache/real2, cache/synth]", "data.cache_shares=[0.75, 0.25]", "data.darken_probability=0.1",
+        "data.more_dark_sources=[{probability: 0.3, hz: [8000, 12000], octaves: 0.5}]", "data.level_neutral=true"]))
+    examples = config.data.examples()
+    assert examples.cache_shares == (0.75, 0.25) and examples.level_neutral
+    assert [s.probability for s in examples.dark_sources] == [0.1, 0.3]
+    assert examples.segment == config.data.segment and examples.bitrates == config.data.bitrates
+    with pytest.raises(ValueError, match="add up to 1"):
+        load_config(SMOKE, {"data.cache_shares": [0.75, 0.5]}).data.examples()
+
+
 def test_keep_every_writes_each_steps_generator(tmp_path):
     config = load_config(SMOKE, {"schedule.max_steps": 4, "schedule.keep_every": 2, "schedule.checkpoint_every": 1000})
     trainer = Trainer(config, tmp_path, progress=False)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..data.examples import DarkSource
+from ..data.examples import DarkSource, ExampleConfig
 from ..model.config import ApolloConfig
 
 
@@ -43,6 +43,15 @@ class DataConfig:
     # (docs/default-model.md, "The level the model gives back"; data/examples.py coded_pair)
     level_neutral: bool = False
     workers: int = 2
+
+    def examples(self) -> ExampleConfig:
+        """The draws of a cache's training examples that this section asks for."""
+        dark = DarkSource(self.darken_probability, tuple(self.darken_hz), self.darken_octaves)
+        return ExampleConfig(segment=self.segment, bitrates=tuple(self.bitrates),
+                             examples_per_epoch=self.examples_per_epoch,
+                             single_stem_probability=self.single_stem_probability,
+                             dark_sources=(dark, *self.more_dark_sources), level_neutral=self.level_neutral,
+                             cache_shares=tuple(self.cache_shares))
 
 
 @dataclass

@@ -143,14 +143,9 @@ class Trainer:
             return train, valid
         if data.source != "cache" or not data.cache:
             raise ValueError("data.source must be 'synthetic', or 'cache' with data.cache set")
-        from ..data.examples import DarkSource, ExampleConfig, TrainingExamples
+        from ..data.examples import TrainingExamples
 
-        dark = DarkSource(data.darken_probability, tuple(data.darken_hz), data.darken_octaves)
-        examples = ExampleConfig(segment=data.segment, bitrates=tuple(data.bitrates),
-                                 examples_per_epoch=data.examples_per_epoch,
-                                 single_stem_probability=data.single_stem_probability,
-                                 dark_sources=(dark, *data.more_dark_sources), level_neutral=data.level_neutral,
-                                 cache_shares=tuple(data.cache_shares))
+        examples = data.examples()
         train = TrainingExamples(data.cache, examples, split="train", seed=self.cfg.seed)
         valid = TrainingExamples(data.cache, examples, split="valid", seed=self.cfg.seed + 10_000,
                                  length=data.valid_examples)
