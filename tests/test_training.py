@@ -159,10 +159,38 @@ def test_band_envelope_loss_sees_levels_over_time_not_fine_structure():
     assert losses.band_envelope_loss(loud, ref).item() == pytest.approx(0.5, abs=0.05)
 
 
+def test_shortfall_loss_charges_only_a_restoration_far_too_quiet():
+    torch.manual_seed(0)
+    ref = torch.randn(1, 2, 8192)
+    spec = torch.fft.rfft(ref)
+
+    def upper(scale: float) -> torch.Tensor:  # ref with its upper half scaled
+        return torch.fft.irfft(torch.cat([spec[..., :2049], scale * spec[..., 2049:]], -1), 8192)
+
+    assert losses.shortfall_loss(ref, ref).item() == 0.0
+    assert losses.shortfall_loss(10 * ref, ref).item() == 0.0  # too loud: not its business
+    assert losses.shortfall_loss(0.5 * ref, ref, windows=(512,)).item() == 0.0  # 6 dB under: inside the margin
+    # the upper half emptied (a hole far under the music): about half the active cells, each
+    # charged by its decades under the floor-limited estimate less the margin
+    emptied = losses.shortfall_loss(upper(0.0), ref, windows=(512,)).item()
+    assert 1.0 < emptied < 3.0
+    # 20 dB under: half the cells half a decade over the 10-dB margin
+    assert losses.shortfall_loss(upper(0.1), ref, windows=(512,)).item() == pytest.approx(0.25, abs=0.03)
+    # a reference that is dark up there: leaving it dark costs nothing, filling it next to nothing
+    # (only cells at the brick-wall edge, where the two differ under the cut, are charged at all)
+    dark = upper(0.0)
+    assert losses.shortfall_loss(dark, dark).item() == 0.0 and losses.shortfall_loss(ref, dark).item() < 0.01
+    # the gradient pushes an emptied band up, never down
+    estimate = upper(0.01).requires_grad_()
+    losses.shortfall_loss(estimate, ref, windows=(512,)).backward()
+    assert estimate.grad.abs().sum() > 0
+
+
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):
     torch.manual_seed(0)
     estimate, target = torch.randn(2, 2, 4096) * 0.1, torch.randn(2, 2, 4096) * 0.1
-    for loss in (losses.reconstruction_loss, losses.log_magnitude_loss, losses.band_envelope_loss):
+    for loss in (losses.reconstruction_loss, losses.log_magnitude_loss, losses.band_envelope_loss,
+                 losses.shortfall_loss):
         shared = loss(losses.Magnitudes(estimate), losses.Magnitudes(target))
         assert torch.equal(shared, loss(estimate, target)), loss.__name__
     calls = []

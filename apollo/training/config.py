@@ -75,6 +75,7 @@ class LossConfig:
     adversarial: float = 1.0
     log_magnitude: float = 0.0  # not in the paper: losses.log_magnitude_loss, added to Eq. 4
     band_envelope: float = 0.0  # not in the paper: losses.band_envelope_loss, added to Eq. 4
+    shortfall: float = 0.0  # not in the paper: losses.shortfall_loss, added to Eq. 4
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0

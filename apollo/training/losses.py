@@ -6,6 +6,7 @@ import torch
 
 WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)  # Sec. III-B: the multi-resolution STFT windows
 ENVELOPE_BANDS = 22  # band_envelope_loss splits each spectrum into this many equal bands (~1 kHz at 44.1 kHz)
+SHORTFALL_WINDOWS = (512, 1024, 2048)  # shortfall_loss: the diagnostics count holes at 2048
 
 
 def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
@@ -102,4 +103,26 @@ def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ..
         average = average / average.sum(0)
         est, ref = torch.einsum("kb,nkt->nbt", average, est), torch.einsum("kb,nkt->nbt", average, ref)
         terms.append(0.5 * (torch.log10(est + floor**2) - torch.log10(ref + floor**2)).abs().mean())
+    return torch.stack(terms).mean()
+
+
+def shortfall_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = SHORTFALL_WINDOWS,
+                   margin_db: float = 10.0, active_db: float = 60.0, floor: float = 1e-5) -> torch.Tensor:
+    """Mean over windows of the decades by which active reference cells stay more than `margin_db`
+    under it: mean over active cells of max(0, log10 |S_ref| - log10 |S_est| - margin_db / 20).
+
+    Not in the paper. It charges only a restoration that is far too quiet where the reference has
+    something (active: within `active_db` of the example's loudest cell): the codec's holes left
+    unfilled and a fill many dB under the music (diagnostics.holes, band_level_error). A cell the
+    reference leaves empty, as in dark music, costs nothing however it is filled, so unlike
+    log_magnitude_loss it does not pull an uncertain fill towards the middle.
+    """
+    estimate, reference = _magnitudes(estimate), _magnitudes(reference)
+    terms = []
+    for w in windows:
+        est, ref = estimate(w), reference(w)  # (batch, bins, frames)
+        loudest = ref.amax(dim=(1, 2), keepdim=True)
+        active = (ref > loudest * 10 ** (-active_db / 20)).float()
+        short = torch.relu(torch.log10(ref + floor) - torch.log10(est + floor) - margin_db / 20)
+        terms.append((short * active).sum() / active.sum().clamp_min(1.0))
     return torch.stack(terms).mean()

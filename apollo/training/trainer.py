@@ -174,14 +174,16 @@ class Trainer:
         return self.uses_gan() and self.step < loss.gan_from_step + loss.discriminator_only_steps
 
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Eq. 4, plus the log-magnitude and band-envelope terms where the recipe weighs them (each
-        window's spectra computed once for all three)."""
+        """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
+        them (each window's spectra computed once for all of them)."""
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
         if self.cfg.loss.log_magnitude:
             rec = rec + self.cfg.loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
         if self.cfg.loss.band_envelope:
             rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
+        if self.cfg.loss.shortfall:
+            rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(estimate, target)
         return rec
 
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
