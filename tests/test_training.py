@@ -180,10 +180,15 @@ def test_shortfall_loss_charges_only_a_restoration_far_too_quiet():
     # (only cells at the brick-wall edge, where the two differ under the cut, are charged at all)
     dark = upper(0.0)
     assert losses.shortfall_loss(dark, dark).item() == 0.0 and losses.shortfall_loss(ref, dark).item() < 0.01
-    # the gradient pushes an emptied band up, never down
+    # its gradient lifts a band far too quiet, and leaves one too loud alone
     estimate = upper(0.01).requires_grad_()
     losses.shortfall_loss(estimate, ref, windows=(512,)).backward()
-    assert estimate.grad.abs().sum() > 0
+    stepped = (estimate - 1e-2 * estimate.grad / estimate.grad.abs().max()).detach()
+    energy = lambda x: torch.fft.rfft(x)[..., 2049:].abs().square().sum()  # noqa: E731
+    assert energy(stepped) > 1.01 * energy(estimate.detach())
+    loud = (10 * ref).requires_grad_()
+    losses.shortfall_loss(loud, ref).backward()
+    assert torch.count_nonzero(loud.grad) == 0
 
 
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):

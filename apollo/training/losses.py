@@ -114,8 +114,10 @@ def shortfall_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] =
     Not in the paper. It charges only a restoration that is far too quiet where the reference has
     something (active: within `active_db` of the example's loudest cell): the codec's holes left
     unfilled and a fill many dB under the music (diagnostics.holes, band_level_error). A cell the
-    reference leaves empty, as in dark music, costs nothing however it is filled, so unlike
-    log_magnitude_loss it does not pull an uncertain fill towards the middle.
+    reference leaves empty, as in dark music, costs nothing however it is filled. So where the
+    model cannot tell dark music from a holed band it pulls the fill up, not to the middle as
+    log_magnitude_loss does: on v6 it halved the holes and over-filled dark sources
+    (docs/default-model.md, "v6's stage 2 with a shortfall term").
     """
     estimate, reference = _magnitudes(estimate), _magnitudes(reference)
     terms = []
