@@ -131,7 +131,6 @@ class Cache:
         if not roots:
             raise ValueError("no cache folder given")
         self.roots = roots
-        self.root = roots[0] if len(roots) == 1 else roots
         self.tracks: list[dict[str, Any]] = []
         rates = set()
         for number, folder in enumerate(roots):
@@ -147,6 +146,11 @@ class Cache:
             raise ValueError(f"caches at different sample rates {sorted(rates)} cannot be mixed")
         self.sample_rate = rates.pop()
         self._maps: dict[str, np.ndarray] = {}
+
+    @property
+    def root(self) -> Path | list[Path]:
+        """The cache folder, or the list of them when several are read as one (for messages)."""
+        return self.roots[0] if len(self.roots) == 1 else self.roots
 
     def read(self, path: str, scale: float, start: int, length: int) -> np.ndarray:
         """`length` samples of a track's array from `start` (its path as listed in `tracks`)."""
