@@ -191,6 +191,45 @@ def test_shortfall_loss_charges_only_a_restoration_far_too_quiet():
     assert torch.count_nonzero(loud.grad) == 0
 
 
+def test_shortfall_under_a_band_edge_charges_only_the_band_the_input_kept():
+    torch.manual_seed(0)
+    ref = torch.randn(2, 2, 8192)
+    spec = torch.fft.rfft(ref)
+    emptied = torch.fft.irfft(torch.cat([spec[..., :2049], 0 * spec[..., 2049:]], -1), 8192)  # upper half gone
+    whole = losses.shortfall_loss(emptied, ref, windows=(512,))
+    assert whole.item() > 1.0
+    # the edge at Nyquist: as without one; at half of it: the emptied half is the band the codec cut
+    assert losses.shortfall_loss(emptied, ref, windows=(512,), edge=torch.ones(2)).item() == whole.item()
+    assert losses.shortfall_loss(emptied, ref, windows=(512,), edge=torch.full((2,), 0.5)).item() < 0.02
+    # per example (each with both its channels): the first one's edge low, the second one's at Nyquist
+    # charges the second's cells alone, over the active cells that count (half of all of them)
+    mixed = losses.shortfall_loss(emptied, ref, windows=(512,), edge=torch.tensor([0.5, 1.0])).item()
+    second = losses.shortfall_loss(emptied[1:], ref[1:], windows=(512,)).item()
+    assert mixed == pytest.approx(second * 2 / 3, rel=0.05)
+
+
+def test_trainer_bounds_the_shortfall_term_by_each_input_band_edge(tmp_path):
+    rate = 44100
+    torch.manual_seed(0)
+    noise = torch.randn(2, 2, rate)
+    spec = torch.fft.rfft(noise)
+    freqs = torch.fft.rfftfreq(rate, 1 / rate)
+    lowpassed = torch.fft.irfft(spec * (freqs < 5512.5).float(), rate)  # an edge at a quarter of Nyquist
+    degraded = torch.stack([lowpassed[0], noise[1]])
+    trainer = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": True}), tmp_path,
+                      progress=False)
+    edges = trainer.band_edges(degraded)
+    assert edges.shape == (2,)
+    assert edges[0].item() == pytest.approx(0.25, abs=0.01) and edges[1].item() > 0.97
+    estimate = lowpassed  # the upper three quarters of both examples left empty
+    expected = (losses.reconstruction_loss(estimate, noise)
+                + 2.0 * losses.shortfall_loss(estimate, noise, edge=edges))
+    got = trainer.reconstruction(estimate, noise, degraded)
+    assert got.item() == pytest.approx(expected.item())
+    assert got.item() < (losses.reconstruction_loss(estimate, noise)
+                         + 2.0 * losses.shortfall_loss(estimate, noise)).item() - 0.1
+
+
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):
     torch.manual_seed(0)
     estimate, target = torch.randn(2, 2, 4096) * 0.1, torch.randn(2, 2, 4096) * 0.1
@@ -203,7 +242,7 @@ def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tm
     monkeypatch.setattr(losses, "magnitude", lambda wav, window: calls.append(window) or original(wav, window))
     trainer = Trainer(load_config(SMOKE, {"loss.log_magnitude": 0.5, "loss.band_envelope": 1.0}), tmp_path,
                       progress=False)
-    trainer.reconstruction(estimate, target)
+    trainer.reconstruction(estimate, target, degraded=estimate)
     assert sorted(calls) == sorted(2 * list(losses.WINDOWS))  # 7 windows x (estimate, reference), not 2 x 17
 
 
@@ -391,7 +430,7 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
         est = tuned(degraded[None])
     expected = (losses.reconstruction_loss(est, target[None]) + 0.5 * losses.log_magnitude_loss(est, target[None])
                 + 0.25 * losses.band_envelope_loss(est, target[None]))
-    assert trainer.reconstruction(est, target[None]).item() == pytest.approx(expected.item())
+    assert trainer.reconstruction(est, target[None], degraded[None]).item() == pytest.approx(expected.item())
     trainer.fit()
     assert apollo.load_model(tmp_path / "run" / "generator-last.safetensors").config.keep_input_band
     # keys that change the weights' shapes cannot be applied to a checkpoint

@@ -76,6 +76,9 @@ class LossConfig:
     log_magnitude: float = 0.0  # not in the paper: losses.log_magnitude_loss, added to Eq. 4
     band_envelope: float = 0.0  # not in the paper: losses.band_envelope_loss, added to Eq. 4
     shortfall: float = 0.0  # not in the paper: losses.shortfall_loss, added to Eq. 4
+    # the shortfall term only under the input's band edge (metrics.cutoff_hz of the degraded
+    # example): the codec's holes in the band it kept, not the band it cut
+    shortfall_kept_band: bool = False
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0

@@ -107,7 +107,8 @@ def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ..
 
 
 def shortfall_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = SHORTFALL_WINDOWS,
-                   margin_db: float = 10.0, active_db: float = 60.0, floor: float = 1e-5) -> torch.Tensor:
+                   margin_db: float = 10.0, active_db: float = 60.0, floor: float = 1e-5,
+                   edge: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over windows of the decades by which active reference cells stay more than `margin_db`
     under it: mean over active cells of max(0, log10 |S_ref| - log10 |S_est| - margin_db / 20).
 
@@ -118,13 +119,21 @@ def shortfall_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] =
     model cannot tell dark music from a holed band it pulls the fill up, not to the middle as
     log_magnitude_loss does: on v6 it halved the holes and over-filled dark sources
     (docs/default-model.md, "v6's stage 2 with a shortfall term").
+
+    `edge` (batch,), each example's band edge as a fraction of Nyquist, keeps the charge to the
+    cells under it: with the input's edge (metrics.cutoff_hz), the holes in the band the codec
+    kept, and not the band it cut, which dark music never had.
     """
     estimate, reference = _magnitudes(estimate), _magnitudes(reference)
     terms = []
     for w in windows:
-        est, ref = estimate(w), reference(w)  # (batch, bins, frames)
+        est, ref = estimate(w), reference(w)  # (batch * channels, bins, frames)
         loudest = ref.amax(dim=(1, 2), keepdim=True)
         active = (ref > loudest * 10 ** (-active_db / 20)).float()
+        if edge is not None:
+            rows = edge.to(ref.device).repeat_interleave(ref.shape[0] // edge.shape[0])
+            fraction = torch.arange(ref.shape[1], device=ref.device) / (w // 2)
+            active = active * (fraction[None, :] <= rows[:, None]).float()[:, :, None]
         short = torch.relu(torch.log10(ref + floor) - torch.log10(est + floor) - margin_db / 20)
         terms.append((short * active).sum() / active.sum().clamp_min(1.0))
     return torch.stack(terms).mean()

@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ..metrics import cutoff_hz
 from ..model import Apollo
 from ..model.config import ApolloConfig
 from ..pretrained import load_model
@@ -173,9 +174,10 @@ class Trainer:
         loss = self.cfg.loss
         return self.uses_gan() and self.step < loss.gan_from_step + loss.discriminator_only_steps
 
-    def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
         """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
-        them (each window's spectra computed once for all of them)."""
+        them (each window's spectra computed once for all of them); `degraded` is the model's input,
+        whose band edge bounds the shortfall term with loss.shortfall_kept_band."""
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
         if self.cfg.loss.log_magnitude:
@@ -183,8 +185,15 @@ class Trainer:
         if self.cfg.loss.band_envelope:
             rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
         if self.cfg.loss.shortfall:
-            rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(estimate, target)
+            edge = self.band_edges(degraded) if self.cfg.loss.shortfall_kept_band else None
+            rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(estimate, target, edge=edge)
         return rec
+
+    def band_edges(self, degraded: torch.Tensor) -> torch.Tensor:
+        """Each example's band edge (metrics.cutoff_hz, the one cutoff rule) as a fraction of Nyquist: (batch,)."""
+        nyquist = self.model_config.sample_rate / 2
+        audio = degraded.detach().float().cpu().numpy()
+        return torch.tensor([cutoff_hz(x, self.model_config.sample_rate) / nyquist for x in audio])
 
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
@@ -193,7 +202,7 @@ class Trainer:
         still = self.discriminator_only()
         with self.autocast(), torch.set_grad_enabled(not still):
             estimate = self.generator(degraded).float()
-            rec = self.reconstruction(estimate, target)
+            rec = self.reconstruction(estimate, target, degraded)
         zero = torch.zeros((), device=self.device)
         loss_d, fm, adv = zero, zero, zero
         if self.uses_gan():
@@ -233,7 +242,7 @@ class Trainer:
             degraded, target, _ = self.valid_set[i]
             with self.autocast():
                 est = generator(degraded[None].to(self.device)).float()
-            total.append(self.reconstruction(est, target[None].to(self.device)).item())
+            total.append(self.reconstruction(est, target[None].to(self.device), degraded[None]).item())
             if i < self.cfg.schedule.samples and self.rank == 0:
                 self._write_sample(i, degraded, target, est[0].cpu())
         generator.train()
