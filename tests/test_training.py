@@ -206,6 +206,10 @@ def test_shortfall_under_a_band_edge_charges_only_the_band_the_input_kept():
     mixed = losses.shortfall_loss(emptied, ref, windows=(512,), edge=torch.tensor([0.5, 1.0])).item()
     second = losses.shortfall_loss(emptied[1:], ref[1:], windows=(512,)).item()
     assert mixed == pytest.approx(second * 2 / 3, rel=0.05)
+    # a reference whose upper half lies 50 dB under its lower half: active at 60 dB, not at 40
+    quiet = torch.fft.irfft(torch.cat([spec[..., :2049], 10**-2.5 * spec[..., 2049:]], -1), 8192)
+    assert losses.shortfall_loss(emptied, quiet, windows=(512,)).item() > 0.5
+    assert losses.shortfall_loss(emptied, quiet, windows=(512,), active_db=40.0).item() < 0.02
 
 
 def test_trainer_bounds_the_shortfall_term_by_each_input_band_edge(tmp_path):
@@ -216,14 +220,14 @@ def test_trainer_bounds_the_shortfall_term_by_each_input_band_edge(tmp_path):
     freqs = torch.fft.rfftfreq(rate, 1 / rate)
     lowpassed = torch.fft.irfft(spec * (freqs < 5512.5).float(), rate)  # an edge at a quarter of Nyquist
     degraded = torch.stack([lowpassed[0], noise[1]])
-    trainer = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": True}), tmp_path,
-                      progress=False)
+    trainer = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": True,
+                                          "loss.shortfall_active_db": 40.0}), tmp_path, progress=False)
     edges = trainer.band_edges(degraded)
     assert edges.shape == (2,)
     assert edges[0].item() == pytest.approx(0.25, abs=0.01) and edges[1].item() > 0.97
     estimate = lowpassed  # the upper three quarters of both examples left empty
     expected = (losses.reconstruction_loss(estimate, noise)
-                + 2.0 * losses.shortfall_loss(estimate, noise, edge=edges))
+                + 2.0 * losses.shortfall_loss(estimate, noise, active_db=40.0, edge=edges))
     got = trainer.reconstruction(estimate, noise, degraded)
     assert got.item() == pytest.approx(expected.item())
     assert got.item() < (losses.reconstruction_loss(estimate, noise)

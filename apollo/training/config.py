@@ -79,6 +79,8 @@ class LossConfig:
     # the shortfall term only under the input's band edge (metrics.cutoff_hz of the degraded
     # example): the codec's holes in the band it kept, not the band it cut
     shortfall_kept_band: bool = False
+    # the reference cells the shortfall term looks at: within this many dB of the example's loudest
+    shortfall_active_db: float = 60.0
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0

@@ -186,7 +186,8 @@ class Trainer:
             rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
         if self.cfg.loss.shortfall:
             edge = self.band_edges(degraded) if self.cfg.loss.shortfall_kept_band else None
-            rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(estimate, target, edge=edge)
+            rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(
+                estimate, target, active_db=self.cfg.loss.shortfall_active_db, edge=edge)
         return rec
 
     def band_edges(self, degraded: torch.Tensor) -> torch.Tensor:
