@@ -232,6 +232,21 @@ def test_trainer_bounds_the_shortfall_term_by_each_input_band_edge(tmp_path):
     assert got.item() == pytest.approx(expected.item())
     assert got.item() < (losses.reconstruction_loss(estimate, noise)
                          + 2.0 * losses.shortfall_loss(estimate, noise)).item() - 0.1
+    # an example whose reference ends where its input does (dark at the source) is left out with
+    # loss.shortfall_cut_only; one whose codec cut the band above a quarter of Nyquist is not
+    reference = torch.stack([lowpassed[0], noise[1]])
+    both = torch.stack([lowpassed[0], lowpassed[1]])
+    for kept, expected_second in ((True, 0.25), (False, 1.0)):
+        cut_only = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": kept,
+                                               "loss.shortfall_cut_only": True}), tmp_path / str(kept), progress=False)
+        edges = cut_only.shortfall_edges(both, reference)
+        assert edges[0].item() == -1.0 and edges[1].item() == pytest.approx(expected_second, abs=0.01)
+        silent = torch.zeros_like(reference[:1])
+        assert losses.shortfall_loss(silent, reference[:1]).item() > 1.0
+        assert losses.shortfall_loss(silent, reference[:1], edge=edges[:1]).item() == 0.0  # left out
+    assert trainer.shortfall_edges(both, reference) is not None
+    assert Trainer(load_config(SMOKE, {"loss.shortfall": 2.0}), tmp_path / "plain",
+                   progress=False).shortfall_edges(both, reference) is None
 
 
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):

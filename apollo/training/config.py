@@ -81,6 +81,9 @@ class LossConfig:
     shortfall_kept_band: bool = False
     # the reference cells the shortfall term looks at: within this many dB of the example's loudest
     shortfall_active_db: float = 60.0
+    # the shortfall term leaves out examples the codec cut nothing from: the reference's band edge
+    # not a quarter octave above the input's (music dark at the source, which teaches restraint)
+    shortfall_cut_only: bool = False
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0

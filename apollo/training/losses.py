@@ -122,7 +122,7 @@ def shortfall_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] =
 
     `edge` (batch,), each example's band edge as a fraction of Nyquist, keeps the charge to the
     cells under it: with the input's edge (metrics.cutoff_hz), the holes in the band the codec
-    kept, and not the band it cut, which dark music never had.
+    kept, and not the band it cut, which dark music never had. A negative edge leaves the example out.
     """
     estimate, reference = _magnitudes(estimate), _magnitudes(reference)
     terms = []

@@ -185,16 +185,30 @@ class Trainer:
         if self.cfg.loss.band_envelope:
             rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
         if self.cfg.loss.shortfall:
-            edge = self.band_edges(degraded) if self.cfg.loss.shortfall_kept_band else None
+            edge = self.shortfall_edges(degraded, target.wav)
             rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(
                 estimate, target, active_db=self.cfg.loss.shortfall_active_db, edge=edge)
         return rec
 
-    def band_edges(self, degraded: torch.Tensor) -> torch.Tensor:
+    def shortfall_edges(self, degraded: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        """Where the shortfall term looks, per example (losses.shortfall_loss's `edge`): under the input's
+        band edge with loss.shortfall_kept_band (else the whole band); with loss.shortfall_cut_only,
+        nowhere in an example whose reference ends within a quarter octave of its input's edge."""
+        loss = self.cfg.loss
+        if not (loss.shortfall_kept_band or loss.shortfall_cut_only):
+            return None
+        kept = self.band_edges(degraded)
+        edges = kept if loss.shortfall_kept_band else torch.ones_like(kept)
+        if loss.shortfall_cut_only:
+            uncut = self.band_edges(target) < kept * 2**0.25
+            edges = torch.where(uncut, torch.full_like(edges, -1.0), edges)
+        return edges
+
+    def band_edges(self, audio: torch.Tensor) -> torch.Tensor:
         """Each example's band edge (metrics.cutoff_hz, the one cutoff rule) as a fraction of Nyquist: (batch,)."""
         nyquist = self.model_config.sample_rate / 2
-        audio = degraded.detach().float().cpu().numpy()
-        return torch.tensor([cutoff_hz(x, self.model_config.sample_rate) / nyquist for x in audio])
+        return torch.tensor([cutoff_hz(x, self.model_config.sample_rate) / nyquist
+                             for x in audio.detach().float().cpu().numpy()])
 
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
