@@ -15,7 +15,8 @@ does. "none" is the excerpt as it is.
 
 Per (corner, kbps): ViSQOL of the MP3 and of each model, and each model's level against the
 darkened reference in 2-4, 4-8 and 8-16 kHz (diagnostics.band_level_error: dB, 0 is right;
-bands the darkened reference has nothing in are left out).
+bands the darkened reference has nothing in are left out). The MP3 rows also carry the input's
+band edge (`edge_hz`, metrics.cutoff_hz: where the restorer's input seems to end).
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def main() -> None:
                     est, _ = metrics.align(clean, estimate, max_lag=2048)
                     row = {"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps, "system": name,
                            "visqol": metrics.visqol(clean, est, RATE)}
+                    if name == "mp3":
+                        row["edge_hz"] = metrics.cutoff_hz(coded, RATE)
                     levels = band_level_error(clean, est, RATE, BANDS)
                     row |= {f"level_{band}k": error for band, error in levels.items()}
                     rows.append(rounded(row))
                     print(excerpt.name.split("/")[-3][:24], corner, kbps, name, f"visqol={row['visqol']:.3f}",
                           " ".join(f"{v:+.1f}" for k, v in row.items() if k.startswith("level")), flush=True)
-    keys = list(dict.fromkeys(k for row in rows for k in row if k == "visqol" or k.startswith("level_")))
+    keys = list(dict.fromkeys(k for row in rows for k in row if k in ("visqol", "edge_hz") or k.startswith("level_")))
     summary = summarise(rows, lambda r: f"{r['corner']}/{r['kbps']}/{r['system']}", keys)
     command = (f"python benchmarks/dark_probe.py --data {args.data} --checkpoint {' '.join(args.checkpoint)} "
                f"--corners {args.corners} --bitrates {args.bitrates} --out {args.out}")
