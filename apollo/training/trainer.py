@@ -177,7 +177,7 @@ class Trainer:
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
         """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
         them (each window's spectra computed once for all of them); `degraded` is the model's input,
-        whose band edge bounds the shortfall term with loss.shortfall_kept_band."""
+        whose band edge can bound the shortfall term (shortfall_edges)."""
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
         if self.cfg.loss.log_magnitude:
