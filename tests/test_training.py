@@ -239,14 +239,49 @@ def test_trainer_bounds_the_shortfall_term_by_each_input_band_edge(tmp_path):
     for kept, expected_second in ((True, 0.25), (False, 1.0)):
         cut_only = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": kept,
                                                "loss.shortfall_cut_only": True}), tmp_path / str(kept), progress=False)
-        edges = cut_only.shortfall_edges(both, reference)
+        edges = cut_only.shortfall_edges(cut_only.band_edges(both), reference)
         assert edges[0].item() == -1.0 and edges[1].item() == pytest.approx(expected_second, abs=0.01)
         silent = torch.zeros_like(reference[:1])
         assert losses.shortfall_loss(silent, reference[:1]).item() > 1.0
         assert losses.shortfall_loss(silent, reference[:1], edge=edges[:1]).item() == 0.0  # left out
-    assert trainer.shortfall_edges(both, reference) is not None
+    assert trainer.shortfall_edges(trainer.band_edges(both), reference) is not None
     assert Trainer(load_config(SMOKE, {"loss.shortfall": 2.0}), tmp_path / "plain",
-                   progress=False).shortfall_edges(both, reference) is None
+                   progress=False).shortfall_edges(None, reference) is None
+
+
+def test_anchor_loss_holds_only_the_band_above_each_edge():
+    torch.manual_seed(0)
+    anchor = torch.randn(2, 2, 8192)
+    spec = torch.fft.rfft(anchor)
+
+    def scaled(low: float, high: float) -> torch.Tensor:  # anchor with each half of the spectrum scaled
+        return torch.fft.irfft(torch.cat([low * spec[..., :2049], high * spec[..., 2049:]], -1), 8192)
+
+    half = torch.full((2,), 0.5)
+    assert losses.anchor_loss(anchor, anchor, half).item() == 0.0
+    assert losses.anchor_loss(scaled(10.0, 1.0), anchor, half, windows=(512,)).item() < 0.05  # under the edge: free
+    assert losses.anchor_loss(scaled(1.0, 10.0), anchor, half, windows=(512,)).item() == pytest.approx(1.0, abs=0.05)
+    assert losses.anchor_loss(scaled(1.0, 0.1), anchor, half, windows=(512,)).item() == pytest.approx(1.0, abs=0.05)
+    assert losses.anchor_loss(scaled(1.0, 10.0), anchor, torch.ones(2)).item() == 0.0  # nothing above Nyquist
+    # per example: only the second one's upper half is held
+    mixed = losses.anchor_loss(scaled(1.0, 10.0), anchor, torch.tensor([1.0, 0.5]), windows=(512,)).item()
+    assert mixed == pytest.approx(1.0, abs=0.05)
+
+
+def test_trainer_holds_the_fill_above_the_input_edge_to_the_anchor_model(tmp_path):
+    rate = 44100
+    torch.manual_seed(0)
+    noise = torch.randn(2, 2, rate // 2) * 0.1
+    trainer = Trainer(load_config(SMOKE, {"loss.anchor": 3.0, "loss.anchor_model": "tiny-test"}), tmp_path,
+                      progress=False)
+    assert not any(p.requires_grad for p in trainer.anchor_model.parameters())
+    estimate = noise.flip(-1)
+    with torch.no_grad():
+        held = apollo.load_model("tiny-test")(noise)
+    expected = losses.reconstruction_loss(estimate, noise) + 3.0 * losses.anchor_loss(
+        estimate, held, trainer.band_edges(noise))
+    assert trainer.reconstruction(estimate, noise, noise).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert Trainer(load_config(SMOKE, {}), tmp_path / "plain", progress=False).anchor_model is None
 
 
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):

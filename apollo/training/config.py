@@ -84,6 +84,10 @@ class LossConfig:
     # the shortfall term leaves out examples the codec cut nothing from: the reference's band edge
     # not a quarter octave above the input's (music dark at the source, which teaches restraint)
     shortfall_cut_only: bool = False
+    # not in the paper: losses.anchor_loss, added to Eq. 4. Above each input's band edge, the fill
+    # is held to what `anchor_model` (a checkpoint or built-in name) writes there
+    anchor: float = 0.0
+    anchor_model: str = "default"
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0

@@ -120,6 +120,9 @@ class Trainer:
             generator = DistributedDataParallel(generator, device_ids=ids)
             discriminator = DistributedDataParallel(discriminator, device_ids=ids)
         self.generator, self.discriminator = generator, discriminator
+        self.anchor_model = None
+        if config.loss.anchor:
+            self.anchor_model = load_model(config.loss.anchor_model, self.device).requires_grad_(False)
 
         self.train_set, self.valid_set = self._datasets()
         self.sampler = ResumableSampler(len(self.train_set), config.seed, self.rank, self.world)
@@ -177,27 +180,34 @@ class Trainer:
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
         """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
         them (each window's spectra computed once for all of them); `degraded` is the model's input,
-        whose band edge can bound the shortfall term (shortfall_edges)."""
+        whose band edge can bound the shortfall term (shortfall_edges) and the anchor term."""
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
         if self.cfg.loss.log_magnitude:
             rec = rec + self.cfg.loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
         if self.cfg.loss.band_envelope:
             rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
-        if self.cfg.loss.shortfall:
-            edge = self.shortfall_edges(degraded, target.wav)
-            rec = rec + self.cfg.loss.shortfall * losses.shortfall_loss(
-                estimate, target, active_db=self.cfg.loss.shortfall_active_db, edge=edge)
+        loss = self.cfg.loss
+        kept = self.band_edges(degraded) if loss.anchor or loss.shortfall_kept_band or loss.shortfall_cut_only \
+            else None
+        if loss.shortfall:
+            edge = self.shortfall_edges(kept, target.wav)
+            rec = rec + loss.shortfall * losses.shortfall_loss(estimate, target, active_db=loss.shortfall_active_db,
+                                                               edge=edge)
+        if loss.anchor:
+            with torch.no_grad():
+                held = self.anchor_model(degraded.to(self.device)).float()
+            rec = rec + loss.anchor * losses.anchor_loss(estimate, held, kept)
         return rec
 
-    def shortfall_edges(self, degraded: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-        """Where the shortfall term looks, per example (losses.shortfall_loss's `edge`): under the input's
-        band edge with loss.shortfall_kept_band (else the whole band); with loss.shortfall_cut_only,
-        nowhere in an example whose reference ends within a quarter octave of its input's edge."""
+    def shortfall_edges(self, kept: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
+        """Where the shortfall term looks, per example (losses.shortfall_loss's `edge`), from the inputs'
+        band edges `kept`: under them with loss.shortfall_kept_band (else the whole band); with
+        loss.shortfall_cut_only, nowhere in an example whose reference ends within a quarter octave of its
+        input's edge."""
         loss = self.cfg.loss
         if not (loss.shortfall_kept_band or loss.shortfall_cut_only):
             return None
-        kept = self.band_edges(degraded)
         edges = kept if loss.shortfall_kept_band else torch.ones_like(kept)
         if loss.shortfall_cut_only:
             uncut = self.band_edges(target) < kept * 2**0.25
