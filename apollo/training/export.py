@@ -10,7 +10,7 @@ A shipped model is one generator checkpoint, or the element-wise mean of several
 with inference-only config fields set (docs/default-model.md):
 
     python -m apollo.training.export --model apollo/weights/apollo-default.safetensors \
-        runs/default-v6/generator-step000050.safetensors --set normalize_peak=true --set correction_floor_db=-6
+        runs/default-v7/generator-step000050.safetensors --set normalize_peak=true --set correction_floor_db=-6
 """
 
 from __future__ import annotations
