@@ -282,6 +282,13 @@ def test_trainer_holds_the_fill_above_the_input_edge_to_the_anchor_model(tmp_pat
         estimate, held, trainer.band_edges(noise))
     assert trainer.reconstruction(estimate, noise, noise).item() == pytest.approx(expected.item(), rel=1e-5)
     assert Trainer(load_config(SMOKE, {}), tmp_path / "plain", progress=False).anchor_model is None
+    # an anchor at another sample rate cannot hold this model's band
+    config = apollo.load_model("tiny-test").config
+    other = apollo.Apollo(dataclasses.replace(config, sample_rate=48000))
+    apollo.save_checkpoint(tmp_path / "a48.safetensors", other.state_dict(), other.config)
+    with pytest.raises(ValueError, match="48000 Hz"):
+        Trainer(load_config(SMOKE, {"loss.anchor": 1.0, "loss.anchor_model": str(tmp_path / "a48.safetensors")}),
+                tmp_path / "a48", progress=False)
 
 
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):

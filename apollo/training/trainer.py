@@ -123,6 +123,10 @@ class Trainer:
         self.anchor_model = None
         if config.loss.anchor:
             self.anchor_model = load_model(config.loss.anchor_model, self.device).requires_grad_(False)
+            if self.anchor_model.config.sample_rate != self.model_config.sample_rate:
+                raise ValueError(f"loss.anchor_model {config.loss.anchor_model} is at "
+                                 f"{self.anchor_model.config.sample_rate} Hz, the model at "
+                                 f"{self.model_config.sample_rate} Hz")
 
         self.train_set, self.valid_set = self._datasets()
         self.sampler = ResumableSampler(len(self.train_set), config.seed, self.rank, self.world)
