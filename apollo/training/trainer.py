@@ -185,15 +185,16 @@ class Trainer:
         """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
         them (each window's spectra computed once for all of them); `degraded` is the model's input,
         whose band edge can bound the shortfall term (shortfall_edges) and the anchor term."""
+        loss = self.cfg.loss
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
-        if self.cfg.loss.log_magnitude:
-            rec = rec + self.cfg.loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
-        if self.cfg.loss.band_envelope:
-            rec = rec + self.cfg.loss.band_envelope * losses.band_envelope_loss(estimate, target)
-        loss = self.cfg.loss
-        kept = self.band_edges(degraded) if loss.anchor or loss.shortfall_kept_band or loss.shortfall_cut_only \
-            else None
+        if loss.log_magnitude:
+            rec = rec + loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
+        if loss.band_envelope:
+            rec = rec + loss.band_envelope * losses.band_envelope_loss(estimate, target)
+        # the inputs' band edges, found once, only where a weighed term looks at them
+        bounded = loss.shortfall and (loss.shortfall_kept_band or loss.shortfall_cut_only)
+        kept = self.band_edges(degraded) if loss.anchor or bounded else None
         if loss.shortfall:
             edge = self.shortfall_edges(kept, target.wav)
             rec = rec + loss.shortfall * losses.shortfall_loss(estimate, target, active_db=loss.shortfall_active_db,
