@@ -282,6 +282,26 @@ def test_trainer_holds_the_fill_above_the_input_edge_to_the_anchor_model(tmp_pat
         estimate, held, trainer.band_edges(noise))
     assert trainer.reconstruction(estimate, noise, noise).item() == pytest.approx(expected.item(), rel=1e-5)
     assert Trainer(load_config(SMOKE, {}), tmp_path / "plain", progress=False).anchor_model is None
+    # loss.anchor_uncut_only: an example whose reference ends where its input does (dark at the
+    # source) is held above its edge; one whose codec cut the band above a quarter of Nyquist is not
+    spec = torch.fft.rfft(noise)
+    lowpassed = torch.fft.irfft(spec * (torch.arange(spec.shape[-1]) < spec.shape[-1] // 4), noise.shape[-1])
+    degraded, reference = lowpassed, torch.stack([lowpassed[0], noise[1]])
+    uncut = Trainer(load_config(SMOKE, {"loss.anchor": 3.0, "loss.anchor_model": "tiny-test",
+                                        "loss.anchor_uncut_only": True}), tmp_path / "uncut", progress=False)
+    kept = uncut.band_edges(degraded)
+    assert uncut.uncut(kept, reference).tolist() == [True, False]
+    edges = uncut.anchor_edges(kept, reference)
+    assert edges[0].item() == pytest.approx(0.25, abs=0.01) and edges[1].item() == 2.0
+    assert trainer.anchor_edges(kept, reference).tolist() == kept.tolist()  # without the flag: every example
+    with torch.no_grad():
+        held = uncut.anchor_model(degraded)
+    expected = losses.reconstruction_loss(estimate, reference) + 3.0 * losses.anchor_loss(estimate[:1], held[:1],
+                                                                                           kept[:1])
+    got = uncut.reconstruction(estimate, reference, degraded).item()
+    assert got == pytest.approx(expected.item(), rel=1e-5)
+    both = losses.reconstruction_loss(estimate, reference) + 3.0 * losses.anchor_loss(estimate, held, kept)
+    assert abs(got - both.item()) > 1e-3  # the cut example's band above its edge really is left out
     # an anchor at another sample rate cannot hold this model's band
     config = apollo.load_model("tiny-test").config
     other = apollo.Apollo(dataclasses.replace(config, sample_rate=48000))

@@ -88,6 +88,10 @@ class LossConfig:
     # is held to what `anchor_model` (a checkpoint or built-in name) writes there
     anchor: float = 0.0
     anchor_model: str = "default"
+    # the anchor term only on examples the codec cut nothing from (the reference's band edge not a
+    # quarter octave above the input's: music dark or dull at the source), so it holds the fill
+    # above the edge where the music has none and leaves bright music's band free
+    anchor_uncut_only: bool = False
     # generator-only warm-up: the discriminator joins at this step (0: from the start). With
     # both GAN weights at 0 it never runs, and a step costs the generator's work alone.
     gan_from_step: int = 0

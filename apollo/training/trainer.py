@@ -202,8 +202,20 @@ class Trainer:
         if loss.anchor:
             with torch.no_grad():
                 held = self.anchor_model(degraded.to(self.device)).float()
-            rec = rec + loss.anchor * losses.anchor_loss(estimate, held, kept)
+            rec = rec + loss.anchor * losses.anchor_loss(estimate, held, self.anchor_edges(kept, target.wav))
         return rec
+
+    def uncut(self, kept: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per example, True where the codec cut nothing: the reference's band edge is not a quarter
+        octave above the input's band edge `kept` (music dark or dull at the source)."""
+        return self.band_edges(target) < kept * 2**0.25
+
+    def anchor_edges(self, kept: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Where the anchor term looks, per example (losses.anchor_loss's `edge`): above the input's band
+        edge `kept`; with loss.anchor_uncut_only, nowhere (an edge above Nyquist) in an example the codec cut."""
+        if not self.cfg.loss.anchor_uncut_only:
+            return kept
+        return torch.where(self.uncut(kept, target), kept, torch.full_like(kept, 2.0))
 
     def shortfall_edges(self, kept: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
         """Where the shortfall term looks, per example (losses.shortfall_loss's `edge`), from the inputs'
@@ -215,8 +227,7 @@ class Trainer:
             return None
         edges = kept if loss.shortfall_kept_band else torch.ones_like(kept)
         if loss.shortfall_cut_only:
-            uncut = self.band_edges(target) < kept * 2**0.25
-            edges = torch.where(uncut, torch.full_like(edges, -1.0), edges)
+            edges = torch.where(self.uncut(kept, target), torch.full_like(edges, -1.0), edges)
         return edges
 
     def band_edges(self, audio: torch.Tensor) -> torch.Tensor:
