@@ -101,15 +101,24 @@ class Restorer:
     def sample_rate(self) -> int:
         return self.model.config.sample_rate
 
+    @property
+    def told_bitrate(self) -> bool:
+        """Whether the model takes its input's MP3 bitrate (ApolloConfig.bitrate_classes)."""
+        return bool(getattr(getattr(self.model, "config", None), "bitrate_classes", ()))
+
     # -- arrays -------------------------------------------------------------------------------
 
-    def restore(self, waveform: Any, sample_rate: int, layout: str = "channels_first") -> tuple[Any, int]:
+    def restore(self, waveform: Any, sample_rate: int, layout: str = "channels_first",
+                bitrate: float | None = None) -> tuple[Any, int]:
         """(channels, samples) or (samples,) numpy/torch array -> (restored, model rate).
 
         layout="channels_last" takes (samples, channels), the shape soundfile returns, and
         gives the result in that layout too. Returns the same kind of array; no clipping is
-        applied to arrays.
+        applied to arrays. bitrate: the MP3 bitrate (kbps) the array was decoded from, for models
+        told it (ApolloConfig.bitrate_classes; others ignore it); None: unknown.
         """
+        if bitrate is not None and not (isinstance(bitrate, (int, float, np.number)) and bitrate > 0):
+            raise ValueError(f"bitrate must be a positive number of kbps or None, got {bitrate!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         rate = float(sample_rate) if isinstance(sample_rate, (int, float, np.number)) else float("nan")
@@ -134,8 +143,8 @@ class Restorer:
             raise ValueError("waveform contains NaN or infinite values")
         wav = audio.resample(wav.astype(np.float32), int(rate), self.sample_rate)
         gain, limit = self.whole_input(lambda: [wav], wav.shape[0])
-        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain)),
-                             axis=1)
+        out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain,
+                                                      bitrate=bitrate)), axis=1)
         out = out[0] if mono else (out.T.copy() if layout == "channels_last" else out)
         return (torch.from_numpy(out) if is_torch else out), self.sample_rate
 
@@ -159,15 +168,18 @@ class Restorer:
         return gain, levels.limit()
 
     def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
-                       band_limit: torch.Tensor | None = None, gain: float = 1.0) -> Any:
+                       band_limit: torch.Tensor | None = None, gain: float = 1.0,
+                       bitrate: float | None = None) -> Any:
         """Streams (channels, n) blocks at the model's rate through the chunked model.
 
         band_limit and gain: the whole input's (whole_input); without them each chunk is
         restored at its own level and, for models that keep the input band, with its own limit.
+        bitrate: the input's MP3 bitrate in kbps, given to models told it (else unknown).
         """
         restored = restore_stream(self.model, at_level(blocks, gain), self.plan, channels, self.device,
                                   self.batch_size, on_progress, band_limit,
-                                  self.cpu_share.update if self.cpu_share else None)
+                                  self.cpu_share.update if self.cpu_share else None,
+                                  bitrate if self.told_bitrate else None)
         if gain == 1.0:
             return restored
         return (block / np.float32(gain) for block in restored)
@@ -186,7 +198,8 @@ class Restorer:
         on_rescale: Callable[[float], None] | None = None,
     ) -> Path:
         """Restores src into dst (FLAC or WAV, at the model's rate), atomically, tags and cover art
-        copied (apollo.tags).
+        copied (apollo.tags). An MP3's bitrate, read from its frame headers (audio.mp3_bitrate),
+        is given to models told it.
 
         on_progress(seconds) reports seconds of input audio finished; info is src's
         audio.probe() result when the caller already has it; on_rescale(peak) is called when
@@ -211,7 +224,8 @@ class Restorer:
         blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
-        restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain)
+        restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain,
+                                       bitrate=audio.mp3_bitrate(info) if self.told_bitrate else None)
 
         import soundfile as sf
 

@@ -113,19 +113,21 @@ def restore_stream(
     on_progress: Callable[[int], None] | None = None,
     band_limit: torch.Tensor | None = None,
     before_forward: Callable[[], object] | None = None,
+    bitrate: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Restores a stream of (channels, n) blocks at the model's rate; yields restored blocks.
 
     The output has exactly as many samples as the input. on_progress(n) is called with the
     number of samples whose output became final. band_limit (1,) is the whole file's input band
     limit for models that keep the input band (FileBandLevels): every chunk then uses it.
-    before_forward() runs before each forward pass (threads.CpuShare.update).
+    before_forward() runs before each forward pass (threads.CpuShare.update). bitrate: the input's
+    nominal MP3 bitrate in kbps, for models told it (ApolloConfig.bitrate_classes); None: unknown.
     """
     if plan.segment == 0:
         data = np.concatenate(list(blocks), axis=1)
         if before_forward:
             before_forward()
-        out = _run(model, [data], device, band_limit)[0]
+        out = _run(model, [data], device, band_limit, bitrate)[0]
         if on_progress:
             on_progress(data.shape[1])
         yield out
@@ -148,7 +150,7 @@ def restore_stream(
             del pending[:n]
             if before_forward:
                 before_forward()
-            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit)):
+            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit, bitrate)):
                 start = chunk.keep_lo - chunk.lo
                 acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)
                 if chunk.release > done:
@@ -245,7 +247,7 @@ def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: torch.device | str,
-         band_limit: torch.Tensor | None = None) -> list[np.ndarray]:
+         band_limit: torch.Tensor | None = None, bitrate: float | None = None) -> list[np.ndarray]:
     """One forward pass; digital silence in the input stays exactly silent in the output."""
     device = torch.device(device)
     with torch.inference_mode():
@@ -254,7 +256,10 @@ def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: t
             x = x.pin_memory().to(device, non_blocking=True)
         else:
             x = x.to(device)
-        if band_limit is None:
+        if bitrate is not None:  # only models told the bitrate take it (a plain callable may stand in)
+            y = model(x, None if band_limit is None else band_limit.expand(len(chunks)),
+                      torch.full((len(chunks),), float(bitrate), device=device))
+        elif band_limit is None:
             y = model(x)
         else:
             y = model(x, band_limit.expand(len(chunks)))

@@ -302,6 +302,35 @@ def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
     return pos < end and end - pos < 4
 
 
+def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
+    """An MP3's nominal bitrate in kbps: the mean of its frame headers' bitrates (CBR: the bitrate;
+    VBR: the average), or None for anything that is not MPEG-1/2 Layer III audio.
+
+    The frames of the first `limit` bytes count; a Xing/Info/VBRI header frame does not.
+    """
+    if info.container.upper() not in ("MPEG", "MP3"):
+        return None
+    with open(info.path, "rb") as handle:
+        data = handle.read(limit)
+    pos = _first_frame(data)
+    rates = []
+    while pos is not None and pos + 4 <= len(data):
+        header = int.from_bytes(data[pos:pos + 4], "big")
+        length = _frame_length(header)
+        if length is None:
+            break
+        if (header >> 17) & 3 != 1:  # Layer I or II: not what the models were trained on
+            return None
+        if rates or not any(tag in data[pos:pos + min(length, 200)] for tag in (b"Xing", b"Info", b"VBRI")):
+            mpeg1 = (header >> 19) & 3 == 3
+            rates.append(_BITRATES[(mpeg1, 3)][(header >> 12) & 15])
+        else:
+            rates.append(None)  # the header frame: no audio
+        pos += length
+    kbps = [r for r in rates if r is not None]
+    return sum(kbps) / len(kbps) if kbps else None
+
+
 # --- resampling and writing --------------------------------------------------------------------
 
 def fit_length(x: np.ndarray, length: int) -> np.ndarray:

@@ -59,7 +59,7 @@ def write_demo(data: str | Path, checkpoints: list[str], out: str | Path, bitrat
             coded = degrade.mp3(excerpt.audio, RATE, bitrate)
             systems = {"mp3": coded}
             for name, restorer in restorers.items():
-                restored, rate = restorer.restore(coded, RATE)
+                restored, rate = restorer.restore(coded, RATE, bitrate=bitrate)
                 systems[name] = resample(restored, rate, RATE)
             cells = {}
             for position, (name, wav) in enumerate(systems.items()):

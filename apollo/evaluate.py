@@ -97,7 +97,7 @@ def _job(args: tuple) -> list[dict]:
     for name, restorer in _load_models(checkpoints, precisions).items():
         if name in done:
             continue
-        out, out_rate = restorer.restore(coded, rate)
+        out, out_rate = restorer.restore(coded, rate, bitrate=bitrate)
         systems[name] = resample(out, out_rate, rate)
     rows = []
     for system, estimate in systems.items():

@@ -48,9 +48,10 @@ class Autocast(nn.Module):
     def file_band_levels(self, channels: int):  # noqa: ANN201 - the wrapped generator's
         return self.model.file_band_levels(channels)
 
-    def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None,
+                bitrate: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(wav.device.type, dtype=self.dtype):
-            return self.model(wav, band_limit)
+            return self.model(wav, band_limit, bitrate)
 
 
 def check_precision(precision: str, device: torch.device | str) -> None:

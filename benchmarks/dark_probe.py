@@ -53,7 +53,8 @@ def main() -> None:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in (int(b) for b in args.bitrates.split(",")):
                 coded = degrade.mp3(clean, RATE, kbps)
-                systems = {"mp3": coded} | {name: r.restore(coded, RATE)[0] for name, r in restorers.items()}
+                systems = {"mp3": coded} | {name: r.restore(coded, RATE, bitrate=kbps)[0]
+                                            for name, r in restorers.items()}
                 for name, estimate in systems.items():
                     est, _ = metrics.align(clean, estimate, max_lag=2048)
                     row = {"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps, "system": name,

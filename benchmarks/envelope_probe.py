@@ -103,7 +103,7 @@ def main() -> None:
             if not found["reference_kept"]:  # the reference has no 8-16 kHz band: nothing to follow
                 continue
             for system, restorer in restorers.items():
-                est, _ = metrics.align(reference, restorer.restore(coded, RATE)[0], max_lag=2048)
+                est, _ = metrics.align(reference, restorer.restore(coded, RATE, bitrate=kbps)[0], max_lag=2048)
                 found[system] = transient_following(reference, est, RATE)
             target = target_envelope(reference)
             own, heard = octave_envelopes(reference, cutoff), octave_envelopes(coded, cutoff)

@@ -32,7 +32,7 @@ def main() -> None:
     print("kbps  ViSQOL mp3 -> model   LSD mp3 -> model   SI-SNR mp3 -> model")
     for kbps in (24, 32, 64, 128):
         coded = degrade.mp3(clean, RATE, kbps)
-        restored, _ = restorer.restore(coded, RATE)
+        restored, _ = restorer.restore(coded, RATE, bitrate=kbps)
         scores = [(f(clean, coded), f(clean, restored)) for f in (
             lambda r, e: metrics.visqol(r, e, RATE), lambda r, e: metrics.lsd(r, e, RATE), metrics.si_snr)]
         print(f"{kbps:4d}  " + "   ".join(f"{a:6.2f} -> {b:6.2f}" for a, b in scores))

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
             mp3 = coded(excerpt.audio, encoding)
             gains["mp3"][encoding].append(gain_back(excerpt.audio, mp3))
             for name, restorer in models.items():
-                gains[name][encoding].append(gain_back(excerpt.audio, restorer.restore(mp3, RATE)[0]))
+                # a model told bitrates gets CBR's; a VBR file's (its frames' mean) is not known here
+                kbps = int(encoding[3:]) if encoding.startswith("cbr") else None
+                gains[name][encoding].append(gain_back(excerpt.audio, restorer.restore(mp3, RATE, bitrate=kbps)[0]))
     report = {"command": shlex.join(["python", "benchmarks/gain_probe.py", *(argv or sys.argv[1:])]),
               "excerpts": [e.name for e in excerpts],
               "mean_gain_back": {s: {e: round(float(np.mean(v)), 4) for e, v in per.items()}

@@ -38,7 +38,7 @@ def main() -> None:
     excerpt = make_excerpts(args.data, RATE, seconds=args.seconds)[args.excerpt]
     ref = excerpt.audio
     coded = degrade.mp3(ref, RATE, args.bitrate)
-    restored, rate = Restorer(args.checkpoint).restore(coded, RATE)
+    restored, rate = Restorer(args.checkpoint).restore(coded, RATE, bitrate=args.bitrate)
     restored, _ = metrics.align(ref, resample(restored, rate, RATE), max_lag=2048)
     panels = [("clean reference", ref), (f"MP3 {args.bitrate} kbps (input)", coded), ("apollo (restored)", restored)]
     levels = [metrics.db_spectrogram(audio.mean(0)) for _, audio in panels]

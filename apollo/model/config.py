@@ -60,12 +60,22 @@ class ApolloConfig:
     # the same music 20 dB quieter gets a high band up to 15 dB too loud for its level. False
     # (released): the input is restored at the level it comes in.
     normalize_peak: bool = False
+    # Nominal MP3 bitrates (kbps, ascending) the model is told its input was coded at: a learnt
+    # vector per bitrate and band is added to the band features (Apollo.bitrate_index), one more
+    # for "unknown" (WAV/FLAC input, a live stream, training examples with the bitrate withheld).
+    # An MP3's frame headers say its bitrate (audio.mp3_bitrate), and a dull source coded at 128
+    # kbps and a bright one at 48 kbps end at the same frequency, which the band alone cannot
+    # tell apart (docs/default-model.md, "Told the bitrate"). Empty: not conditioned (released).
+    bitrate_classes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):  # YAML and --set read -6 as an int: store -6.0, as the type says
             value = getattr(self, field.name)
             if "float" in str(field.type) and type(value) is int:
                 object.__setattr__(self, field.name, float(value))
+        object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
+        if any(k <= 0 for k in self.bitrate_classes) or list(self.bitrate_classes) != sorted(set(self.bitrate_classes)):
+            raise ValueError(f"bitrate_classes must be positive kbps in ascending order, got {self.bitrate_classes}")
         if self.band_layout not in BAND_LAYOUTS:
             raise ValueError(f"band_layout must be one of {BAND_LAYOUTS}, got {self.band_layout!r}")
         if self.feature_dim % self.num_heads:

@@ -37,6 +37,9 @@ class Apollo(nn.Module):
                 for _ in range(config.num_blocks)
             )
         )
+        if config.bitrate_classes:  # row 0: unknown; starts at zero, so it changes nothing until trained
+            self.bitrate_embedding = nn.Parameter(torch.zeros(len(config.bitrate_classes) + 1, config.num_bands,
+                                                              config.feature_dim))
         self.band_reconstruction = BandReconstruction(layout, config.feature_dim)
         if config.residual:
             self.band_reconstruction.zero_output()
@@ -71,12 +74,25 @@ class Apollo(nn.Module):
             center=True, normalized=False, onesided=True, length=length,
         )
 
-    def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None) -> torch.Tensor:
+    def bitrate_index(self, bitrate: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Rows of the bitrate embedding for nominal bitrates `bitrate` (batch,) in kbps: the
+        nearest of config.bitrate_classes on a log scale (320 kbps reads as the highest class), 0
+        (unknown) where the bitrate is None, 0 or negative."""
+        if bitrate is None:
+            return torch.zeros(batch, dtype=torch.long, device=self.window.device)
+        kbps = torch.as_tensor(bitrate, dtype=torch.float32, device=self.window.device).reshape(-1).expand(batch)
+        classes = torch.tensor(self.config.bitrate_classes, dtype=torch.float32, device=kbps.device)
+        nearest = (kbps.clamp(min=1).log2()[:, None] - classes.log2()[None]).abs().argmin(dim=1) + 1
+        return torch.where(kbps > 0, nearest, torch.zeros_like(nearest))
+
+    def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None,
+                bitrate: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, channels, samples) -> the same shape, restored.
 
         band_limit (batch,) is each item's input band limit (FileBandLevels) for models that
         keep the input band: pass the whole file's when `wav` is a chunk of it. Without it the
-        limit comes from `wav` itself.
+        limit comes from `wav` itself. bitrate (batch,) is each item's nominal MP3 bitrate in
+        kbps (0: unknown), for models with config.bitrate_classes; others ignore it.
         """
         if wav.dim() != 3:
             raise ValueError(f"expected (batch, channels, samples), got shape {tuple(wav.shape)}")
@@ -87,19 +103,24 @@ class Apollo(nn.Module):
         if padded > length:
             x = F.pad(x, (0, padded - length))
         spec = self.stft(x)
-        out, _ = self.restore_spectrum(spec, channels, band_limit)
+        out, _ = self.restore_spectrum(spec, channels, band_limit, bitrate=bitrate)
         y = self.istft(out, padded)[:, :length]
         return y.reshape(batch, channels, length).to(wav.dtype)
 
     def restore_spectrum(self, spec: torch.Tensor, channels: int = 1, band_limit: torch.Tensor | None = None,
-                         history: list | None = None) -> tuple[torch.Tensor, list | None]:
+                         history: list | None = None,
+                         bitrate: torch.Tensor | None = None) -> tuple[torch.Tensor, list | None]:
         """(B, T, F, 2) input spectrum -> (restored spectrum, history).
 
         The frame-wise core of forward(). `history` continues a causal model from the frames
         before `spec` (streaming.py): pass initial_history() at the start of a stream and the returned history
-        with the next frames. With history None nothing is carried over.
+        with the next frames. With history None nothing is carried over. bitrate: as forward()'s,
+        one per item of B // channels.
         """
         z = self.band_split(spec)
+        if self.config.bitrate_classes:
+            rows = self.bitrate_index(bitrate, spec.shape[0] // channels).repeat_interleave(channels)
+            z = z + self.bitrate_embedding[rows][:, None].to(z.dtype)
         after = None if history is None else []
         for index, block in enumerate(self.blocks):
             if after is not None:

@@ -42,6 +42,9 @@ class DataConfig:
     # by 0.95), so the model does not learn to raise every input by 5%, VBR and 320 kbps included
     # (docs/default-model.md, "The level the model gives back"; data/examples.py coded_pair)
     level_neutral: bool = False
+    # the share of training examples whose bitrate a model told bitrates (model.bitrate_classes)
+    # is not told, so that its "unknown" row learns to restore WAV/FLAC input and live streams
+    bitrate_withheld: float = 0.2
     workers: int = 2
 
     def examples(self) -> ExampleConfig:
@@ -66,6 +69,10 @@ class OptimConfig:
     lr_gamma: float = 0.98
     grad_clip: float = 5.0
     finetune_lr_scale: float = 0.1  # applied to both learning rates when init_from is set
+    # the bitrate embedding's learning rate (model.bitrate_classes), not scaled by finetune_lr_scale;
+    # None: the generator's. A fine-tune that adds the embedding at zero needs it larger than
+    # 1e-4, at which Adam moves a weight at most 0.005 in 50 steps
+    lr_bitrate: float | None = None
 
 
 @dataclass

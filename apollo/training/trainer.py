@@ -48,7 +48,8 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
     """The checkpoint's generator, rebuilt with the recipe's model keys if they change its config.
 
-    A larger num_blocks grows it (Apollo.grown: the new blocks start as identities)."""
+    A larger num_blocks grows it (Apollo.grown: the new blocks start as identities); bitrate_classes
+    on a model without them adds the embedding at zero."""
     changed = {k: getattr(config.model, k) for k in config.model_overrides}
     if changed.get("num_blocks", generator.config.num_blocks) > generator.config.num_blocks:
         generator = generator.grown(changed["num_blocks"])
@@ -56,12 +57,16 @@ def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
     if model_config == generator.config:
         return generator
     rebuilt = Apollo(model_config)
+    # a bitrate embedding the checkpoint lacks starts at zero: the model computes what it did
+    added = {"bitrate_embedding"} if model_config.bitrate_classes and not generator.config.bitrate_classes else set()
     try:
-        rebuilt.load_state_dict(generator.state_dict())
+        missing, unexpected = rebuilt.load_state_dict(generator.state_dict(), strict=False)
+        if set(missing) - added or unexpected:
+            raise RuntimeError(f"missing {missing}, unexpected {unexpected}")
     except RuntimeError as error:
         raise ValueError(f"init_from: the recipe's model keys {sorted(changed)} change the weights' "
-                         f"shapes; only keys that add no weights, or a larger num_blocks, can be changed when "
-                         "fine-tuning") from error
+                         f"shapes; only keys that add no weights or a bitrate embedding, or a larger num_blocks, "
+                         "can be changed when fine-tuning") from error
     if model_config.causal and not generator.config.causal:
         rebuilt.drop_future_taps()  # the nearest causal model: the same taps on the same past frames
     return rebuilt
@@ -109,7 +114,12 @@ class Trainer:
             discriminator.load_state_dict(load_file(config.init_discriminator_from))
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
         opt = config.optim
-        self.opt_g = torch.optim.AdamW(generator.parameters(), lr=opt.lr_g * lr_scale, betas=opt.betas_g,
+        embedding = [p for n, p in generator.named_parameters() if n == "bitrate_embedding"]
+        groups = [{"params": [p for n, p in generator.named_parameters() if n != "bitrate_embedding"]}]
+        if embedding:  # no weight decay: it would pull the bitrates' rows towards "no bitrate"
+            groups.append({"params": embedding, "weight_decay": 0.0,
+                           "lr": opt.lr_g * lr_scale if opt.lr_bitrate is None else opt.lr_bitrate})
+        self.opt_g = torch.optim.AdamW(groups, lr=opt.lr_g * lr_scale, betas=opt.betas_g,
                                        weight_decay=opt.weight_decay)
         self.opt_d = torch.optim.AdamW(discriminator.parameters(), lr=opt.lr_d * lr_scale, betas=opt.betas_d,
                                        weight_decay=opt.weight_decay)
@@ -236,13 +246,24 @@ class Trainer:
         return torch.tensor([cutoff_hz(x, self.model_config.sample_rate) / nyquist
                              for x in audio.detach().float().cpu().numpy()])
 
-    def train_step(self, degraded: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def told_bitrates(self, bitrate: torch.Tensor) -> torch.Tensor | None:
+        """What the generator is told of each example's bitrate (kbps): None for a model not told
+        bitrates; else the bitrates with data.bitrate_withheld of them 0 (unknown), drawn from
+        (seed, step) so that a resumed run withholds the same."""
+        if not self.model_config.bitrate_classes:
+            return None
+        draw = torch.rand(len(bitrate), generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step))
+        return torch.where(draw < self.cfg.data.bitrate_withheld, 0, bitrate.long().cpu()).to(self.device)
+
+    def train_step(self, degraded: torch.Tensor, target: torch.Tensor,
+                   bitrate: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
+        told = None if bitrate is None else self.told_bitrates(torch.as_tensor(bitrate))
         still = self.discriminator_only()
         with self.autocast(), torch.set_grad_enabled(not still):
-            estimate = self.generator(degraded).float()
+            estimate = self.generator(degraded, None, told).float()
             rec = self.reconstruction(estimate, target, degraded)
         zero = torch.zeros((), device=self.device)
         loss_d, fm, adv = zero, zero, zero
@@ -280,9 +301,9 @@ class Trainer:
         generator.eval()
         total = []
         for i in range(len(self.valid_set)):
-            degraded, target, _ = self.valid_set[i]
+            degraded, target, bitrate = self.valid_set[i]
             with self.autocast():
-                est = generator(degraded[None].to(self.device)).float()
+                est = generator(degraded[None].to(self.device), None, torch.tensor([bitrate])).float()
             total.append(self.reconstruction(est, target[None].to(self.device), degraded[None]).item())
             if i < self.cfg.schedule.samples and self.rank == 0:
                 self._write_sample(i, degraded, target, est[0].cpu())
@@ -322,8 +343,8 @@ class Trainer:
         deadline = None if time_limit is None else time.monotonic() + time_limit
         out_of_time = False
         while self.epoch < sched.epochs and not self.stopped and not self._done() and not out_of_time:
-            for degraded, target, _ in self._loader():
-                stats = self.train_step(degraded, target)
+            for degraded, target, bitrate in self._loader():
+                stats = self.train_step(degraded, target, bitrate)
                 self.step += 1
                 self.step_in_epoch += 1
                 bar.update()

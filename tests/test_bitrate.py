@@ -1,0 +1,124 @@
+"""Models told the input's MP3 bitrate (ApolloConfig.bitrate_classes): the embedding, the header
+reading, the restore path that connects them and the fine-tune that adds them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from audio_fixtures import tone, write
+
+import apollo
+from apollo import audio, degrade
+from apollo.api import Restorer
+from apollo.model.config import ApolloConfig
+from apollo.training.config import load_config
+from apollo.training.trainer import Trainer, _unwrap
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "apollo-smoke.yaml"
+
+CLASSES = (24, 32, 48, 64, 96, 128)
+
+
+def _told_model(seed: int = 0) -> apollo.Apollo:
+    """A random tiny model told bitrates, with a row for 32 kbps that changes its output."""
+    torch.manual_seed(seed)
+    model = apollo.Apollo(ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, bitrate_classes=CLASSES)).eval()
+    with torch.no_grad():
+        model.bitrate_embedding[2] = torch.randn_like(model.bitrate_embedding[2])
+    return model
+
+
+def test_rows_are_the_nearest_class_on_a_log_scale_and_unknown_otherwise():
+    model = _told_model()
+    kbps = torch.tensor([24, 31, 40, 56, 80, 112, 128, 320, 8, 0, -5])
+    assert model.bitrate_index(kbps, len(kbps)).tolist() == [1, 2, 3, 4, 5, 6, 6, 6, 1, 0, 0]
+    assert model.bitrate_index(None, 3).tolist() == [0, 0, 0]
+    assert model.bitrate_index(torch.tensor(48.0), 2).tolist() == [3, 3]  # one bitrate for the batch
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_each_item_gets_its_own_row_and_a_zero_embedding_changes_nothing(channels):
+    model = _told_model()
+    wav = torch.from_numpy(tone(0.3, channels=channels).T.copy())[None].repeat(2, 1, 1)
+    plain = apollo.Apollo(dataclasses.replace(model.config, bitrate_classes=())).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "bitrate_embedding"})
+    with torch.no_grad():
+        told = model(wav, None, torch.tensor([32, 0]))
+        unknown = model(wav)
+        assert torch.equal(told[1], unknown[1])  # the unknown item is as if nothing were told
+        assert (told[0] - unknown[0]).abs().max() > 1e-4  # the 32-kbps row moves the other
+        model.bitrate_embedding.zero_()
+        assert torch.equal(model(wav, None, torch.tensor([32, 128])), plain(wav))
+
+
+def test_config_round_trip_and_checks():
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, bitrate_classes=[24, 128])
+    assert config.bitrate_classes == (24, 128)
+    assert ApolloConfig.from_dict(dict(config.to_dict(), bitrate_classes=[24, 128])) == config
+    for bad in ([128, 24], [0, 24], [24, 24]):
+        with pytest.raises(ValueError, match="bitrate_classes"):
+            ApolloConfig(bitrate_classes=bad)
+
+
+def _mp3(path, kbps=None, vbr=None, seconds=2.0):
+    rate = degrade.encode_rate(44100, kbps)  # as an encoder codes it: 24 kbps is MPEG-2 at 22.05 kHz
+    path.write_bytes(degrade.encode_mp3(tone(seconds, rate=rate).T.copy(), rate, kbps, vbr))
+    return path
+
+
+@pytest.mark.parametrize("kbps", [24, 32, 128, 320])
+def test_a_cbr_mp3s_headers_give_its_bitrate(tmp_path, kbps):
+    path = _mp3(tmp_path / "cbr.mp3", kbps=kbps)
+    assert audio.mp3_bitrate(audio.probe(path)) == kbps
+
+
+def test_a_vbr_mp3_gives_its_mean_and_other_files_none(tmp_path):
+    vbr = audio.mp3_bitrate(audio.probe(_mp3(tmp_path / "vbr.mp3", vbr=2)))
+    frames = [k for k in (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)]
+    assert frames[0] <= vbr <= frames[-1] and vbr not in frames  # a mean of differing frames
+    assert audio.mp3_bitrate(audio.probe(write(tmp_path / "x.wav", tone(0.5)))) is None
+    assert audio.mp3_bitrate(audio.probe(write(tmp_path / "x.flac", tone(0.5)))) is None
+
+
+def test_restore_file_tells_the_model_the_mp3s_bitrate(tmp_path):
+    model = _told_model()
+    checkpoint = tmp_path / "told.safetensors"
+    apollo.save_checkpoint(checkpoint, model.state_dict(), model.config)
+    restorer = Restorer(checkpoint, device="cpu", segment=0, threads=1)
+    assert restorer.told_bitrate and not Restorer("tiny-test", device="cpu").told_bitrate
+    src = _mp3(tmp_path / "song.mp3", kbps=32)
+    out = restorer.restore_file(src, tmp_path / "out.wav", bits="32f")
+    written, _ = sf.read(str(out), dtype="float32", always_2d=True)
+    decoded = np.concatenate(list(audio.read_blocks(audio.probe(src))), axis=1)
+    told, _ = restorer.restore(decoded, 44100, bitrate=32)
+    unknown, _ = restorer.restore(decoded, 44100)
+    np.testing.assert_allclose(written.T, told, atol=1e-6)
+    assert np.abs(written.T - unknown).max() > 1e-4
+    with pytest.raises(ValueError, match="bitrate"):
+        restorer.restore(decoded, 44100, bitrate=-32)
+
+
+def test_finetune_adds_the_embedding_at_zero_and_learns_it_at_its_own_rate(tmp_path):
+    model = apollo.load_model("tiny-test")
+    path = tmp_path / "init.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), model.config)
+    recipe = load_config(SMOKE, {"init_from": str(path), "model": {"bitrate_classes": list(CLASSES)},
+                                 "optim.lr_bitrate": 0.05, "data.bitrate_withheld": 0.25, "schedule.max_steps": 2})
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    tuned = _unwrap(trainer.generator)
+    assert tuned.config == dataclasses.replace(model.config, bitrate_classes=CLASSES)
+    assert not tuned.bitrate_embedding.any()
+    assert all(torch.equal(tuned.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert [g["lr"] for g in trainer.opt_g.param_groups][-1] == 0.05
+    # the withheld share is drawn per step, the same on every call (a resumed run withholds the same)
+    told = trainer.told_bitrates(torch.full((400,), 64))
+    assert torch.equal(told, trainer.told_bitrates(torch.full((400,), 64)))
+    assert 0.15 < (told == 0).float().mean() < 0.35 and set(told.tolist()) == {0, 64}
+    trainer.fit()
+    tuned = apollo.load_model(tmp_path / "run" / "generator-last.safetensors")
+    assert tuned.config.bitrate_classes == CLASSES and tuned.bitrate_embedding.abs().max() > 0.01
