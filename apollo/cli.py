@@ -331,7 +331,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             summary = evaluate_dataset(args.data, args.checkpoint, args.out, bitrates=bitrates, workers=args.workers,
                                        seconds=args.excerpt_seconds, per_track=args.per_track,
                                        with_visqol=not args.no_visqol, progress=not args.quiet,
-                                       precisions=tuple(p for p in ("bf16", "int8") if getattr(args, p)),
+                                       precisions=tuple(p for p in ("bf16", "int8", "untold") if getattr(args, p)),
                                        split=args.split, threads=args.threads)
         except ValueError as err:
             return _fail(str(err), 2)
@@ -622,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-visqol", action="store_true", help="both: skip ViSQOL (the slow metric)")
     ev.add_argument("--bf16", action="store_true", help="also score each model in bfloat16 (name-bf16)")
     ev.add_argument("--int8", action="store_true", help="also score each model's int8 CPU path (name-int8)")
+    ev.add_argument("--untold", action="store_true",
+                    help="also score each model without telling it the MP3's bitrate, as WAV/FLAC input is "
+                         "restored (name-untold; the same as name for models not told bitrates)")
     ev.add_argument("-q", "--quiet", action="store_true", help="dataset: no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -26,6 +26,7 @@ GROUPS = ("vocals", "single_stem", "multi_stem", "multi_stem_vocals")
 DIAGNOSTICS = ("lsd_below", "holes", "transient_envelope", "transient_onsets", "hop_comb",
                *(f"level_{lo / 1000:g}-{hi / 1000:g}k" for lo, hi in LEVEL_BANDS))
 METRICS = ("sdr", "si_snr", "visqol", "lsd", "lsd_high", *DIAGNOSTICS)
+UNTOLD = "untold"  # a variant scored like a precision: the model not told the input's bitrate
 FIELDS = ("excerpt", "group", "bitrate", "system", *METRICS, "cutoff_hz", "checkpoint_sha256")
 
 
@@ -84,7 +85,8 @@ def _load_models(checkpoints: tuple[str, ...], precisions: tuple[str, ...]):  # 
 
     names = system_names(list(checkpoints))
     threads = torch.get_num_threads()  # the worker's share, set by torch_threads: not to be raised
-    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0, precision=p, threads=threads)
+    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0, precision=p.replace(UNTOLD, "fp32"),
+                                                   threads=threads)
             for c in checkpoints for p in ("fp32", *precisions)}
 
 
@@ -97,7 +99,8 @@ def _job(args: tuple) -> list[dict]:
     for name, restorer in _load_models(checkpoints, precisions).items():
         if name in done:
             continue
-        out, out_rate = restorer.restore(coded, rate, bitrate=bitrate)
+        told = None if name.endswith(f"-{UNTOLD}") else bitrate  # untold: as WAV/FLAC input is restored
+        out, out_rate = restorer.restore(coded, rate, bitrate=told)
         systems[name] = resample(out, out_rate, rate)
     rows = []
     for system, estimate in systems.items():
@@ -118,8 +121,9 @@ def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,
                      precisions: tuple[str, ...] = (), split: str = "test", threads: int | None = None) -> dict:
     """Runs (or resumes) the evaluation and writes results.csv, summary.json, table.md, plots.
 
-    Each model is scored in float32 and also at each of `precisions` ("bf16", "int8"), under
-    the system name "<model>-<precision>".
+    Each model is scored in float32 and also at each of `precisions` ("bf16", "int8"; "untold":
+    float32 without being told the bitrate, as a decoded WAV is restored), under the system name
+    "<model>-<precision>".
     ``split="valid"`` scores the validation tracks instead, to choose among candidates without
     looking at the test split. ``threads`` is each worker's PyTorch thread count (default: 1 per
     worker process, PyTorch's own choice with one worker), so an evaluation can share the machine
