@@ -136,6 +136,8 @@ def to_released(state: Mapping[str, Tensor], config: ApolloConfig) -> dict[str, 
     """This package's state dict (v1 layout) -> released names, e.g. for the authors' tools."""
     if config.band_layout != "v1":
         raise ValueError("only v1-layout models can be written with the released names")
+    if config.bitrate_classes:
+        raise ValueError("a model told bitrates has no released form (the released model has no bitrate embedding)")
     layout = v1_layout(config.window)
     out: dict[str, Tensor] = {}
     band = 0

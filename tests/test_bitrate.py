@@ -57,6 +57,14 @@ def test_each_item_gets_its_own_row_and_a_zero_embedding_changes_nothing(channel
         assert torch.equal(model(wav, None, torch.tensor([32, 128])), plain(wav))
 
 
+def test_a_told_model_has_no_released_form():
+    from apollo.convert import to_released
+
+    model = _told_model()
+    with pytest.raises(ValueError, match="no released form"):
+        to_released(model.state_dict(), model.config)
+
+
 def test_config_round_trip_and_checks():
     config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, bitrate_classes=[24, 128])
     assert config.bitrate_classes == (24, 128)
