@@ -235,6 +235,13 @@ _BITRATES = {  # (mpeg1?, layer) -> kbps by index
 _RATES = {3: [44100, 48000, 32000], 2: [22050, 24000, 16000], 0: [11025, 12000, 8000]}
 
 
+def _kbps(header: int) -> int:
+    """The bitrate a (valid) frame header states, in kbps."""
+    mpeg1, layer = (header >> 19) & 3 == 3, 4 - ((header >> 17) & 3)
+    table = _BITRATES.get((mpeg1, layer)) or _BITRATES[(False, 3)]
+    return table[(header >> 12) & 15]
+
+
 def _frame_length(header: int) -> int | None:
     if header >> 21 != 0x7FF:
         return None
@@ -244,13 +251,31 @@ def _frame_length(header: int) -> int | None:
         return None
     layer = 4 - layer_bits
     mpeg1 = version == 3
-    table = _BITRATES.get((mpeg1, layer)) or _BITRATES[(False, 3)]
-    bitrate = table[bitrate_index] * 1000
+    bitrate = _kbps(header) * 1000
     rate = _RATES[version][rate_index]
     if layer == 1:
         return (12 * bitrate // rate + padding) * 4
     factor = 144 if mpeg1 or layer == 2 else 72
     return factor * bitrate // rate + padding
+
+
+def _frame_chain(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(offset, header, length) of each frame from `pos` on, up to the first bytes before `end` that are
+    not a frame header (a frame may run past `end`)."""
+    while pos + 4 <= end:
+        header = int.from_bytes(data[pos:pos + 4], "big")
+        length = _frame_length(header)
+        if length is None:
+            return
+        yield pos, header, length
+        pos += length
+
+
+def _is_length_header(data: bytes, start: int) -> bool:
+    """Whether the frame at `start` is a Xing/Info/VBRI header frame (it states the stream's length
+    and holds no audio)."""
+    head = data[start:start + 200]
+    return b"Xing" in head or b"Info" in head or b"VBRI" in head
 
 
 def _first_frame(data: bytes) -> int | None:
@@ -277,10 +302,7 @@ def mp3_has_length_header(path: str | os.PathLike[str]) -> bool:
     with open(path, "rb") as handle:
         data = handle.read(1 << 20)
     start = _first_frame(data)
-    if start is None:
-        return False
-    head = data[start:start + 200]
-    return b"Xing" in head or b"Info" in head or b"VBRI" in head
+    return start is not None and _is_length_header(data, start)
 
 
 def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
@@ -292,14 +314,13 @@ def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
     pos = _first_frame(data[:end])
     if pos is None:
         return False
-    while pos + 4 <= end:
-        length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))
-        if length is None:
-            return False  # trailing tag or junk after the last whole frame
-        if pos + length > end:
+    after = pos  # the end of the last whole frame
+    for start, _, length in _frame_chain(data, pos, end):
+        if start + length > end:
             return True
-        pos += length
-    return pos < end and end - pos < 4
+        after = start + length
+    # the chain stopped at a trailing tag or junk (False), or at fewer than 4 bytes: a cut header
+    return after < end < after + 4
 
 
 def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
@@ -312,22 +333,15 @@ def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
         return None
     with open(info.path, "rb") as handle:
         data = handle.read(limit)
-    pos = _first_frame(data)
-    rates = []
-    while pos is not None and pos + 4 <= len(data):
-        header = int.from_bytes(data[pos:pos + 4], "big")
-        length = _frame_length(header)
-        if length is None:
-            break
+    first = _first_frame(data)
+    if first is None:
+        return None
+    kbps = []
+    for pos, header, _ in _frame_chain(data, first, len(data)):
         if (header >> 17) & 3 != 1:  # Layer I or II: not what the models were trained on
             return None
-        if rates or not any(tag in data[pos:pos + min(length, 200)] for tag in (b"Xing", b"Info", b"VBRI")):
-            mpeg1 = (header >> 19) & 3 == 3
-            rates.append(_BITRATES[(mpeg1, 3)][(header >> 12) & 15])
-        else:
-            rates.append(None)  # the header frame: no audio
-        pos += length
-    kbps = [r for r in rates if r is not None]
+        if pos != first or not _is_length_header(data, first):  # the header frame holds no audio
+            kbps.append(_kbps(header))
     return sum(kbps) / len(kbps) if kbps else None
 
 

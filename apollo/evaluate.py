@@ -85,8 +85,8 @@ def _load_models(checkpoints: tuple[str, ...], precisions: tuple[str, ...]):  # 
 
     names = system_names(list(checkpoints))
     threads = torch.get_num_threads()  # the worker's share, set by torch_threads: not to be raised
-    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0, precision=p.replace(UNTOLD, "fp32"),
-                                                   threads=threads)
+    return {_with_precision(names[c], p): Restorer(c, device="cpu", segment=0,
+                                                   precision="fp32" if p == UNTOLD else p, threads=threads)
             for c in checkpoints for p in ("fp32", *precisions)}
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from audio_fixtures import tone, write
+from repo_scripts import ROOT
 
 import apollo
 from apollo import audio, degrade
@@ -20,7 +20,7 @@ from apollo.model.config import ApolloConfig
 from apollo.training.config import load_config
 from apollo.training.trainer import Trainer, _unwrap
 
-SMOKE = Path(__file__).resolve().parents[1] / "configs" / "apollo-smoke.yaml"
+SMOKE = ROOT / "configs" / "apollo-smoke.yaml"
 
 CLASSES = (24, 32, 48, 64, 96, 128)
 
