@@ -6,11 +6,14 @@ default's size); a later stage of a recipe needs only the two networks (`init_fr
 
     python -m apollo.training.export runs/real2-ln-stage1 checkpoints/real2-ln-stage1
 
-A shipped model is one generator checkpoint, or the element-wise mean of several from one run,
-with inference-only config fields set (docs/default-model.md):
+A shipped model is one generator checkpoint, or the element-wise mean of several (steps of one
+run, or runs of one recipe from the same start), with inference-only config fields set
+(docs/default-model.md; v8 is the mean of two runs' steps 100 and 150):
 
     python -m apollo.training.export --model apollo/weights/apollo-default.safetensors \
-        runs/default-v7/generator-step000050.safetensors --set normalize_peak=true --set correction_floor_db=-6
+        runs/told-stage2/generator-step000100.safetensors runs/told-stage2/generator-step000150.safetensors \
+        runs/told2-stage2/generator-step000100.safetensors runs/told2-stage2/generator-step000150.safetensors \
+        --set normalize_peak=true --set correction_floor_db=-6
 """
 
 from __future__ import annotations
