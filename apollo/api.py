@@ -47,6 +47,13 @@ def default_checkpoint() -> Path:
     return built_in_path("default")
 
 
+def _check_bitrate(bitrate: object) -> None:
+    """Refuses a bitrate that is not a positive number of kbps (None, unknown, is fine)."""
+    if bitrate is not None and (isinstance(bitrate, bool) or not isinstance(bitrate, (int, float, np.number))
+                                or not bitrate > 0):
+        raise ValueError(f"bitrate must be a positive number of kbps or None, got {bitrate!r}")
+
+
 class Restorer:
     """Restores MP3-damaged audio of any length, rate and channel count.
 
@@ -117,8 +124,7 @@ class Restorer:
         applied to arrays. bitrate: the MP3 bitrate (kbps) the array was decoded from, for models
         told it (ApolloConfig.bitrate_classes; others ignore it); None: unknown.
         """
-        if bitrate is not None and not (isinstance(bitrate, (int, float, np.number)) and bitrate > 0):
-            raise ValueError(f"bitrate must be a positive number of kbps or None, got {bitrate!r}")
+        _check_bitrate(bitrate)
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         rate = float(sample_rate) if isinstance(sample_rate, (int, float, np.number)) else float("nan")
@@ -196,16 +202,18 @@ class Restorer:
         on_progress: Callable[[float], None] | None = None,
         info: audio.AudioInfo | None = None,
         on_rescale: Callable[[float], None] | None = None,
+        bitrate: float | None = None,
     ) -> Path:
         """Restores src into dst (FLAC or WAV, at the model's rate), atomically, tags and cover art
         copied (apollo.tags). An MP3's bitrate, read from its frame headers (audio.mp3_bitrate),
-        is given to models told it.
+        is given to models told it; bitrate (kbps) overrides that, e.g. for a WAV decoded from an MP3.
 
         on_progress(seconds) reports seconds of input audio finished; info is src's
         audio.probe() result when the caller already has it; on_rescale(peak) is called when
         clip="rescale" scales the file down by 1/peak. Raises audio.AudioError with a one-line
         message for unusable input or output.
         """
+        _check_bitrate(bitrate)
         src, dst = Path(src), Path(dst)
         fmt = (fmt or dst.suffix.lstrip(".") or "flac").lower()
         if fmt not in ("flac", "wav"):
@@ -225,7 +233,8 @@ class Restorer:
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
         restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain,
-                                       bitrate=audio.mp3_bitrate(info) if self.told_bitrate else None)
+                                       bitrate=(audio.mp3_bitrate(info) if bitrate is None else bitrate)
+                                       if self.told_bitrate else None)
 
         import soundfile as sf
 

@@ -123,7 +123,8 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
             try:
                 restorer.restore_file(job.src, job.dst, fmt=fmt, bits=bits, overwrite=args.overwrite,
-                                      on_progress=step, info=infos.get(job.src), on_rescale=gain)
+                                      on_progress=step, info=infos.get(job.src), on_rescale=gain,
+                                      bitrate=args.bitrate)
             except AudioError as error:
                 err = str(error)
             finally:
@@ -485,6 +486,17 @@ def _count(unit: str) -> Callable[[str], int]:
     return parse
 
 
+def _kbps(text: str) -> float:
+    """The argparse type of --bitrate: kbps between 8 and 320, the range MP3 allows."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of kbps: {text!r}") from None
+    if not 8 <= value <= 320:
+        raise argparse.ArgumentTypeError(f"{text} kbps: MP3 bitrates are 8-320")
+    return value
+
+
 _thread_count = _count("threads")
 _worker_count = _count("worker processes")
 
@@ -537,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output format (default: flac, or the extension of -o NAME.wav)")
     restore.add_argument("--bits", choices=["16", "24", "32f"],
                          help="sample format (default: 24 for flac, 32f for wav)")
+    restore.add_argument("--bitrate", type=_kbps, metavar="KBPS",
+                         help="the MP3 bitrate the inputs were decoded from, for WAV or FLAC made from an MP3 "
+                              "(default: read from an MP3's frame headers, else unknown); models not told the "
+                              "bitrate (all but the default) ignore it")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
     _add_speed_options(restore)

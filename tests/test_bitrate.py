@@ -108,8 +108,17 @@ def test_restore_file_tells_the_model_the_mp3s_bitrate(tmp_path):
     unknown, _ = restorer.restore(decoded, 44100)
     np.testing.assert_allclose(written.T, told, atol=1e-6)
     assert np.abs(written.T - unknown).max() > 1e-4
+    for bad in (-32, True, "32"):
+        with pytest.raises(ValueError, match="bitrate"):
+            restorer.restore(decoded, 44100, bitrate=bad)
+    # the file's own bitrate can be overridden (a WAV decoded from an MP3 has none), and is checked too
+    told_64, _ = restorer.restore(decoded, 44100, bitrate=64)
+    written_64, _ = sf.read(str(restorer.restore_file(src, tmp_path / "out64.wav", bits="32f", bitrate=64)),
+                            dtype="float32", always_2d=True)
+    np.testing.assert_allclose(written_64.T, told_64, atol=1e-6)
     with pytest.raises(ValueError, match="bitrate"):
-        restorer.restore(decoded, 44100, bitrate=-32)
+        restorer.restore_file(src, tmp_path / "bad.wav", bitrate=0)
+    assert not (tmp_path / "bad.wav").exists()
 
 
 def test_finetune_adds_the_embedding_at_zero_and_learns_it_at_its_own_rate(tmp_path):

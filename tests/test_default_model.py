@@ -71,6 +71,29 @@ def test_cli_default_is_the_shipped_model(music, restorer, tmp_path):
     np.testing.assert_allclose(written.T, expected, atol=1e-5)
 
 
+
+def test_cli_bitrate_tells_the_model_what_a_wav_was_decoded_from(music, restorer, tmp_path):
+    # a WAV made from a 64-kbps MP3 carries no frame headers: --bitrate says what the MP3's would
+    src = tmp_path / "song.wav"
+    coded = degrade.mp3(music[:, : 2 * RATE], RATE, 64)
+    sf.write(src, coded.T, RATE, subtype="FLOAT")
+    outs = {}
+    for name, extra in (("told", ["--bitrate", "64"]), ("unknown", [])):
+        assert main(["restore", str(src), "-o", str(tmp_path / name), "--format", "wav", "--bits", "32f",
+                     "--quiet", *extra]) == 0
+        outs[name] = sf.read(tmp_path / name / "song.wav", dtype="float32", always_2d=True)[0].T
+    np.testing.assert_allclose(outs["told"], restorer.restore(coded, RATE, bitrate=64)[0], atol=1e-5)
+    assert np.abs(outs["told"] - outs["unknown"]).max() > 1e-3  # the bitrate changed what it wrote
+
+
+@pytest.mark.parametrize("bad", ["0", "400", "fast"])
+def test_cli_bitrate_refuses_what_no_mp3_has(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["restore", str(tmp_path / "song.wav"), "--bitrate", bad])
+    assert exit_info.value.code == 2
+    assert "--bitrate" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def long_coded(music) -> tuple[np.ndarray, np.ndarray]:
     """12 s at 64 kbps (three 4-s chunks) and the shipped model's one-pass restoration of it."""
