@@ -71,7 +71,6 @@ def test_cli_default_is_the_shipped_model(music, restorer, tmp_path):
     np.testing.assert_allclose(written.T, expected, atol=1e-5)
 
 
-
 def test_cli_bitrate_tells_the_model_what_a_wav_was_decoded_from(music, restorer, tmp_path):
     # a WAV made from a 64-kbps MP3 carries no frame headers: --bitrate says what the MP3's would
     src = tmp_path / "song.wav"
