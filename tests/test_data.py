@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,10 @@ def test_prepare_cache_and_reads(musdb, tmp_path):
     # resumable: a second run adds nothing and keeps the index
     prepare(musdb, tmp_path / "cache", progress=False)
     assert len(json.loads(index.read_text())["tracks"]) == 3
+    # a data worker gets the index, not the arrays this reader has mapped, and reads the same
+    sent = pickle.dumps(cache)
+    assert len(sent) < 20_000 < cache._maps[track["stems"]["drums"]].nbytes
+    assert np.array_equal(pickle.loads(sent).read(track["stems"]["drums"], track["scales"]["drums"], 1000, 500), got)
 
 
 def _worker_draws(dataset, workers):

@@ -359,6 +359,17 @@ def test_generator_learns_in_20_steps(tmp_path):
     assert [int(r.split(",")[0]) for r in rows[1:]] == [10, 20]
 
 
+def test_data_workers_start_fresh_not_forked(tmp_path):
+    # a fork shares the trainer's heap copy-on-write and doubles it as the trainer writes (OOM at 24 GB)
+    config = load_config(SMOKE, {"data.source": "synthetic", "data.segment": 0.5, "data.examples_per_epoch": 4,
+                                 "data.workers": 1, "schedule.max_steps": 2, "schedule.checkpoint_every": 1000,
+                                 "loss.feature_matching": 0.0, "loss.adversarial": 0.0})
+    trainer = Trainer(config, tmp_path, progress=False)
+    assert trainer._loader().multiprocessing_context.get_start_method() in ("forkserver", "spawn")
+    trainer.fit()
+    assert trainer.step == 2 and (tmp_path / "last.pt").exists()
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "last.pt", weights_only=True)["generator"]
 

@@ -147,6 +147,11 @@ class Cache:
         self.sample_rate = rates.pop()
         self._maps: dict[str, np.ndarray] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a data worker without its open memory maps (a pickled map is its whole
+        array); the worker maps what it reads itself."""
+        return {**self.__dict__, "_maps": {}}
+
     @property
     def root(self) -> Path | list[Path]:
         """The cache folder, or the list of them when several are read as one (for messages)."""

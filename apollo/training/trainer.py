@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import multiprocessing
 import os
 import random
 import time
@@ -33,6 +34,13 @@ STATE = "last.pt"
 BEST = "best.pt"
 METRICS = ("step", "epoch", "loss_g", "loss_d", "reconstruction", "feature_matching", "adversarial",
            "lr_g", "lr_d", "steps_per_s", "valid_reconstruction")
+
+# Data workers start from a fresh interpreter, not a fork of the trainer. A forked worker shares the
+# trainer's heap copy-on-write, and the trainer reuses the activation memory it freed, so every page
+# it writes after the fork is copied: a 5-block stage 1 (13.5 GB) doubled at its first epoch turn
+# and was killed on a 24 GB machine (docs/default-model.md, "A grown stage 1 ...").
+WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
 
 
 def _numpy_state() -> dict[str, Any]:
@@ -177,7 +185,8 @@ class Trainer:
         workers = self.cfg.data.workers
         return DataLoader(self.train_set, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
                           num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
-                          persistent_workers=False, prefetch_factor=2 if workers else None)
+                          persistent_workers=False, prefetch_factor=2 if workers else None,
+                          multiprocessing_context=WORKER_START if workers else None)
 
     # -- one step -----------------------------------------------------------------------------
 
