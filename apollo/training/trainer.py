@@ -42,7 +42,6 @@ METRICS = ("step", "epoch", "loss_g", "loss_d", "reconstruction", "feature_match
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-
 def _numpy_state() -> dict[str, Any]:
     _, key, pos, has_gauss, cached = np.random.get_state()
     return {"key": [int(k) for k in key], "pos": int(pos), "has_gauss": int(has_gauss),
