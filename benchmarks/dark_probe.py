@@ -11,7 +11,8 @@ the reference has it. No validation track is that dark (the darkest ends near 6.
 validation split cannot see this failure. This probe makes dark music from the validation tracks:
 each excerpt is lowpassed (apollo.data.examples.darken: 4th-order Butterworth, zero phase) at
 each --corners frequency before the MP3 coding, and the models restore it as `apollo restore`
-does. "none" is the excerpt as it is.
+does. "none" is the excerpt as it is. With --untold the models are not told the bitrate (a WAV or
+FLAC made from the MP3: a model told bitrates uses its "unknown" row).
 
 Per (corner, kbps): ViSQOL of the MP3 and of each model, and each model's level against the
 darkened reference in 2-4, 4-8 and 8-16 kHz (diagnostics.band_level_error: dB, 0 is right;
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--corners", default="none,1500,3000", help="lowpass corners in Hz ('none': as it is)")
     parser.add_argument("--bitrates", default="24,48")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--untold", action="store_true",
+                        help="do not tell the models the bitrate (models told bitrates use their 'unknown' row)")
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args()
 
@@ -53,7 +56,8 @@ def main() -> None:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in (int(b) for b in args.bitrates.split(",")):
                 coded = degrade.mp3(clean, RATE, kbps)
-                systems = {"mp3": coded} | {name: r.restore(coded, RATE, bitrate=kbps)[0]
+                told = None if args.untold else kbps
+                systems = {"mp3": coded} | {name: r.restore(coded, RATE, bitrate=told)[0]
                                             for name, r in restorers.items()}
                 for name, estimate in systems.items():
                     est, _ = metrics.align(clean, estimate, max_lag=2048)
@@ -69,7 +73,7 @@ def main() -> None:
     keys = list(dict.fromkeys(k for row in rows for k in row if k in ("visqol", "edge_hz") or k.startswith("level_")))
     summary = summarise(rows, lambda r: f"{r['corner']}/{r['kbps']}/{r['system']}", keys)
     command = (f"python benchmarks/dark_probe.py --data {args.data} --checkpoint {' '.join(args.checkpoint)} "
-               f"--corners {args.corners} --bitrates {args.bitrates} --out {args.out}")
+               f"--corners {args.corners} --bitrates {args.bitrates}{' --untold' * args.untold} --out {args.out}")
     write_report(args.out, command, rows, summary)
 
 

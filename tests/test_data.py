@@ -141,13 +141,13 @@ def test_prepare_cache_and_reads(musdb, tmp_path):
 
 def _worker_draws(dataset, workers):
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, shuffle=False)
-    return [int(bitrate) for _, _, bitrate in loader]
+    return [int(bitrate) for _, _, bitrate, _ in loader]
 
 
 def test_training_examples(musdb, tmp_path):
     prepare(musdb, tmp_path / "cache", progress=False)
     ds = TrainingExamples(tmp_path / "cache", ExampleConfig(), seed=1, length=8)
-    degraded, target, bitrate = ds[0]
+    degraded, target, bitrate, darkened = ds[0]
     assert degraded.shape == target.shape == (2, 3 * SR)
     peak = max(degraded.abs().max(), target.abs().max())
     assert abs(float(peak) - 1.0) < 1e-5  # peak-normalised together
@@ -220,8 +220,10 @@ def test_darken_probability_lowpasses_that_share_of_targets(musdb, tmp_path):
         power = np.abs(np.fft.rfft(x.numpy().mean(0))) ** 2
         return float(power[np.fft.rfftfreq(x.shape[-1], 1 / SR) > 4 * corner].sum() / power.sum())
 
-    _, white, _ = plain[index]
-    _, darkened, _ = dark[index]
+    _, white, _, plain_dark = plain[index]
+    _, darkened, _, dark_dark = dark[index]
+    assert not plain_dark and dark_dark  # each item says whether its source was darkened
+    assert all(dark[i][3] == (b["darken_hz"] is not None) for i, (_, b) in enumerate(draws[:8]))
     assert high_share(white) > 0.3  # white-noise stems
     assert high_share(darkened) < 1e-4  # 4th order: -48 dB two octaves up
     with pytest.raises(ValueError, match="darken probability"):

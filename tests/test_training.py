@@ -335,7 +335,7 @@ def test_level_neutral_reaches_the_training_pairs(tmp_path):
         trainer = Trainer(load_config(SMOKE, {**overrides, "data.level_neutral": neutral}), tmp_path / str(neutral),
                           progress=False)
         assert trainer.train_set.level_neutral is neutral and trainer.valid_set.level_neutral is neutral
-        coded, target, _ = trainer.train_set[0]
+        coded, target, _, _ = trainer.train_set[0]
         made[neutral] = float((coded * target).sum() / (coded * coded).sum())  # the gain back to the target
     # the same example; with LAME's CBR scale taken out its coded input needs 0.95 times the gain
     # back, whatever the pair's peak normalisation did to both
@@ -517,7 +517,7 @@ def test_finetune_applies_the_recipes_model_keys(tmp_path):
     tuned = _unwrap(trainer.generator)
     assert tuned.config == dataclasses.replace(config, keep_input_band=True)
     assert all(torch.equal(tuned.state_dict()[k], v) for k, v in model.state_dict().items())
-    degraded, target, _ = trainer.train_set[0]
+    degraded, target, _, _ = trainer.train_set[0]
     with torch.no_grad():
         est = tuned(degraded[None])
     expected = (losses.reconstruction_loss(est, target[None]) + 0.5 * losses.log_magnitude_loss(est, target[None])
@@ -676,7 +676,7 @@ def test_gan_warm_up_leaves_the_discriminator_alone_until_its_step(tmp_path):
     start = _discriminator_weights(trainer)
     trainer.fit()
     assert all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
-    degraded, target, _ = trainer.valid_set[0]
+    degraded, target, _, _ = trainer.valid_set[0]
     rows = trainer.train_step(degraded[None], target[None])
     assert rows["loss_d"] > 0 and rows["adversarial"] > 0  # step 2: the discriminator has joined
     assert not all(torch.equal(start[k], v) for k, v in _discriminator_weights(trainer).items())
@@ -686,7 +686,7 @@ def test_discriminator_only_steps_leave_the_generator_alone_then_it_trains(tmp_p
     config = load_config(SMOKE, {"loss.gan_from_step": 1, "loss.discriminator_only_steps": 2,
                                  "schedule.max_steps": 3})
     trainer = Trainer(config, tmp_path, progress=False)
-    degraded, target, _ = trainer.valid_set[0]
+    degraded, target, _, _ = trainer.valid_set[0]
     trainer.train_step(degraded[None], target[None])  # step 0: the generator's warm-up
     trainer.step = 1
     generator = {k: v.clone() for k, v in _unwrap(trainer.generator).state_dict().items()}

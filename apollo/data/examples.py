@@ -121,7 +121,8 @@ class TrainingExamples(Dataset):
 
     So every example, in every worker, has its own bitrate, stems and gains (the released
     code froze the bitrate per worker), and a resumed run sees the same examples again.
-    Each item is (degraded, target, bitrate): (2, samples) float tensors peak-normalised together.
+    Each item is (degraded, target, bitrate, darkened): (2, samples) float tensors peak-normalised
+    together, the kbps, and whether the source was lowpassed (a dark source, `darken`).
     """
 
     def __init__(self, cache: str | Path | Cache, config: ExampleConfig = ExampleConfig(), split: str | None = "train",
@@ -214,7 +215,7 @@ class TrainingExamples(Dataset):
             total += audio * np.float32(10 ** (gain / 20))
         return total
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
         for attempt in range(10):
             choice = self.draw(index + attempt * self.length)
             clean = darken(self.target(choice), choice["darken_hz"], self.cache.sample_rate)
@@ -222,4 +223,4 @@ class TrainingExamples(Dataset):
                 break
         degraded, target = coded_pair(clean, self.cache.sample_rate, choice["bitrate"],
                                       level_neutral=self.config.level_neutral)
-        return degraded, target, choice["bitrate"]
+        return degraded, target, choice["bitrate"], choice["darken_hz"] is not None

@@ -45,6 +45,10 @@ class DataConfig:
     # the share of training examples whose bitrate a model told bitrates (model.bitrate_classes)
     # is not told, so that its "unknown" row learns to restore WAV/FLAC input and live streams
     bitrate_withheld: float = 0.2
+    # false: examples darkened at the source (darken_probability, more_dark_sources) are always told
+    # their bitrate, so the "unknown" row learns from undarkened music only and the restraint dark
+    # sources teach stays with the told rows (the same draws withhold the same undarkened examples)
+    withhold_dark_sources: bool = True
     workers: int = 2
 
     def examples(self) -> ExampleConfig:

@@ -78,10 +78,11 @@ class SyntheticExamples(Dataset):
             out[:, start:start + length] += np.diff(burst, axis=1, prepend=0) * rng.uniform(0.05, 0.3)
         return out.astype(np.float32)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+        """(degraded, target, bitrate, darkened) as TrainingExamples gives them; never darkened."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clean = self.clean(rng)
         clean /= max(np.abs(clean).max(), 1e-6)
         bitrate = int(self.bitrates[rng.integers(len(self.bitrates))])
         degraded, target = coded_pair(clean, self.rate, bitrate, max_peak=0.9, level_neutral=self.level_neutral)
-        return degraded, target, bitrate
+        return degraded, target, bitrate, False

@@ -254,21 +254,25 @@ class Trainer:
         return torch.tensor([cutoff_hz(x, self.model_config.sample_rate) / nyquist
                              for x in audio.detach().float().cpu().numpy()])
 
-    def told_bitrates(self, bitrate: torch.Tensor) -> torch.Tensor | None:
+    def told_bitrates(self, bitrate: torch.Tensor, darkened: torch.Tensor | None = None) -> torch.Tensor | None:
         """What the generator is told of each example's bitrate (kbps): None for a model not told
         bitrates; else the bitrates with data.bitrate_withheld of them 0 (unknown), drawn from
-        (seed, step) so that a resumed run withholds the same."""
+        (seed, step) so that a resumed run withholds the same. With data.withhold_dark_sources off,
+        the examples `darkened` at the source are told theirs whatever the draw."""
         if not self.model_config.bitrate_classes:
             return None
         draw = torch.rand(len(bitrate), generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step))
-        return torch.where(draw < self.cfg.data.bitrate_withheld, 0, bitrate.long().cpu()).to(self.device)
+        withheld = draw < self.cfg.data.bitrate_withheld
+        if darkened is not None and not self.cfg.data.withhold_dark_sources:
+            withheld &= ~torch.as_tensor(darkened, dtype=torch.bool).cpu()
+        return torch.where(withheld, 0, bitrate.long().cpu()).to(self.device)
 
-    def train_step(self, degraded: torch.Tensor, target: torch.Tensor,
-                   bitrate: torch.Tensor | None = None) -> dict[str, float]:
+    def train_step(self, degraded: torch.Tensor, target: torch.Tensor, bitrate: torch.Tensor | None = None,
+                   darkened: torch.Tensor | None = None) -> dict[str, float]:
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
-        told = None if bitrate is None else self.told_bitrates(torch.as_tensor(bitrate))
+        told = None if bitrate is None else self.told_bitrates(torch.as_tensor(bitrate), darkened)
         still = self.discriminator_only()
         with self.autocast(), torch.set_grad_enabled(not still):
             estimate = self.generator(degraded, None, told).float()
@@ -309,7 +313,7 @@ class Trainer:
         generator.eval()
         total = []
         for i in range(len(self.valid_set)):
-            degraded, target, bitrate = self.valid_set[i]
+            degraded, target, bitrate, _ = self.valid_set[i]
             with self.autocast():
                 est = generator(degraded[None].to(self.device), None, torch.tensor([bitrate])).float()
             total.append(self.reconstruction(est, target[None].to(self.device), degraded[None]).item())
@@ -351,8 +355,8 @@ class Trainer:
         deadline = None if time_limit is None else time.monotonic() + time_limit
         out_of_time = False
         while self.epoch < sched.epochs and not self.stopped and not self._done() and not out_of_time:
-            for degraded, target, bitrate in self._loader():
-                stats = self.train_step(degraded, target, bitrate)
+            for degraded, target, bitrate, darkened in self._loader():
+                stats = self.train_step(degraded, target, bitrate, darkened)
                 self.step += 1
                 self.step_in_epoch += 1
                 bar.update()
