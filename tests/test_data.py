@@ -152,6 +152,7 @@ def test_training_examples(musdb, tmp_path):
     peak = max(degraded.abs().max(), target.abs().max())
     assert abs(float(peak) - 1.0) < 1e-5  # peak-normalised together
     assert bitrate in degrade.PAPER_BITRATES
+    assert darkened is False  # no dark sources asked for
     # deterministic per index, different across indices and epochs
     again = TrainingExamples(tmp_path / "cache", ExampleConfig(), seed=1, length=8)  # a second reader, e.g. a worker
     assert torch.equal(ds[3][1], again[3][1]) and torch.equal(ds[3][0], again[3][0])
