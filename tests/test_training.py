@@ -311,6 +311,29 @@ def test_trainer_holds_the_fill_above_the_input_edge_to_the_anchor_model(tmp_pat
                 tmp_path / "a48", progress=False)
 
 
+def test_a_told_anchor_is_told_what_the_generator_is_told(tmp_path):
+    # the anchor `default` is told bitrates since v8: held to its "unknown" row, a told generator
+    # would be pulled towards the wrong fill
+    torch.manual_seed(0)
+    config = dataclasses.replace(apollo.load_model("tiny-test").config, bitrate_classes=(24, 128))
+    told_anchor = apollo.Apollo(config)
+    with torch.no_grad():
+        told_anchor.bitrate_embedding.normal_()
+    apollo.save_checkpoint(tmp_path / "told.safetensors", told_anchor.state_dict(), told_anchor.config)
+    trainer = Trainer(load_config(SMOKE, {"loss.anchor": 3.0, "loss.anchor_model": str(tmp_path / "told.safetensors")}),
+                      tmp_path / "run", progress=False)
+    noise = torch.randn(2, 2, 22050) * 0.1
+    estimate, told = noise.flip(-1), torch.tensor([24, 0])
+    edges = trainer.band_edges(noise)
+    with torch.no_grad():
+        held, unknown = told_anchor.eval()(noise, None, told), told_anchor(noise)
+    assert (held[0] - unknown[0]).abs().max() > 1e-4 and torch.equal(held[1], unknown[1])
+    expected = losses.reconstruction_loss(estimate, noise) + 3.0 * losses.anchor_loss(estimate, held, edges)
+    assert trainer.reconstruction(estimate, noise, noise, told).item() == pytest.approx(expected.item(), rel=1e-5)
+    untold = losses.reconstruction_loss(estimate, noise) + 3.0 * losses.anchor_loss(estimate, unknown, edges)
+    assert trainer.reconstruction(estimate, noise, noise).item() == pytest.approx(untold.item(), rel=1e-5)
+
+
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):
     torch.manual_seed(0)
     estimate, target = torch.randn(2, 2, 4096) * 0.1, torch.randn(2, 2, 4096) * 0.1

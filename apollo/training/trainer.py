@@ -199,10 +199,13 @@ class Trainer:
         loss = self.cfg.loss
         return self.uses_gan() and self.step < loss.gan_from_step + loss.discriminator_only_steps
 
-    def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
+    def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor,
+                       told: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
         them (each window's spectra computed once for all of them); `degraded` is the model's input,
-        whose band edge can bound the shortfall term (shortfall_edges) and the anchor term."""
+        whose band edge can bound the shortfall term (shortfall_edges) and the anchor term. `told` is
+        what the generator was told of each bitrate: an anchor told bitrates is told the same (one
+        that is not ignores it), so it is held to the row the generator restores with."""
         loss = self.cfg.loss
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
@@ -219,7 +222,7 @@ class Trainer:
                                                                edge=edge)
         if loss.anchor:
             with torch.no_grad():
-                held = self.anchor_model(degraded.to(self.device)).float()
+                held = self.anchor_model(degraded.to(self.device), None, told).float()
             rec = rec + loss.anchor * losses.anchor_loss(estimate, held, self.anchor_edges(kept, target.wav))
         return rec
 
@@ -276,7 +279,7 @@ class Trainer:
         still = self.discriminator_only()
         with self.autocast(), torch.set_grad_enabled(not still):
             estimate = self.generator(degraded, None, told).float()
-            rec = self.reconstruction(estimate, target, degraded)
+            rec = self.reconstruction(estimate, target, degraded, told)
         zero = torch.zeros((), device=self.device)
         loss_d, fm, adv = zero, zero, zero
         if self.uses_gan():
@@ -314,9 +317,10 @@ class Trainer:
         total = []
         for i in range(len(self.valid_set)):
             degraded, target, bitrate, _ = self.valid_set[i]
+            told = torch.tensor([bitrate])
             with self.autocast():
-                est = generator(degraded[None].to(self.device), None, torch.tensor([bitrate])).float()
-            total.append(self.reconstruction(est, target[None].to(self.device), degraded[None]).item())
+                est = generator(degraded[None].to(self.device), None, told).float()
+            total.append(self.reconstruction(est, target[None].to(self.device), degraded[None], told).item())
             if i < self.cfg.schedule.samples and self.rank == 0:
                 self._write_sample(i, degraded, target, est[0].cpu())
         generator.train()
