@@ -18,6 +18,7 @@ import apollo
 from apollo.model import Apollo
 from apollo.model.config import PRESETS
 from apollo.states import save_checkpoint
+from apollo.training import load_config
 from apollo.training.discriminator import MultiResolutionDiscriminator
 
 gpu_round = load_script("scripts/gpu_round.py")
@@ -136,3 +137,32 @@ def test_kept_steps_are_thinned_evenly_to_the_files_left(tmp_path, monkeypatch):
     gpu_round._bundle_snapshots(rnd, run_dir)
     assert rnd.summary["snapshots"] == {"files": ["snapshots-0.tar"], "steps": [3, 6, 9, 12, 15]}
     assert len(list(out.iterdir())) == gpu_round.MAX_FILES - 1  # room left for summary.json
+
+
+def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_path):
+    # configs/apollo-default-gpu-next.yaml, the device call docs/gpu.md names, shrunk to three
+    # steps (one reconstruction-only, one discriminator-only, one GAN) from a tiny carried generator
+    recipe = load_config(Path("configs/apollo-default-gpu-next.yaml"))
+    assert recipe.model.num_blocks == 5 and recipe.loss.anchor_model == "default" and recipe.loss.anchor_uncut_only
+    assert recipe.loss.gan_from_step == 300 and recipe.optim.batch_size == 32
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
+    torch.manual_seed(1)
+    start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8))
+    carried = tmp_path / "start.safetensors"
+    save_checkpoint(carried, start.state_dict(), start.config)
+    gpu_round.pack(corpus, train_mb=50, valid_mb=50, dest=tmp_path / "pack", wheels=False, generator=carried)
+    out = tmp_path / "out"
+    tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
+            "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3",
+            "loss.gan_from_step=1", "loss.discriminator_only_steps=1"]
+    assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", keep_every=1) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"]["train"]["rc"] == 0 and summary["step"] == 3
+    assert summary["config"]["init_from"].endswith("pack/generator.safetensors")
+    assert summary["config"]["init_discriminator_from"] is None
+    gpu_round.join([out / "generator-part0.safetensors"], tmp_path / "g.safetensors", dtype="float32")
+    grown = apollo.load_model(tmp_path / "g.safetensors")
+    assert grown.config.feature_dim == 8 and grown.config.num_blocks == 5
+    assert grown.config.bitrate_classes == (24, 32, 48, 64, 96, 128) and grown.config.correction_floor_db is None
+    assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
