@@ -239,14 +239,14 @@ def test_trainer_bounds_the_shortfall_term_by_each_input_band_edge(tmp_path):
     for kept, expected_second in ((True, 0.25), (False, 1.0)):
         cut_only = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": kept,
                                                "loss.shortfall_cut_only": True}), tmp_path / str(kept), progress=False)
-        edges = cut_only.shortfall_edges(cut_only.band_edges(both), reference)
+        edges = cut_only.shortfall_edges(cut_only.band_edges(both), cut_only.band_edges(reference))
         assert edges[0].item() == -1.0 and edges[1].item() == pytest.approx(expected_second, abs=0.01)
         silent = torch.zeros_like(reference[:1])
         assert losses.shortfall_loss(silent, reference[:1]).item() > 1.0
         assert losses.shortfall_loss(silent, reference[:1], edge=edges[:1]).item() == 0.0  # left out
-    assert trainer.shortfall_edges(trainer.band_edges(both), reference) is not None
+    assert trainer.shortfall_edges(trainer.band_edges(both), None) is not None
     assert Trainer(load_config(SMOKE, {"loss.shortfall": 2.0}), tmp_path / "plain",
-                   progress=False).shortfall_edges(None, reference) is None
+                   progress=False).shortfall_edges(None, None) is None
 
 
 def test_anchor_loss_holds_only_the_band_above_each_edge():
@@ -290,10 +290,10 @@ def test_trainer_holds_the_fill_above_the_input_edge_to_the_anchor_model(tmp_pat
     uncut = Trainer(load_config(SMOKE, {"loss.anchor": 3.0, "loss.anchor_model": "tiny-test",
                                         "loss.anchor_uncut_only": True}), tmp_path / "uncut", progress=False)
     kept = uncut.band_edges(degraded)
-    assert uncut.uncut(kept, reference).tolist() == [True, False]
-    edges = uncut.anchor_edges(kept, reference)
+    assert uncut.uncut(kept, uncut.band_edges(reference)).tolist() == [True, False]
+    edges = uncut.anchor_edges(kept, uncut.band_edges(reference))
     assert edges[0].item() == pytest.approx(0.25, abs=0.01) and edges[1].item() == 2.0
-    assert trainer.anchor_edges(kept, reference).tolist() == kept.tolist()  # without the flag: every example
+    assert trainer.anchor_edges(kept, None).tolist() == kept.tolist()  # without the flag: every example
     with torch.no_grad():
         held = uncut.anchor_model(degraded)
     expected = losses.reconstruction_loss(estimate, reference) + 3.0 * losses.anchor_loss(estimate[:1], held[:1],
@@ -333,6 +333,26 @@ def test_a_told_anchor_is_told_what_the_generator_is_told(tmp_path):
     untold = losses.reconstruction_loss(estimate, noise) + 3.0 * losses.anchor_loss(estimate, unknown, edges)
     assert trainer.reconstruction(estimate, noise, noise).item() == pytest.approx(untold.item(), rel=1e-5)
 
+
+
+def test_the_data_workers_find_the_band_edges_the_losses_need(tmp_path):
+    # the cutoff search runs in the loader's workers (CollateWithEdges), not in the training step
+    plain = Trainer(load_config(SMOKE, {}), tmp_path / "plain", progress=False)
+    assert plain.edges_needed() == (False, False) and len(next(iter(plain._loader()))) == 4
+    kept_only = Trainer(load_config(SMOKE, {"loss.shortfall": 2.0, "loss.shortfall_kept_band": True}),
+                        tmp_path / "kept", progress=False)
+    assert kept_only.edges_needed() == (True, False)
+    recipe = {"loss.shortfall": 4.0, "loss.shortfall_kept_band": True, "loss.anchor": 1.0,
+              "loss.anchor_model": "tiny-test", "loss.anchor_uncut_only": True, "data.workers": 1}
+    trainer = Trainer(load_config(SMOKE, recipe), tmp_path / "both", progress=False)
+    assert trainer.edges_needed() == (True, True)
+    degraded, target, bitrate, darkened, edges = next(iter(trainer._loader()))  # from a worker process
+    assert torch.equal(edges.kept, trainer.band_edges(degraded))
+    assert torch.equal(edges.reference, trainer.band_edges(target))
+    assert edges.kept.max() < 0.9  # coded inputs: the codec cut their top
+    estimate = degraded.flip(-1)
+    found_here = trainer.reconstruction(estimate, target, degraded)
+    assert trainer.reconstruction(estimate, target, degraded, None, edges).item() == found_here.item()
 
 def test_shared_spectra_give_the_same_losses_and_each_window_is_computed_once(tmp_path, monkeypatch):
     torch.manual_seed(0)

@@ -12,13 +12,13 @@ import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..metrics import cutoff_hz
 from ..model import Apollo
@@ -40,6 +40,35 @@ METRICS = ("step", "epoch", "loss_g", "loss_d", "reconstruction", "feature_match
 # it writes after the fork is copied: a 5-block stage 1 (13.5 GB) doubled at its first epoch turn
 # and was killed on a 24 GB machine (docs/default-model.md, "A grown stage 1 ...").
 WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+class BandEdges(NamedTuple):
+    """Each example's band edge as a fraction of Nyquist, (batch,), or None where no term needs it."""
+
+    kept: torch.Tensor | None  # the coded input's: the band the codec kept
+    reference: torch.Tensor | None  # the reference's: below the input's for music dark at the source
+
+
+def band_edges(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Each example's band edge (metrics.cutoff_hz, the one cutoff rule) as a fraction of Nyquist: (batch,)."""
+    return torch.tensor([cutoff_hz(x, sample_rate) / (sample_rate / 2) for x in audio.detach().float().cpu().numpy()])
+
+
+@dataclasses.dataclass(frozen=True)
+class CollateWithEdges:
+    """Collates a batch and adds the band edges the losses need (BandEdges), so that the data workers
+    run the cutoff search in parallel, not the training step: ~35 ms an example on one core, which at
+    batch 32 with input and reference edges would cost a GPU step twice its own time."""
+
+    sample_rate: int
+    kept: bool
+    reference: bool
+
+    def __call__(self, items: list) -> tuple:
+        degraded, target, bitrate, darkened = default_collate(items)
+        edges = BandEdges(band_edges(degraded, self.sample_rate) if self.kept else None,
+                          band_edges(target, self.sample_rate) if self.reference else None)
+        return degraded, target, bitrate, darkened, edges
 
 
 def _numpy_state() -> dict[str, Any]:
@@ -182,10 +211,12 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, self.step_in_epoch * self.cfg.optim.batch_size)
         self.train_set.set_epoch(self.epoch)
         workers = self.cfg.data.workers
+        kept, reference = self.edges_needed()
+        collate = CollateWithEdges(self.model_config.sample_rate, kept, reference) if kept or reference else None
         return DataLoader(self.train_set, batch_size=self.cfg.optim.batch_size, sampler=self.sampler,
                           num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
                           persistent_workers=False, prefetch_factor=2 if workers else None,
-                          multiprocessing_context=WORKER_START if workers else None)
+                          multiprocessing_context=WORKER_START if workers else None, collate_fn=collate)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -200,12 +231,13 @@ class Trainer:
         return self.uses_gan() and self.step < loss.gan_from_step + loss.discriminator_only_steps
 
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor,
-                       told: torch.Tensor | None = None) -> torch.Tensor:
+                       told: torch.Tensor | None = None, edges: BandEdges | None = None) -> torch.Tensor:
         """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
         them (each window's spectra computed once for all of them); `degraded` is the model's input,
-        whose band edge can bound the shortfall term (shortfall_edges) and the anchor term. `told` is
-        what the generator was told of each bitrate: an anchor told bitrates is told the same (one
-        that is not ignores it), so it is held to the row the generator restores with."""
+        whose band edge can bound the shortfall term (shortfall_edges) and the anchor term. `edges`
+        are those of `degraded` and `target` where the data workers found them (else found here).
+        `told` is what the generator was told of each bitrate: an anchor told bitrates is told the
+        same (one that is not ignores it), so it is held to the row the generator restores with."""
         loss = self.cfg.loss
         estimate, target = losses.Magnitudes(estimate), losses.Magnitudes(target)
         rec = losses.reconstruction_loss(estimate, target)
@@ -213,32 +245,44 @@ class Trainer:
             rec = rec + loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
         if loss.band_envelope:
             rec = rec + loss.band_envelope * losses.band_envelope_loss(estimate, target)
-        # the inputs' band edges, found once, only where a weighed term looks at them
-        bounded = loss.shortfall and (loss.shortfall_kept_band or loss.shortfall_cut_only)
-        kept = self.band_edges(degraded) if loss.anchor or bounded else None
+        kept, reference = edges if edges is not None else self.find_edges(degraded, target.wav)
         if loss.shortfall:
-            edge = self.shortfall_edges(kept, target.wav)
+            edge = self.shortfall_edges(kept, reference)
             rec = rec + loss.shortfall * losses.shortfall_loss(estimate, target, active_db=loss.shortfall_active_db,
                                                                edge=edge)
         if loss.anchor:
             with torch.no_grad():
                 held = self.anchor_model(degraded.to(self.device), None, told).float()
-            rec = rec + loss.anchor * losses.anchor_loss(estimate, held, self.anchor_edges(kept, target.wav))
+            rec = rec + loss.anchor * losses.anchor_loss(estimate, held, self.anchor_edges(kept, reference))
         return rec
 
-    def uncut(self, kept: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def edges_needed(self) -> tuple[bool, bool]:
+        """Whether the weighed terms look at the inputs' band edges, and at the references'."""
+        loss = self.cfg.loss
+        bounded = loss.shortfall and (loss.shortfall_kept_band or loss.shortfall_cut_only)
+        cut_only = (loss.shortfall and loss.shortfall_cut_only) or (loss.anchor and loss.anchor_uncut_only)
+        return bool(loss.anchor or bounded), bool(cut_only)
+
+    def find_edges(self, degraded: torch.Tensor, target: torch.Tensor) -> BandEdges:
+        """The band edges of inputs and references that the weighed terms need (edges_needed)."""
+        kept, reference = self.edges_needed()
+        return BandEdges(self.band_edges(degraded) if kept else None, self.band_edges(target) if reference else None)
+
+    @staticmethod
+    def uncut(kept: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """Per example, True where the codec cut nothing: the reference's band edge is not a quarter
         octave above the input's band edge `kept` (music dark or dull at the source)."""
-        return self.band_edges(target) < kept * 2**0.25
+        return reference < kept * 2**0.25
 
-    def anchor_edges(self, kept: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def anchor_edges(self, kept: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """Where the anchor term looks, per example (losses.anchor_loss's `edge`): above the input's band
-        edge `kept`; with loss.anchor_uncut_only, nowhere (an edge above Nyquist) in an example the codec cut."""
+        edge `kept`; with loss.anchor_uncut_only, nowhere (an edge above Nyquist) in an example the codec cut
+        (`reference`: the references' band edges)."""
         if not self.cfg.loss.anchor_uncut_only:
             return kept
-        return torch.where(self.uncut(kept, target), kept, torch.full_like(kept, 2.0))
+        return torch.where(self.uncut(kept, reference), kept, torch.full_like(kept, 2.0))
 
-    def shortfall_edges(self, kept: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
+    def shortfall_edges(self, kept: torch.Tensor | None, reference: torch.Tensor | None) -> torch.Tensor | None:
         """Where the shortfall term looks, per example (losses.shortfall_loss's `edge`), from the inputs'
         band edges `kept`: under them with loss.shortfall_kept_band (else the whole band); with
         loss.shortfall_cut_only, nowhere in an example whose reference ends within a quarter octave of its
@@ -248,14 +292,12 @@ class Trainer:
             return None
         edges = kept if loss.shortfall_kept_band else torch.ones_like(kept)
         if loss.shortfall_cut_only:
-            edges = torch.where(self.uncut(kept, target), torch.full_like(edges, -1.0), edges)
+            edges = torch.where(self.uncut(kept, reference), torch.full_like(edges, -1.0), edges)
         return edges
 
     def band_edges(self, audio: torch.Tensor) -> torch.Tensor:
-        """Each example's band edge (metrics.cutoff_hz, the one cutoff rule) as a fraction of Nyquist: (batch,)."""
-        nyquist = self.model_config.sample_rate / 2
-        return torch.tensor([cutoff_hz(x, self.model_config.sample_rate) / nyquist
-                             for x in audio.detach().float().cpu().numpy()])
+        """Each example's band edge at the model's rate (band_edges)."""
+        return band_edges(audio, self.model_config.sample_rate)
 
     def told_bitrates(self, bitrate: torch.Tensor, darkened: torch.Tensor | None = None) -> torch.Tensor | None:
         """What the generator is told of each example's bitrate (kbps): None for a model not told
@@ -271,7 +313,8 @@ class Trainer:
         return torch.where(withheld, 0, bitrate.long().cpu()).to(self.device)
 
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor, bitrate: torch.Tensor | None = None,
-                   darkened: torch.Tensor | None = None) -> dict[str, float]:
+                   darkened: torch.Tensor | None = None, edges: BandEdges | None = None) -> dict[str, float]:
+        """One step of both players; `edges` are the batch's band edges where the loader found them."""
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
@@ -279,7 +322,7 @@ class Trainer:
         still = self.discriminator_only()
         with self.autocast(), torch.set_grad_enabled(not still):
             estimate = self.generator(degraded, None, told).float()
-            rec = self.reconstruction(estimate, target, degraded, told)
+            rec = self.reconstruction(estimate, target, degraded, told, edges)
         zero = torch.zeros((), device=self.device)
         loss_d, fm, adv = zero, zero, zero
         if self.uses_gan():
@@ -359,8 +402,8 @@ class Trainer:
         deadline = None if time_limit is None else time.monotonic() + time_limit
         out_of_time = False
         while self.epoch < sched.epochs and not self.stopped and not self._done() and not out_of_time:
-            for degraded, target, bitrate, darkened in self._loader():
-                stats = self.train_step(degraded, target, bitrate, darkened)
+            for degraded, target, bitrate, darkened, *edges in self._loader():
+                stats = self.train_step(degraded, target, bitrate, darkened, *edges)
                 self.step += 1
                 self.step_in_epoch += 1
                 bar.update()
