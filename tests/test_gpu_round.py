@@ -166,3 +166,44 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert grown.config.feature_dim == 8 and grown.config.num_blocks == 5
     assert grown.config.bitrate_classes == (24, 32, 48, 64, 96, 128) and grown.config.correction_floor_db is None
     assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
+
+
+def test_a_training_out_of_gpu_memory_goes_on_from_its_last_save_with_activation_checkpointing(tmp_path, monkeypatch):
+    calls = []
+
+    def step(self, name, command, timeout):  # the commands are recorded, not run
+        calls.append((name, command))
+        failed = name == "train"
+        if failed:  # the GAN phase did not fit after the warm-up had saved
+            (Path("/tmp/gpu-round-run") / "last.pt").write_bytes(b"")  # not read: no generator was saved
+            self.output = "step 300\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+        self.summary["steps"][name] = {"rc": 1 if failed else 0, "seconds": 0.0}
+        return not failed
+
+    run_dir = Path("/tmp/gpu-round-run")  # where run() trains
+    gpu_round.shutil.rmtree(run_dir, ignore_errors=True)
+    monkeypatch.setattr(gpu_round.Round, "step", step)
+    monkeypatch.setattr(gpu_round.shutil, "rmtree", lambda path, ignore_errors=False: Path(path).mkdir(exist_ok=True))
+    (tmp_path / "pack").mkdir()
+    assert gpu_round.run(tmp_path / "out", deadline=600, device="cpu", config_sets=[], speed=False,
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml") == 0
+    names = [name for name, _ in calls]
+    assert names[-2:] == ["train", "train_checkpointed"]
+    again = calls[-1][1]
+    assert "--resume" in again and "activation_checkpointing=true" in again
+    assert "--resume" not in calls[-2][1] and "activation_checkpointing=true" not in calls[-2][1]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["activation_checkpointing"] is True
+    # a training that failed for another reason is not run again
+    calls.clear()
+
+    def broken(self, name, command, timeout):
+        calls.append((name, command))
+        self.output = "ValueError: unknown keys"
+        self.summary["steps"][name] = {"rc": 2 if name == "train" else 0, "seconds": 0.0}
+        return name != "train"
+
+    monkeypatch.setattr(gpu_round.Round, "step", broken)
+    gpu_round.run(tmp_path / "out2", deadline=600, device="cpu", config_sets=[], speed=False,
+                  pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml")
+    assert [name for name, _ in calls][-1] == "train"
