@@ -43,6 +43,8 @@ PACK = ROOT / ".gpu"
 WHEELS = ("soundfile==0.14.0", "soxr==1.1.0", "lameenc==1.9.0", "cffi==2.0.0", "pycparser==2.23", "mutagen==1.48.1")
 PART_BYTES = 15 * 2 ** 20
 MAX_FILES = 8  # what comes back from one call
+TRAVEL_BYTES = 64 * 2 ** 20  # what one call carries: the working tree git sees, and the pack
+TRAVEL_SPARE_BYTES = 2 ** 20  # kept free of that, for files the session adds after packing
 OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with this much time left
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
@@ -69,10 +71,34 @@ def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
     return chosen
 
 
-def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
-         wheels: bool = True, generator: Path | None = None) -> dict:
+def tree_bytes(root: Path = ROOT) -> int:
+    """The size of what a device call sends besides the pack: the files git tracks and the untracked
+    ones it does not ignore."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                           capture_output=True, check=True).stdout.split(b"\0")
+    return sum((root / n.decode()).stat().st_size for n in set(names) if n and (root / n.decode()).is_file())
+
+
+def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
+         wheels: bool = True, generator: Path | None = None, tree: int | None = None) -> dict:
     """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music),
-    and the generator (as is) and discriminator (float16) a round starts from, if given."""
+    and the generator (as is) and discriminator (float16) a round starts from, if given. train_mb
+    None: as much training music as fits in one call beside the working tree (`tree` bytes,
+    tree_bytes() by default); a larger train_mb than fits is refused."""
+    if wheels:
+        fetch_wheels(dest / "wheels")
+    # what travels besides the music, checked before an earlier pack is touched
+    tree = tree_bytes() if tree is None else tree
+    weights = sum(f.stat().st_size for f in (dest / "wheels").glob("*.whl"))
+    weights += generator.stat().st_size if generator is not None else 0
+    weights += discriminator.stat().st_size // 2 if discriminator is not None else 0  # stored as float16
+    fits = (TRAVEL_BYTES - TRAVEL_SPARE_BYTES - tree - weights - int(valid_mb * 2 ** 20)) / 2 ** 20
+    if train_mb is None:
+        train_mb = fits
+    if train_mb > fits:
+        raise ValueError(f"--train-mb {train_mb:g} does not fit: one device call carries 64 MiB, and the working "
+                         f"tree, wheels and weights leave {max(fits, 0):.1f} MB for training music "
+                         f"(omit --train-mb to take that)")
     carried = dest / "discriminator.safetensors"
     carried.unlink(missing_ok=True)
     (dest / "generator.safetensors").unlink(missing_ok=True)
@@ -88,11 +114,11 @@ def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK, disc
         save_discriminator(load_file(str(discriminator)), carried)  # float16
     from apollo.data.realmusic import MANIFEST, kept_tracks
 
+    shutil.rmtree(dest / "music", ignore_errors=True)  # an earlier pack's
     tracks = kept_tracks(corpus)
     chosen = (_round_robin([t for t in tracks if t["split"] == "train"], int(train_mb * 2 ** 20), corpus)
               + _round_robin([t for t in tracks if t["split"] == "valid"], int(valid_mb * 2 ** 20), corpus))
     music = dest / "music"
-    shutil.rmtree(music, ignore_errors=True)
     for track in chosen:
         target = music / track["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,13 +127,12 @@ def pack(corpus: Path, train_mb: float, valid_mb: float, dest: Path = PACK, disc
     manifest["tracks"] = chosen
     manifest["packed_from"] = str(corpus)
     (music / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if wheels:
-        fetch_wheels(dest / "wheels")
     minutes = sum(t["seconds"] for t in chosen) / 60
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     info = {"tracks": len(chosen), "train": sum(t["split"] == "train" for t in chosen),
             "valid": sum(t["split"] == "valid" for t in chosen), "minutes": round(minutes, 1),
-            "packages": sorted({t["package"] for t in chosen}), "pack_mb": round(size / 2 ** 20, 1)}
+            "packages": sorted({t["package"] for t in chosen}), "pack_mb": round(size / 2 ** 20, 1),
+            "travels_mb": round((tree + size) / 2 ** 20, 1)}
     print(json.dumps(info))
     return info
 
@@ -203,9 +228,11 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
 
 def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: bool = True,
         margin: float = EXPORT_MARGIN_S, pack_dir: Path = PACK, fresh: bool = False,
-        compile_timing: bool = False, config: str = "configs/apollo-large.yaml", keep_every: int = 0) -> int:
+        compile_timing: bool = False, config: str = "configs/apollo-large.yaml", keep_every: int = 0,
+        work: Path = Path("/tmp")) -> int:
     """The round: install, time, prepare the cache, train `config` to the deadline, export;
-    returns 0. With keep_every, the generator of every that many steps comes back too."""
+    returns 0. With keep_every, the generator of every that many steps comes back too. The cache
+    and the run folder go under `work`."""
     out.mkdir(parents=True, exist_ok=True)
     rnd = Round(out, deadline, device)
     py = sys.executable
@@ -225,12 +252,12 @@ def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: 
         rnd.step("speed_cpu", [py, "benchmarks/gpu_speed.py", "--device", "cpu", "--config", "tiny", "--json",
                                str(out / "gpu_speed.json"), "--batches", "1", "--seconds", "1", "--repeats", "1",
                                "--precisions", "fp32"], 120)
-    cache = Path("/tmp/gpu-round-cache")
+    cache = work / "gpu-round-cache"
     shutil.rmtree(cache, ignore_errors=True)
     workers = str(min(16, os.cpu_count() or 1))
     rnd.step("prepare", [py, "-m", "apollo.cli", "data", "prepare", str(pack_dir / "music"), "--out", str(cache),
                          "--workers", workers, "-q"], 150)
-    run_dir = Path("/tmp/gpu-round-run")
+    run_dir = work / "gpu-round-run"
     shutil.rmtree(run_dir, ignore_errors=True)
     sets = [f"data.cache={cache}", f"data.workers={max(1, int(workers) - 2)}", *config_sets]
     if keep_every:
@@ -382,7 +409,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack", help="here: wheels and a share of the corpus -> .gpu/")
     p.add_argument("--corpus", type=Path, default=ROOT / "corpus" / "real")
-    p.add_argument("--train-mb", type=float, default=40.0)
+    p.add_argument("--train-mb", type=float, default=None,
+                   help="MB of training music (default: as much as fits in one call beside the working tree)")
     p.add_argument("--valid-mb", type=float, default=4.0)
     p.add_argument("--dest", type=Path, default=PACK)
     p.add_argument("--discriminator", type=Path, help="an earlier round's discriminator, carried as float16")
@@ -409,8 +437,11 @@ def main() -> None:
     j.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator,
-             generator=args.generator)
+        try:
+            pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator,
+                 generator=args.generator)
+        except ValueError as err:
+            parser.error(str(err))
     elif args.command == "run":
         sys.exit(run(args.out, args.deadline, args.device, args.config_set, speed=not args.no_speed,
                      margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh,

@@ -42,12 +42,24 @@ def _corpus(root: Path, sizes: dict[str, list[int]], split: str = "train") -> Pa
 def test_pack_takes_every_package_in_turn_within_the_budget(tmp_path):
     corpus = _corpus(tmp_path / "corpus", {"a": [12, 12, 12, 12], "b": [12, 12], "c": [12]})
     size = (corpus / "tracks/a/t1.flac").stat().st_size
-    info = gpu_round.pack(corpus, train_mb=3.5 * size / 2 ** 20, valid_mb=0, dest=tmp_path / "pack", wheels=False)
+    info = gpu_round.pack(corpus, train_mb=3.5 * size / 2 ** 20, valid_mb=0, dest=tmp_path / "pack", wheels=False,
+                          tree=0)
     packed = json.loads((tmp_path / "pack" / "music" / "manifest.json").read_text())["tracks"]
     # 3.5 files of budget: a, b and one more a (c's only track is its valid one)
     assert [t["package"] for t in packed] == ["a", "b", "a"] and info["train"] == 3 and info["valid"] == 0
     assert all((tmp_path / "pack" / "music" / t["path"]).is_file() for t in packed)
 
+
+
+def test_a_pack_fits_one_device_call_beside_the_working_tree(tmp_path):
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 12, 12, 12], "b": [12, 12, 12, 12]})
+    file_mb = (corpus / "tracks/a/t1.flac").stat().st_size / 2 ** 20
+    tree = 64 * 2 ** 20 - 2 ** 20 - int(2.5 * file_mb * 2 ** 20)  # room for two and a half files
+    info = gpu_round.pack(corpus, train_mb=None, valid_mb=0, dest=tmp_path / "pack", wheels=False, tree=tree)
+    assert info["train"] == 2 and info["travels_mb"] <= 63.0
+    with pytest.raises(ValueError, match="does not fit"):
+        gpu_round.pack(corpus, train_mb=3 * file_mb, valid_mb=0, dest=tmp_path / "pack", wheels=False, tree=tree)
+    assert gpu_round.tree_bytes() >= Path("README.md").stat().st_size + Path("scripts/gpu_round.py").stat().st_size
 
 def test_weights_in_parts_and_back(tmp_path, monkeypatch):
     torch.manual_seed(0)
@@ -70,7 +82,7 @@ def test_weights_in_parts_and_back(tmp_path, monkeypatch):
 
 def test_a_whole_round_on_the_cpu(tmp_path):
     corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
-    gpu_round.pack(corpus, train_mb=50, valid_mb=50, dest=tmp_path / "pack", wheels=False)
+    gpu_round.pack(corpus, train_mb=20, valid_mb=20, dest=tmp_path / "pack", wheels=False, tree=0)
     out = tmp_path / "out"
     tiny = ["model.feature_dim=16", "model.num_blocks=1", "model.num_heads=2", "optim.batch_size=2",
             "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1", "data.workers=0",
@@ -79,7 +91,7 @@ def test_a_whole_round_on_the_cpu(tmp_path):
             "data.more_dark_sources=[{probability: 0.3, hz: [6000, 12000], octaves: 0.5}]", "data.level_neutral=true"]
     # two steps end the training long before the time limit (which only bounds a stuck run)
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny + dark, speed=False, margin=12,
-                         pack_dir=tmp_path / "pack", fresh=True) == 0
+                         pack_dir=tmp_path / "pack", fresh=True, work=tmp_path) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"]["prepare"]["rc"] == 0 and summary["steps"]["train"]["rc"] == 0
     assert summary["step"] == 2 and summary["examples_per_s"] > 0
@@ -103,13 +115,14 @@ def test_a_round_continues_the_carried_generator_and_returns_its_kept_steps(tmp_
     save_checkpoint(carried, start.state_dict(), start.config)
     critic = tmp_path / "critic.safetensors"
     save_file(MultiResolutionDiscriminator().state_dict(), str(critic))
-    gpu_round.pack(corpus, train_mb=50, valid_mb=50, dest=tmp_path / "pack", wheels=False, generator=carried,
+    gpu_round.pack(corpus, train_mb=20, valid_mb=20, dest=tmp_path / "pack", wheels=False, tree=0, generator=carried,
                    discriminator=critic)
     out = tmp_path / "out"
     tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
             "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3"]
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
-                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu.yaml", keep_every=1) == 0
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu.yaml", keep_every=1,
+                         work=tmp_path) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 3 and summary["config"]["init_from"].endswith("pack/generator.safetensors")
     assert summary["config"]["init_discriminator_from"].endswith("pack/discriminator.safetensors")
@@ -150,13 +163,14 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8))
     carried = tmp_path / "start.safetensors"
     save_checkpoint(carried, start.state_dict(), start.config)
-    gpu_round.pack(corpus, train_mb=50, valid_mb=50, dest=tmp_path / "pack", wheels=False, generator=carried)
+    gpu_round.pack(corpus, train_mb=20, valid_mb=20, dest=tmp_path / "pack", wheels=False, tree=0, generator=carried)
     out = tmp_path / "out"
     tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
             "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3",
             "loss.gan_from_step=1", "loss.discriminator_only_steps=1"]
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
-                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", keep_every=1) == 0
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", keep_every=1,
+                         work=tmp_path) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"]["train"]["rc"] == 0 and summary["step"] == 3
     assert summary["config"]["init_from"].endswith("pack/generator.safetensors")
@@ -175,18 +189,16 @@ def test_a_training_out_of_gpu_memory_goes_on_from_its_last_save_with_activation
         calls.append((name, command))
         failed = name == "train"
         if failed:  # the GAN phase did not fit after the warm-up had saved
-            (Path("/tmp/gpu-round-run") / "last.pt").write_bytes(b"")  # not read: no generator was saved
+            (tmp_path / "gpu-round-run" / "last.pt").write_bytes(b"")  # not read: no generator was saved
             self.output = "step 300\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
         self.summary["steps"][name] = {"rc": 1 if failed else 0, "seconds": 0.0}
         return not failed
 
-    run_dir = Path("/tmp/gpu-round-run")  # where run() trains
-    gpu_round.shutil.rmtree(run_dir, ignore_errors=True)
     monkeypatch.setattr(gpu_round.Round, "step", step)
     monkeypatch.setattr(gpu_round.shutil, "rmtree", lambda path, ignore_errors=False: Path(path).mkdir(exist_ok=True))
     (tmp_path / "pack").mkdir()
     assert gpu_round.run(tmp_path / "out", deadline=600, device="cpu", config_sets=[], speed=False,
-                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml") == 0
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", work=tmp_path) == 0
     names = [name for name, _ in calls]
     assert names[-2:] == ["train", "train_checkpointed"]
     again = calls[-1][1]
@@ -205,5 +217,5 @@ def test_a_training_out_of_gpu_memory_goes_on_from_its_last_save_with_activation
 
     monkeypatch.setattr(gpu_round.Round, "step", broken)
     gpu_round.run(tmp_path / "out2", deadline=600, device="cpu", config_sets=[], speed=False,
-                  pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml")
+                  pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", work=tmp_path)
     assert [name for name, _ in calls][-1] == "train"
