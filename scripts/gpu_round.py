@@ -48,6 +48,7 @@ TRAVEL_SPARE_BYTES = 2 ** 20  # kept free of that, for files the session adds af
 OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with this much time left
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
+SHIPPED_AS = ("normalize_peak=true", "correction_floor_db=-6")  # the export settings of the default since v5
 
 
 # -- here: pack ---------------------------------------------------------------------------------
@@ -404,6 +405,39 @@ def join(parts: list[Path], output: Path, dtype: str = "float16") -> None:
     save_checkpoint(output, state, config, metadata=extra)
 
 
+def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
+    """Every generator a round returned (its kept steps and its last), each exported with `sets`
+    as a checkpoint the evaluation and the probes take: dest/step000300.safetensors, ..., dest/last.safetensors."""
+    import tarfile
+    import tempfile
+
+    from apollo.training import export
+
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory() as work:
+        sources = []
+        for tar in sorted(returned.glob("snapshots-*.tar")):
+            with tarfile.open(tar) as handle:
+                handle.extractall(work, filter="data")
+        sources += [(p.stem.split("generator-")[1], p) for p in sorted(Path(work).glob("generator-step*.safetensors"))]
+        parts = sorted(returned.glob("generator-part*.safetensors"))
+        if parts:
+            join(parts, Path(work) / "last.safetensors", dtype="float32")  # float16 parts widen exactly
+            sources.append(("last", Path(work) / "last.safetensors"))
+        if not sources:
+            raise ValueError(f"{returned}: no generator parts or snapshots (is it a round's $OUT?)")
+        for name, source in sources:
+            target = dest / f"{name}.safetensors"
+            args = ["--model", str(target), str(source)]
+            for item in sets:
+                args += ["--set", item]
+            if export.main(args) != 0:
+                raise ValueError(f"{source.name}: the export failed")
+            written.append(target)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -435,6 +469,12 @@ def main() -> None:
     j.add_argument("parts", nargs="+", type=Path)
     j.add_argument("-o", "--output", type=Path, required=True)
     j.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    c = sub.add_parser("candidates", help="here: every returned generator exported as a candidate to score")
+    c.add_argument("returned", type=Path, help="the round's $OUT, as fetched")
+    c.add_argument("dest", type=Path)
+    c.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="model config for the exports (default: normalize_peak=true correction_floor_db=-6, as "
+                        "the default is shipped)")
     args = parser.parse_args()
     if args.command == "pack":
         try:
@@ -446,6 +486,12 @@ def main() -> None:
         sys.exit(run(args.out, args.deadline, args.device, args.config_set, speed=not args.no_speed,
                      margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh,
                      compile_timing=args.compile_timing, config=args.config, keep_every=args.keep_every))
+    elif args.command == "candidates":
+        try:
+            for path in candidates(args.returned, args.dest, args.set or list(SHIPPED_AS)):
+                print(path)
+        except ValueError as err:
+            parser.error(str(err))
     else:
         join(args.parts, args.output, args.dtype)
 

@@ -160,7 +160,7 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert recipe.loss.gan_from_step == 300 and recipe.optim.batch_size == 32
     corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
     torch.manual_seed(1)
-    start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8))
+    start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8, residual=True))  # as the default is
     carried = tmp_path / "start.safetensors"
     save_checkpoint(carried, start.state_dict(), start.config)
     gpu_round.pack(corpus, train_mb=20, valid_mb=20, dest=tmp_path / "pack", wheels=False, tree=0, generator=carried)
@@ -180,6 +180,15 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert grown.config.feature_dim == 8 and grown.config.num_blocks == 5
     assert grown.config.bitrate_classes == (24, 32, 48, 64, 96, 128) and grown.config.correction_floor_db is None
     assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
+    # every returned generator, exported as the default is shipped, ready to score
+    written = gpu_round.candidates(out, tmp_path / "candidates", list(gpu_round.SHIPPED_AS))
+    assert [p.name for p in written] == ["step000001.safetensors", "step000002.safetensors",
+                                         "step000003.safetensors", "last.safetensors"]
+    last, third = (apollo.load_model(tmp_path / "candidates" / f"{n}.safetensors") for n in ("last", "step000003"))
+    assert last.config.normalize_peak and last.config.correction_floor_db == -6 and last.config.num_blocks == 5
+    assert all(torch.equal(v, third.state_dict()[k]) for k, v in last.state_dict().items())
+    with pytest.raises(ValueError, match="no generator parts or snapshots"):
+        gpu_round.candidates(tmp_path / "corpus", tmp_path / "none", [])
 
 
 def test_a_training_out_of_gpu_memory_goes_on_from_its_last_save_with_activation_checkpointing(tmp_path, monkeypatch):
