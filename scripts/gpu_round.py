@@ -4,15 +4,17 @@ A GPU machine is lent now and then for 15 minutes, start-up included, with no ne
 of working tree per call (docs/gpu.md). So everything travels with the call and one command does
 it all. Three steps:
 
-    # here, once per round: wheels the GPU machine lacks + a budgeted share of the real-music
-    # corpus (train split, a little of valid) -> .gpu/ (ignored by git, carried by the call)
-    python scripts/gpu_round.py pack --corpus corpus/real
+    # here, once per round: wheels the GPU machine lacks + as much of the real-music corpus as
+    # fits in the call beside the working tree (train split, a little of valid) -> .gpu/ (ignored
+    # by git, carried by the call)
+    python scripts/gpu_round.py pack --corpus corpus/real2 --valid-mb 3
 
-    # there, in one call (device run, carry [".gpu"]):
+    # there, in one call (device run, carry [".gpu"]); the next round's recipe: docs/gpu.md
     python3 scripts/gpu_round.py run --out $OUT --deadline 480
 
-    # here, after: rebuild one checkpoint from the returned parts
+    # here, after: one checkpoint from the returned parts, or every returned generator as a candidate
     python scripts/gpu_round.py join OUT/generator-part*.safetensors -o apollo/weights/apollo-large.safetensors
+    python scripts/gpu_round.py candidates OUT runs/candidates/gpu
 
 `run` writes at most 8 files of at most 15 MiB to --out (the limits of what comes back): log.txt,
 gpu_speed.json, summary.json, metrics.csv, discriminator.safetensors and the generator as
