@@ -280,7 +280,8 @@ def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: 
         if _out_of_memory(rnd) and budget >= OOM_RETRY_MIN_S:
             # the recipe's batch did not fit this GPU (the GAN phase needs more than the warm-up): the
             # same batch with block activations recomputed in the backward pass (a quarter of the
-            # memory on the CPU, ~30% more time a step), from the last save if there is one
+            # memory on the CPU; what the recomputing costs a GPU is not measured yet), from the last
+            # save if there is one
             resume = (run_dir / "last.pt").exists()
             rnd.say(f"train: out of memory; {'resumed' if resume else 'again'} with activation checkpointing")
             rnd.summary.update(train_time_limit_s=round(budget, 1), activation_checkpointing=True)
