@@ -419,11 +419,10 @@ def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory() as work:
-        sources = []
         for tar in sorted(returned.glob("snapshots-*.tar")):
             with tarfile.open(tar) as handle:
                 handle.extractall(work, filter="data")
-        sources += [(p.stem.split("generator-")[1], p) for p in sorted(Path(work).glob("generator-step*.safetensors"))]
+        sources = [(p.stem.split("generator-")[1], p) for p in sorted(Path(work).glob("generator-step*.safetensors"))]
         parts = sorted(returned.glob("generator-part*.safetensors"))
         if parts:
             join(parts, Path(work) / "last.safetensors", dtype="float32")  # float16 parts widen exactly

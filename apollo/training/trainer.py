@@ -54,6 +54,13 @@ def band_edges(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return torch.tensor([cutoff_hz(x, sample_rate) / (sample_rate / 2) for x in audio.detach().float().cpu().numpy()])
 
 
+def find_edges(degraded: torch.Tensor, target: torch.Tensor, sample_rate: int, kept: bool,
+               reference: bool) -> BandEdges:
+    """The band edges of the inputs (`kept`) and of the references (`reference`) where asked for."""
+    return BandEdges(band_edges(degraded, sample_rate) if kept else None,
+                     band_edges(target, sample_rate) if reference else None)
+
+
 @dataclasses.dataclass(frozen=True)
 class CollateWithEdges:
     """Collates a batch and adds the band edges the losses need (BandEdges), so that the data workers
@@ -66,9 +73,8 @@ class CollateWithEdges:
 
     def __call__(self, items: list) -> tuple:
         degraded, target, bitrate, darkened = default_collate(items)
-        edges = BandEdges(band_edges(degraded, self.sample_rate) if self.kept else None,
-                          band_edges(target, self.sample_rate) if self.reference else None)
-        return degraded, target, bitrate, darkened, edges
+        return degraded, target, bitrate, darkened, find_edges(degraded, target, self.sample_rate, self.kept,
+                                                               self.reference)
 
 
 def _numpy_state() -> dict[str, Any]:
@@ -265,8 +271,7 @@ class Trainer:
 
     def find_edges(self, degraded: torch.Tensor, target: torch.Tensor) -> BandEdges:
         """The band edges of inputs and references that the weighed terms need (edges_needed)."""
-        kept, reference = self.edges_needed()
-        return BandEdges(self.band_edges(degraded) if kept else None, self.band_edges(target) if reference else None)
+        return find_edges(degraded, target, self.model_config.sample_rate, *self.edges_needed())
 
     @staticmethod
     def uncut(kept: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
