@@ -50,6 +50,7 @@ TRAVEL_SPARE_BYTES = 2 ** 20  # kept free of that, for files the session adds af
 OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with this much time left
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
+RETURNED = "returned.txt"  # in the run folder: the kept generators a call has already sent back
 SHIPPED_AS = ("normalize_peak=true", "correction_floor_db=-6")  # the export settings of the default since v5
 
 
@@ -232,14 +233,57 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
 def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: bool = True,
         margin: float = EXPORT_MARGIN_S, pack_dir: Path = PACK, fresh: bool = False,
         compile_timing: bool = False, config: str = "configs/apollo-large.yaml", keep_every: int = 0,
-        work: Path = Path("/tmp")) -> int:
+        work: Path = Path("/tmp"), more: bool = False) -> int:
     """The round: install, time, prepare the cache, train `config` to the deadline, export;
     returns 0. With keep_every, the generator of every that many steps comes back too. The cache
-    and the run folder go under `work`."""
+    and the run folder go under `work`. With `more`, a later call on the same warm machine: the
+    earlier call's training goes on from its last save (no timings, no new cache), and only the
+    kept generators not yet returned come back."""
     out.mkdir(parents=True, exist_ok=True)
     rnd = Round(out, deadline, device)
     py = sys.executable
+    cache, run_dir = work / "gpu-round-cache", work / "gpu-round-run"
+    if more and not ((run_dir / "last.pt").exists() and (cache / "index.json").exists()):
+        rnd.say("more: no earlier training on this machine (it was not warm); a round from the pack instead")
+        more = False
+    rnd.summary["more"] = more
     rnd.install(pack_dir / "wheels")
+    workers = min(16, os.cpu_count() or 1)
+    if not more:
+        _fresh_start(rnd, py, out, device, speed, compile_timing, pack_dir, cache, run_dir, workers)
+    sets = [f"data.cache={cache}", f"data.workers={max(1, workers - 2)}", *config_sets]
+    if keep_every:
+        sets.append(f"schedule.keep_every={keep_every}")
+    carried = pack_dir / "generator.safetensors"
+    if carried.exists() and not fresh:
+        sets.append(f"init_from={carried}")
+    elif LARGE.exists() and not fresh and config == "configs/apollo-large.yaml":
+        sets.append(f"init_from={LARGE}")
+    if not fresh and (pack_dir / "discriminator.safetensors").exists():
+        sets.append(f"init_discriminator_from={pack_dir / 'discriminator.safetensors'}")
+    budget = deadline - rnd.elapsed() - margin
+    rnd.summary.update(train_time_limit_s=round(budget, 1), recipe=config)
+    if budget >= 5:
+        _train(rnd, py, config, run_dir, sets, budget, margin, resume=more)
+        budget = deadline - rnd.elapsed() - margin
+        if _out_of_memory(rnd) and budget >= OOM_RETRY_MIN_S:
+            # the recipe's batch did not fit this GPU (the GAN phase needs more than the warm-up): the
+            # same batch with block activations recomputed in the backward pass (a quarter of the
+            # memory on the CPU; what the recomputing costs a GPU is not measured yet), from the last
+            # save if there is one
+            resume = (run_dir / "last.pt").exists()
+            rnd.say(f"train: out of memory; {'resumed' if resume else 'again'} with activation checkpointing")
+            rnd.summary.update(train_time_limit_s=round(budget, 1), activation_checkpointing=True)
+            _train(rnd, py, config, run_dir, [*sets, "activation_checkpointing=true"], budget, margin,
+                   "train_checkpointed", resume)
+    else:
+        rnd.say(f"train: skipped, only {budget:.0f} s left")
+    return _finish(rnd, run_dir)
+
+
+def _fresh_start(rnd: Round, py: str, out: Path, device: str, speed: bool, compile_timing: bool, pack_dir: Path,
+                 cache: Path, run_dir: Path, workers: int) -> None:
+    """A first call's steps before training: the machine, the timings, a new cache, an empty run folder."""
     rnd.step("machine", [py, "-c", "import torch, platform; print(torch.__version__, platform.python_version(), "
                          "torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"], 60)
     if device == "cuda" and speed:
@@ -255,43 +299,17 @@ def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: 
         rnd.step("speed_cpu", [py, "benchmarks/gpu_speed.py", "--device", "cpu", "--config", "tiny", "--json",
                                str(out / "gpu_speed.json"), "--batches", "1", "--seconds", "1", "--repeats", "1",
                                "--precisions", "fp32"], 120)
-    cache = work / "gpu-round-cache"
     shutil.rmtree(cache, ignore_errors=True)
-    workers = str(min(16, os.cpu_count() or 1))
     rnd.step("prepare", [py, "-m", "apollo.cli", "data", "prepare", str(pack_dir / "music"), "--out", str(cache),
-                         "--workers", workers, "-q"], 150)
-    run_dir = work / "gpu-round-run"
+                         "--workers", str(workers), "-q"], 150)
     shutil.rmtree(run_dir, ignore_errors=True)
-    sets = [f"data.cache={cache}", f"data.workers={max(1, int(workers) - 2)}", *config_sets]
-    if keep_every:
-        sets.append(f"schedule.keep_every={keep_every}")
-    carried = pack_dir / "generator.safetensors"
-    if carried.exists() and not fresh:
-        sets.append(f"init_from={carried}")
-    elif LARGE.exists() and not fresh and config == "configs/apollo-large.yaml":
-        sets.append(f"init_from={LARGE}")
-    if not fresh and (pack_dir / "discriminator.safetensors").exists():
-        sets.append(f"init_discriminator_from={pack_dir / 'discriminator.safetensors'}")
-    budget = deadline - rnd.elapsed() - margin
-    rnd.summary.update(train_time_limit_s=round(budget, 1), recipe=config)
-    if budget >= 5:
-        _train(rnd, py, config, run_dir, sets, budget, margin)
-        budget = deadline - rnd.elapsed() - margin
-        if _out_of_memory(rnd) and budget >= OOM_RETRY_MIN_S:
-            # the recipe's batch did not fit this GPU (the GAN phase needs more than the warm-up): the
-            # same batch with block activations recomputed in the backward pass (a quarter of the
-            # memory on the CPU; what the recomputing costs a GPU is not measured yet), from the last
-            # save if there is one
-            resume = (run_dir / "last.pt").exists()
-            rnd.say(f"train: out of memory; {'resumed' if resume else 'again'} with activation checkpointing")
-            rnd.summary.update(train_time_limit_s=round(budget, 1), activation_checkpointing=True)
-            _train(rnd, py, config, run_dir, [*sets, "activation_checkpointing=true"], budget, margin,
-                   "train_checkpointed", resume)
-    else:
-        rnd.say(f"train: skipped, only {budget:.0f} s left")
+
+
+def _finish(rnd: Round, run_dir: Path) -> int:
+    """Export, then the summary; returns 0."""
     _export(rnd, run_dir)
     rnd.summary["total_s"] = round(rnd.elapsed(), 1)
-    (out / "summary.json").write_text(json.dumps(rnd.summary, indent=1))
+    (rnd.out / "summary.json").write_text(json.dumps(rnd.summary, indent=1))
     rnd.say("done")
     return 0
 
@@ -352,11 +370,14 @@ def _export(rnd: Round, run_dir: Path) -> None:
 
 
 def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
-    """The kept generator-stepN files as tar files of at most PART_BYTES, as many as the call's
-    file limit leaves room for (the summary's other files counted); evenly thinned if they do not fit."""
+    """The kept generator-stepN files an earlier call has not returned (RETURNED in the run folder
+    lists those it did), as tar files of at most PART_BYTES, as many as the call's file limit
+    leaves room for (the summary's other files counted); evenly thinned if they do not fit."""
     import tarfile
 
-    snapshots = sorted(run_dir.glob("generator-step*.safetensors"))
+    listed = run_dir / RETURNED
+    returned = set(listed.read_text().split()) if listed.exists() else set()
+    snapshots = sorted(p for p in run_dir.glob("generator-step*.safetensors") if p.name not in returned)
     if not snapshots:
         return
     room = MAX_FILES - len(list(rnd.out.iterdir())) - 1  # summary.json comes after
@@ -375,6 +396,7 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
             for path in snapshots[i:i + per_tar]:
                 tar.add(path, arcname=path.name)
         names.append(name)
+    listed.write_text("".join(f"{n}\n" for n in sorted(returned | {p.name for p in snapshots})))
     rnd.summary["snapshots"] = {"files": names, "steps": [int(p.stem.split("step")[1]) for p in snapshots]}
 
 
@@ -460,6 +482,9 @@ def main() -> None:
     r.add_argument("--export-margin", type=float, default=EXPORT_MARGIN_S,
                    help="seconds kept after training for saving and export (default: %(default)s)")
     r.add_argument("--no-speed", action="store_true", help="skip the timings (a later round of the same day)")
+    r.add_argument("--more", action="store_true",
+                   help="a later call on the same warm machine: go on training the earlier call's run from its "
+                        "last save and return what it adds (a normal round if the machine is fresh)")
     r.add_argument("--compile-timing", action="store_true",
                    help="after the timing sweep, also time bf16 batch 1 with and without torch.compile")
     r.add_argument("--config", default="configs/apollo-large.yaml", help="the recipe (default: %(default)s)")
@@ -487,7 +512,8 @@ def main() -> None:
     elif args.command == "run":
         sys.exit(run(args.out, args.deadline, args.device, args.config_set, speed=not args.no_speed,
                      margin=args.export_margin, pack_dir=args.pack, fresh=args.fresh,
-                     compile_timing=args.compile_timing, config=args.config, keep_every=args.keep_every))
+                     compile_timing=args.compile_timing, config=args.config, keep_every=args.keep_every,
+                     more=args.more))
     elif args.command == "candidates":
         try:
             for path in candidates(args.returned, args.dest, args.set or list(SHIPPED_AS)):

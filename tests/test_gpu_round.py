@@ -136,6 +136,30 @@ def test_a_round_continues_the_carried_generator_and_returns_its_kept_steps(tmp_
     last = apollo.load_model(tmp_path / "g.safetensors").state_dict()
     assert all(torch.equal(last[k], v) for k, v in third.state_dict().items())  # small: exact, not float16
 
+    # a second call on the same (warm) machine goes on from step 3 and returns only what it adds
+    more = tmp_path / "more"
+    sets = [*tiny[:-1], "schedule.max_steps=5"]
+    assert gpu_round.run(more, deadline=600, device="cpu", config_sets=sets, speed=False, margin=12,
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu.yaml", keep_every=1,
+                         work=tmp_path, more=True) == 0
+    summary = json.loads((more / "summary.json").read_text())
+    assert summary["more"] is True and "prepare" not in summary["steps"] and summary["step"] == 5
+    assert summary["snapshots"] == {"files": ["snapshots-0.tar"], "steps": [4, 5]}
+    fifth = tmp_path / "kept5"
+    with tarfile.open(more / "snapshots-0.tar") as tar:
+        tar.extractall(fifth, filter="data")
+    assert sorted(p.name for p in fifth.iterdir()) == ["generator-step000004.safetensors",
+                                                       "generator-step000005.safetensors"]
+    moved = apollo.load_model(fifth / "generator-step000004.safetensors").state_dict()
+    assert any(not torch.equal(moved[k], v) for k, v in third.state_dict().items())  # trained on from step 3
+    # on a fresh machine (nothing to go on from) it is a round from the pack
+    fresh = tmp_path / "fresh-machine"
+    assert gpu_round.run(tmp_path / "again", deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
+                         pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu.yaml", work=fresh,
+                         more=True) == 0
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert summary["more"] is False and summary["steps"]["prepare"]["rc"] == 0 and summary["step"] == 3
+
 
 def test_kept_steps_are_thinned_evenly_to_the_files_left(tmp_path, monkeypatch):
     run_dir, out = tmp_path / "run", tmp_path / "out"
