@@ -182,7 +182,8 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     # steps (one reconstruction-only, one discriminator-only, one GAN) from a tiny carried generator
     recipe = load_config(Path("configs/apollo-default-gpu-next.yaml"))
     assert recipe.model.num_blocks == 5 and recipe.loss.anchor_model == "default" and recipe.loss.anchor_uncut_only
-    assert recipe.loss.gan_from_step == 300 and recipe.optim.batch_size == 32
+    assert recipe.loss.gan_from_step == 0 and recipe.loss.discriminator_only_steps == 100
+    assert recipe.loss.adversarial == 0.1 and recipe.optim.batch_size == 32 and recipe.schedule.keep_every == 50
     corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
     torch.manual_seed(1)
     start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8, residual=True))  # as the default is
