@@ -24,6 +24,8 @@ else from apollo/weights/apollo-large.safetensors for the large recipe, and from
 `pack --discriminator` carried, when they exist; --config names another recipe than the large one.
 Each step has its own timeout; training gets what is left of --deadline less the export margin,
 and `apollo train --time-limit` stops it with a checkpoint.
+`run --more`, a second call at once on the same warm machine (its files last while it is held), goes
+on training the first call's run from its last save and returns only what it adds.
 `run --device cpu --config-set ...` runs the same round on a CPU, to test it (tests/test_gpu_round.py).
 """
 

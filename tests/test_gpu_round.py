@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import tarfile
@@ -179,7 +180,7 @@ def test_kept_steps_are_thinned_evenly_to_the_files_left(tmp_path, monkeypatch):
 
 def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_path):
     # configs/apollo-default-gpu-next.yaml, the device call docs/gpu.md names, shrunk to three
-    # steps (one reconstruction-only, one discriminator-only, one GAN) from a tiny carried generator
+    # steps (one discriminator-only, two GAN) from a tiny carried generator
     recipe = load_config(Path("configs/apollo-default-gpu-next.yaml"))
     assert recipe.model.num_blocks == 5 and recipe.loss.anchor_model == "default" and recipe.loss.anchor_uncut_only
     assert recipe.loss.gan_from_step == 0 and recipe.loss.discriminator_only_steps == 100
@@ -193,7 +194,7 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     out = tmp_path / "out"
     tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
             "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3",
-            "loss.gan_from_step=1", "loss.discriminator_only_steps=1"]
+            "loss.discriminator_only_steps=1"]  # the recipe's gan_from_step 0: no warm-up
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", keep_every=1,
                          work=tmp_path) == 0
@@ -201,6 +202,13 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert summary["steps"]["train"]["rc"] == 0 and summary["step"] == 3
     assert summary["config"]["init_from"].endswith("pack/generator.safetensors")
     assert summary["config"]["init_discriminator_from"] is None
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    first, *gan = [{k: float(v) for k, v in r.items() if v} for r in rows]
+    assert first["loss_d"] > 0 and first["adversarial"] == 0 and first["feature_matching"] == 0  # critic alone
+    for row in gan:  # then the GAN, its adversarial term weighted 0.1
+        assert row["adversarial"] > 0
+        weighted = row["reconstruction"] + row["feature_matching"] + 0.1 * row["adversarial"]
+        assert row["loss_g"] == pytest.approx(weighted, rel=1e-4)
     gpu_round.join([out / "generator-part0.safetensors"], tmp_path / "g.safetensors", dtype="float32")
     grown = apollo.load_model(tmp_path / "g.safetensors")
     assert grown.config.feature_dim == 8 and grown.config.num_blocks == 5
