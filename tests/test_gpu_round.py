@@ -51,7 +51,6 @@ def test_pack_takes_every_package_in_turn_within_the_budget(tmp_path):
     assert all((tmp_path / "pack" / "music" / t["path"]).is_file() for t in packed)
 
 
-
 def test_a_pack_fits_one_device_call_beside_the_working_tree(tmp_path):
     corpus = _corpus(tmp_path / "corpus", {"a": [12, 12, 12, 12], "b": [12, 12, 12, 12]})
     file_mb = (corpus / "tracks/a/t1.flac").stat().st_size / 2 ** 20
@@ -62,6 +61,7 @@ def test_a_pack_fits_one_device_call_beside_the_working_tree(tmp_path):
         gpu_round.pack(corpus, train_mb=3 * file_mb, valid_mb=0, dest=tmp_path / "pack", wheels=False, tree=tree)
     tracked = (gpu_round.ROOT / "README.md", gpu_round.ROOT / "scripts" / "gpu_round.py")
     assert gpu_round.tree_bytes() >= sum(p.stat().st_size for p in tracked)
+
 
 def test_weights_in_parts_and_back(tmp_path, monkeypatch):
     torch.manual_seed(0)
