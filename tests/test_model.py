@@ -300,6 +300,41 @@ def test_fill_gain_scales_only_what_is_written_above_the_band_limit():
         ApolloConfig(residual=True, causal=True, fill_gain_db=3.0)
 
 
+def test_fill_gain_told_scales_each_item_by_its_own_bitrate():
+    from apollo.model.band_limit import emptied_band_mask
+
+    told = {"bitrate_classes": (24, 128)}
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in [*model.band_reconstruction.parameters(), model.bitrate_embedding]:  # rows differ: a wrong one shows
+        torch.nn.init.normal_(p, std=0.05)
+    per_bitrate = apollo.Apollo(dataclasses.replace(config, fill_gain_db_told=(6.0, 0.0)))
+    everywhere = apollo.Apollo(dataclasses.replace(config, fill_gain_db=6.0))
+    for other in (per_bitrate, everywhere):
+        other.load_state_dict(model.state_dict())
+    spec = model.stft(0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window).reshape(2, -1))
+    limit = int(emptied_band_mask(spec, channels=1)[0, 0, :, 0].argmax())
+    with torch.inference_mode():
+        # one stereo item per row of the batch: told 24 kbps, told 128 kbps, unknown (0)
+        batch = spec[:, None].expand(2, 3, *spec.shape[1:]).transpose(0, 1).reshape(6, *spec.shape[1:])
+        bitrate = torch.tensor([24, 128, 0])
+        plain, _ = model.restore_spectrum(batch, channels=2, bitrate=bitrate)
+        gained, _ = per_bitrate.restore_spectrum(batch, channels=2, bitrate=bitrate)
+        global_gain, _ = everywhere.restore_spectrum(batch, channels=2, bitrate=bitrate)
+    written = plain[:, :, limit:] - batch[:, :, limit:]
+    assert written[:2].abs().max() > 1e-3  # the test has teeth: something is written there
+    scaled = gained[:, :, limit:] - batch[:, :, limit:]
+    assert torch.allclose(scaled[:2], written[:2] * 10 ** (6 / 20), atol=1e-6)  # 24 kbps: +6 dB
+    assert torch.equal(gained[2:], plain[2:])  # 128 kbps (0 dB) and unknown (fill_gain_db 0): as without
+    assert torch.equal(gained[:2], global_gain[:2])  # the same gain told or for all: the same bits
+    with pytest.raises(ValueError, match="one gain per bitrate_classes"):
+        ApolloConfig(residual=True, **told, fill_gain_db_told=(3.0,))
+    with pytest.raises(ValueError, match="causal"):
+        ApolloConfig(residual=True, causal=True, **told, fill_gain_db_told=(3.0, 0.0))
+    assert ApolloConfig.from_dict(per_bitrate.config.to_dict()) == per_bitrate.config  # survives the file's JSON
+
+
 def test_drop_small_corrections_fades_what_is_far_under_the_input_cell():
     from apollo.model.band_reconstruction import drop_small_corrections
 

@@ -43,6 +43,11 @@ class ApolloConfig:
     # on the validation split after training (docs/default-model.md, "four probes"); it
     # scales what the model writes, so a band the model leaves empty (dark music) stays empty.
     fill_gain_db: float = 0.0
+    # Set (needs bitrate_classes): one fill gain in dB per entry of bitrate_classes, used instead of
+    # fill_gain_db for an input told that bitrate; an input of unknown bitrate keeps fill_gain_db.
+    # The fill falls short of the reference by different amounts at different bitrates (v8: 4-7 dB
+    # under at 24-32 kbps, within 3 dB at 48; docs/default-model.md, "A louder fill per bitrate").
+    fill_gain_db_told: tuple[float, ...] = ()
     # Set (needs residual): the part of a correction that is out of phase with the input cell it
     # is added to is dropped softly when it is more than this many dB under that cell (gain
     # |q|^2 / (|q|^2 + t^2 |x|^2), half at the floor); the in-phase part, a change of level, stays.
@@ -74,6 +79,7 @@ class ApolloConfig:
             if "float" in str(field.type) and type(value) is int:
                 object.__setattr__(self, field.name, float(value))
         object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
+        object.__setattr__(self, "fill_gain_db_told", tuple(float(g) for g in self.fill_gain_db_told))
         if any(k <= 0 for k in self.bitrate_classes) or list(self.bitrate_classes) != sorted(set(self.bitrate_classes)):
             raise ValueError(f"bitrate_classes must be positive kbps in ascending order, got {self.bitrate_classes}")
         if self.band_layout not in BAND_LAYOUTS:
@@ -90,11 +96,14 @@ class ApolloConfig:
             raise ValueError("keep_input_band needs residual: true (the kept band is the input's)")
         if self.cap_emptied_band and not self.keep_input_band:
             raise ValueError("cap_emptied_band needs keep_input_band: true (it caps the band above the limit)")
-        if self.fill_gain_db and not self.residual:
+        if self.fill_gain_db_told and len(self.fill_gain_db_told) != len(self.bitrate_classes):
+            raise ValueError(f"fill_gain_db_told needs one gain per bitrate_classes entry "
+                             f"({len(self.bitrate_classes)}), got {len(self.fill_gain_db_told)}")
+        if self.fills_louder and not self.residual:
             raise ValueError("fill_gain_db needs residual: true (it scales what is added to the input)")
         if self.correction_floor_db is not None and not self.residual:
             raise ValueError("correction_floor_db needs residual: true (it gates what is added to the input)")
-        if self.causal and self.fill_gain_db:
+        if self.causal and self.fills_louder:
             raise ValueError("causal models cannot scale the written band: its limit is measured on the whole file")
         if self.causal and self.keep_input_band:
             raise ValueError("causal models cannot keep the input band: its limit is measured on the whole file")
@@ -117,7 +126,12 @@ class ApolloConfig:
     @property
     def uses_band_limit(self) -> bool:
         """Whether the model needs the input's band limit (model/band_limit.py)."""
-        return self.keep_input_band or self.fill_gain_db != 0
+        return self.keep_input_band or self.fills_louder
+
+    @property
+    def fills_louder(self) -> bool:
+        """Whether any fill gain (fill_gain_db, fill_gain_db_told) is set."""
+        return self.fill_gain_db != 0 or any(self.fill_gain_db_told)
 
     @property
     def num_bins(self) -> int:

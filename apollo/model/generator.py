@@ -21,7 +21,7 @@ class Apollo(nn.Module):
 
     With ``config.residual`` the reconstruction is added to the input spectrum; with
     ``config.keep_input_band`` too, only above the input's band limit; ``config.fill_gain_db``
-    scales what it writes above that limit.
+    (``fill_gain_db_told`` per bitrate) scales what it writes above that limit.
     """
 
     def __init__(self, config: ApolloConfig | None = None) -> None:
@@ -118,6 +118,7 @@ class Apollo(nn.Module):
         one per item of B // channels.
         """
         z = self.band_split(spec)
+        rows = None
         if self.config.bitrate_classes:
             rows = self.bitrate_index(bitrate, spec.shape[0] // channels).repeat_interleave(channels)
             z = z + self.bitrate_embedding[rows][:, None].to(z.dtype)
@@ -133,8 +134,8 @@ class Apollo(nn.Module):
         out = self.band_reconstruction(z)
         if self.config.uses_band_limit:
             mask = emptied_band_mask(spec, channels, band_limit)
-            if self.config.fill_gain_db:
-                out = out * (1 + (10 ** (self.config.fill_gain_db / 20) - 1) * mask)
+            if self.config.fills_louder:
+                out = out * (1 + self.fill_gain(rows, out) * mask)
         if self.config.keep_input_band:
             out = out * mask
             if self.config.cap_emptied_band:
@@ -144,6 +145,15 @@ class Apollo(nn.Module):
         if self.config.residual:
             out = out + spec
         return out, after
+
+    def fill_gain(self, rows: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+        """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype,
+        from each item's bitrate row (config.fill_gain_db_told; row 0, unknown, gets config.fill_gain_db).
+        In float64 on the CPU before the cast, so a single gain scales exactly as a Python float would."""
+        c = self.config
+        gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
+        picked = gains[rows.cpu()] if rows is not None and c.fill_gain_db_told else gains[:1].expand(out.shape[0])
+        return (10 ** (picked / 20) - 1).to(out.device, out.dtype)[:, None, None, None]
 
     def initial_history(self, batch: int) -> list[list[torch.Tensor]]:
         """The history restore_spectrum() starts a causal stream from: zero frames before it."""
