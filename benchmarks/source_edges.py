@@ -1,0 +1,69 @@
+"""Where does an MP3 end: at the codec's lowpass, or earlier, because the music was dark at the source?
+
+    python benchmarks/source_edges.py --data corpus/real2 --corners none,1500,3000 \
+        --out docs/evaluations/source-edges-valid.json
+
+A told model knows the bitrate, so it knows where the encoder's lowpass cuts (degrade.codec_cutoff_hz,
+measured on white noise). An input whose band limit lies far under that edge was dark before it was
+coded, and the band above it is not the codec's damage. This measures, for each validation excerpt
+as it is and lowpassed at the source (data.examples.darken, as benchmarks/dark_probe.py does), the
+band limit the generator itself finds (model.band_limit.input_band_limit, the rule that decides what
+is "above the limit") as a fraction of the codec's edge at each bitrate. Per (corner, kbps): that
+fraction's minimum, quartiles and maximum over the excerpts.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from probe_report import rounded, write_report
+
+from apollo import degrade, load_model
+from apollo.data.examples import darken
+from apollo.evaluate import make_excerpts
+from apollo.model.band_limit import input_band_limit
+
+RATE = 44100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset folder; its validation split is used")
+    parser.add_argument("--corners", default="none,1500,3000", help="lowpass corners in Hz ('none': as it is)")
+    parser.add_argument("--bitrates", default="24,32,48,64,96,128")
+    parser.add_argument("--out", required=True, help="JSON to write")
+    args = parser.parse_args()
+
+    model = load_model("tiny-test")  # the band limit depends on the STFT only (window, hop), not on weights
+    corners = [None if c == "none" else float(c) for c in args.corners.split(",")]
+    bitrates = [int(b) for b in args.bitrates.split(",")]
+    edges = {kbps: degrade.codec_cutoff_hz(RATE, kbps) for kbps in bitrates}
+    rows = []
+    for excerpt in make_excerpts(args.data, RATE, split="valid"):
+        for corner in corners:
+            clean = darken(excerpt.audio, corner, RATE)
+            for kbps in bitrates:
+                coded = torch.from_numpy(degrade.mp3(clean, RATE, kbps))
+                limit = int(input_band_limit(model.stft(coded), channels=coded.shape[0])[0])
+                limit_hz = limit * RATE / model.config.window
+                rows.append(rounded({"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps,
+                                     "limit_hz": limit_hz, "fraction": limit_hz / edges[kbps]}))
+                print(excerpt.name.split("/")[-3][:24], corner, kbps, f"{limit_hz:.0f} Hz",
+                      f"{limit_hz / edges[kbps]:.2f} of {edges[kbps]:.0f}", flush=True)
+    summary = {}
+    for corner in corners:
+        for kbps in bitrates:
+            got = np.array([r["fraction"] for r in rows if r["corner"] == (corner or "none") and r["kbps"] == kbps])
+            summary[f"{corner or 'none'}/{kbps}"] = rounded(
+                {"codec_edge_hz": edges[kbps], "min": float(got.min()), "q25": float(np.quantile(got, 0.25)),
+                 "median": float(np.median(got)), "q75": float(np.quantile(got, 0.75)), "max": float(got.max()),
+                 "excerpts": len(got)})
+    command = (f"python benchmarks/source_edges.py --data {args.data} --corners {args.corners} "
+               f"--bitrates {args.bitrates} --out {args.out}")
+    write_report(args.out, command, rows, summary)
+
+
+if __name__ == "__main__":
+    main()
