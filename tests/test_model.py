@@ -335,6 +335,39 @@ def test_fill_gain_told_scales_each_item_by_its_own_bitrate():
     assert ApolloConfig.from_dict(per_bitrate.config.to_dict()) == per_bitrate.config  # survives the file's JSON
 
 
+def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge():
+    from apollo.model.band_limit import input_band_limit
+
+    # the input ends at bin 160 (8 kHz): a rule at 9 kHz for 24 kbps takes it as dark at the source,
+    # one at 7 kHz for 128 kbps does not
+    told = {"bitrate_classes": (24, 128)}
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ruled = apollo.Apollo(dataclasses.replace(config, dark_source_hz_told=(9000.0, 7000.0), fill_gain_db_told=(0, 6)))
+    ruled.load_state_dict(model.state_dict())
+    spec = model.stft(0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window).reshape(2, -1))
+    batch = spec[:, None].expand(2, 3, *spec.shape[1:]).transpose(0, 1).reshape(6, *spec.shape[1:])
+    bitrate = torch.tensor([24, 128, 0])
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(batch, channels=2, bitrate=bitrate)
+        got, _ = ruled.restore_spectrum(batch, channels=2, bitrate=bitrate)
+    limit = int(input_band_limit(spec, channels=2)[0]) + 1  # the first bin above the limit
+    assert 150 <= limit <= 180
+    assert (plain[:2, :, limit:] - batch[:2, :, limit:]).abs().max() > 1e-3  # v8-like: something is written there
+    assert torch.equal(got[:2, :, limit:], batch[:2, :, limit:])  # dark at 24 kbps: the input above the limit
+    assert torch.equal(got[:2, :, :limit], plain[:2, :, :limit])  # and the model's output under it
+    written, scaled = plain[2:4, :, limit:] - batch[2:4, :, limit:], got[2:4, :, limit:] - batch[2:4, :, limit:]
+    assert torch.allclose(scaled, written * 10 ** (6 / 20), atol=1e-6)  # 128 kbps: not dark, its gain applies
+    assert torch.equal(got[4:], plain[4:])  # unknown bitrate: no rule
+    with pytest.raises(ValueError, match="one frequency per bitrate_classes"):
+        ApolloConfig(residual=True, **told, dark_source_hz_told=(9000.0,))
+    with pytest.raises(ValueError, match="residual"):
+        ApolloConfig(**told, dark_source_hz_told=(9000.0, 0.0))
+
+
 def test_drop_small_corrections_fades_what_is_far_under_the_input_cell():
     from apollo.model.band_reconstruction import drop_small_corrections
 

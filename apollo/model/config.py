@@ -48,6 +48,12 @@ class ApolloConfig:
     # The fill falls short of the reference by different amounts at different bitrates (v8: 4-7 dB
     # under at 24-32 kbps, within 3 dB at 48; docs/default-model.md, "A louder fill per bitrate").
     fill_gain_db_told: tuple[float, ...] = ()
+    # Set (needs bitrate_classes and residual): one frequency in Hz per entry of bitrate_classes (0:
+    # none). A told input whose band limit lies under it ended there at the source, well before
+    # the encoder's lowpass at that bitrate, so the band above is not the codec's damage, and
+    # nothing is written above the limit: it keeps the input there (docs/default-model.md,
+    # "Dark at the source"). The encoder's edge comes from degrade.codec_cutoff_hz at export.
+    dark_source_hz_told: tuple[float, ...] = ()
     # Set (needs residual): the part of a correction that is out of phase with the input cell it
     # is added to is dropped softly when it is more than this many dB under that cell (gain
     # |q|^2 / (|q|^2 + t^2 |x|^2), half at the floor); the in-phase part, a change of level, stays.
@@ -80,6 +86,7 @@ class ApolloConfig:
                 object.__setattr__(self, field.name, float(value))
         object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
         object.__setattr__(self, "fill_gain_db_told", tuple(float(g) for g in self.fill_gain_db_told))
+        object.__setattr__(self, "dark_source_hz_told", tuple(float(f) for f in self.dark_source_hz_told))
         if any(k <= 0 for k in self.bitrate_classes) or list(self.bitrate_classes) != sorted(set(self.bitrate_classes)):
             raise ValueError(f"bitrate_classes must be positive kbps in ascending order, got {self.bitrate_classes}")
         if self.band_layout not in BAND_LAYOUTS:
@@ -99,11 +106,17 @@ class ApolloConfig:
         if self.fill_gain_db_told and len(self.fill_gain_db_told) != len(self.bitrate_classes):
             raise ValueError(f"fill_gain_db_told needs one gain per bitrate_classes entry "
                              f"({len(self.bitrate_classes)}), got {len(self.fill_gain_db_told)}")
-        if self.fills_louder and not self.residual:
-            raise ValueError("fill_gain_db needs residual: true (it scales what is added to the input)")
+        if self.dark_source_hz_told and len(self.dark_source_hz_told) != len(self.bitrate_classes):
+            raise ValueError(f"dark_source_hz_told needs one frequency per bitrate_classes entry "
+                             f"({len(self.bitrate_classes)}), got {len(self.dark_source_hz_told)}")
+        if any(f < 0 for f in self.dark_source_hz_told):
+            raise ValueError(f"dark_source_hz_told must be >= 0 Hz (0: no rule), got {self.dark_source_hz_told}")
+        if self.scales_fill and not self.residual:
+            raise ValueError("fill_gain_db and dark_source_hz_told need residual: true (they scale what is added to "
+                             "the input)")
         if self.correction_floor_db is not None and not self.residual:
             raise ValueError("correction_floor_db needs residual: true (it gates what is added to the input)")
-        if self.causal and self.fills_louder:
+        if self.causal and self.scales_fill:
             raise ValueError("causal models cannot scale the written band: its limit is measured on the whole file")
         if self.causal and self.keep_input_band:
             raise ValueError("causal models cannot keep the input band: its limit is measured on the whole file")
@@ -126,12 +139,13 @@ class ApolloConfig:
     @property
     def uses_band_limit(self) -> bool:
         """Whether the model needs the input's band limit (model/band_limit.py)."""
-        return self.keep_input_band or self.fills_louder
+        return self.keep_input_band or self.scales_fill
 
     @property
-    def fills_louder(self) -> bool:
-        """Whether any fill gain (fill_gain_db, fill_gain_db_told) is set."""
-        return self.fill_gain_db != 0 or any(self.fill_gain_db_told)
+    def scales_fill(self) -> bool:
+        """Whether what is written above the band limit is scaled (fill_gain_db, fill_gain_db_told,
+        dark_source_hz_told)."""
+        return self.fill_gain_db != 0 or any(self.fill_gain_db_told) or any(self.dark_source_hz_told)
 
     @property
     def num_bins(self) -> int:

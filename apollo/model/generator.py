@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .band_limit import FileBandLevels, cap_to_band_edge, emptied_band_mask
+from .band_limit import FileBandLevels, cap_to_band_edge, emptied_band_mask, input_band_limit
 from .band_reconstruction import BandReconstruction, drop_small_corrections
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
@@ -133,9 +133,11 @@ class Apollo(nn.Module):
                 z = block(z)
         out = self.band_reconstruction(z)
         if self.config.uses_band_limit:
+            if band_limit is None:
+                band_limit = input_band_limit(spec, channels)
             mask = emptied_band_mask(spec, channels, band_limit)
-            if self.config.fills_louder:
-                out = out * (1 + self.fill_gain(rows, out) * mask)
+            if self.config.scales_fill:
+                out = out * (1 + self.fill_gain(rows, band_limit.repeat_interleave(channels), out) * mask)
         if self.config.keep_input_band:
             out = out * mask
             if self.config.cap_emptied_band:
@@ -146,14 +148,23 @@ class Apollo(nn.Module):
             out = out + spec
         return out, after
 
-    def fill_gain(self, rows: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-        """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype,
-        from each item's bitrate row (config.fill_gain_db_told; row 0, unknown, gets config.fill_gain_db).
-        In float64 on the CPU before the cast, so a single gain scales exactly as a Python float would."""
+    def fill_gain(self, rows: torch.Tensor | None, limit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype.
+
+        rows (B*C,): each item's bitrate row (None: not told); limit (B*C,): its band limit in bins.
+        The gain is config.fill_gain_db_told's for its row (row 0, unknown, gets config.fill_gain_db),
+        and -1 (nothing written) where a told item's limit lies under config.dark_source_hz_told's
+        frequency for its row. In float64 on the CPU before the cast, so a single gain scales
+        exactly as a Python float would."""
         c = self.config
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
-        picked = gains[rows.cpu()] if rows is not None and c.fill_gain_db_told else gains[:1].expand(out.shape[0])
-        return (10 ** (picked / 20) - 1).to(out.device, out.dtype)[:, None, None, None]
+        told = rows is not None and bool(c.fill_gain_db_told)
+        change = 10 ** ((gains[rows.cpu()] if told else gains[:1].expand(out.shape[0])) / 20) - 1
+        if rows is not None and c.dark_source_hz_told:
+            edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
+            dark = limit.cpu().double() * c.sample_rate / c.window < edges
+            change = torch.where(dark, torch.full_like(change, -1.0), change)
+        return change.to(out.device, out.dtype)[:, None, None, None]
 
     def initial_history(self, batch: int) -> list[list[torch.Tensor]]:
         """The history restore_spectrum() starts a causal stream from: zero frames before it."""
