@@ -231,18 +231,27 @@ def _lowpassed(wav: np.ndarray, hz: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("uses", [{"keep_input_band": True}, {"fill_gain_db": 6.0},
-                                  {"fill_gain_db": 6.0, "correction_floor_db": -20.0}])
+                                  {"fill_gain_db": 6.0, "correction_floor_db": -20.0},
+                                  # told 48 kbps: the file (5 kHz) is not dark under 4.5 kHz, its first chunk (2 kHz) is
+                                  {"bitrate_classes": (24, 48), "dark_source_hz_told": (0.0, 4500.0)}])
 def test_band_limit_is_the_whole_files_so_chunks_equal_one_pass(level_checkpoints, tmp_path, uses):
     # the first chunk ends at 2 kHz, the file at 5 kHz: a chunk's own limit would differ
     wav = _music(9.0, seed=5)
     wav = np.concatenate([_lowpassed(wav[:, : 3 * SR], 2000), _lowpassed(wav[:, 3 * SR:], 5000)], axis=1)
     state, config = read_checkpoint(level_checkpoints[False])
+    config = dataclasses.replace(config, **uses)
+    bitrate = None
+    if config.bitrate_classes:
+        torch.manual_seed(0)
+        state["bitrate_embedding"] = 0.1 * torch.randn(len(config.bitrate_classes) + 1, config.num_bands,
+                                                       config.feature_dim)
+        bitrate = 48
     path = tmp_path / "band-limit.safetensors"
-    apollo.save_checkpoint(path, state, dataclasses.replace(config, **uses))
-    whole, _ = Restorer(path, device="cpu", segment=0).restore(wav, SR)
-    chunked, _ = Restorer(path, device="cpu", segment=3).restore(wav, SR)
+    apollo.save_checkpoint(path, state, config)
+    whole, _ = Restorer(path, device="cpu", segment=0).restore(wav, SR, bitrate=bitrate)
+    chunked, _ = Restorer(path, device="cpu", segment=3).restore(wav, SR, bitrate=bitrate)
     assert np.abs(chunked - whole).max() < 1e-5
-    first = Restorer(path, device="cpu", segment=0).restore(wav[:, : 3 * SR], SR)[0]
+    first = Restorer(path, device="cpu", segment=0).restore(wav[:, : 3 * SR], SR, bitrate=bitrate)[0]
     assert np.abs(first - whole[:, : 3 * SR]).max() > 1e-3  # restored alone, it is another limit
 
 
