@@ -1,15 +1,16 @@
 """Where does an MP3 end: at the codec's lowpass, or earlier, because the music was dark at the source?
 
     python benchmarks/source_edges.py --data corpus/real2 --corners none,1500,3000 \
-        --out docs/evaluations/source-edges-valid.json
+        --out docs/evaluations/source-edges-valid-real2.json
 
 A told model knows the bitrate, so it knows where the encoder's lowpass cuts (degrade.codec_cutoff_hz,
 measured on white noise). An input whose band limit lies far under that edge was dark before it was
 coded, and the band above it is not the codec's damage. This measures, for each validation excerpt
 as it is and lowpassed at the source (data.examples.darken, as benchmarks/dark_probe.py does), the
-band limit the generator itself finds (model.band_limit.input_band_limit, the rule that decides what
-is "above the limit") as a fraction of the codec's edge at each bitrate. Per (corner, kbps): that
-fraction's minimum, quartiles and maximum over the excerpts.
+band limit the generator itself finds (model.band_limit's rule, which decides what is "above the
+limit"; --quantile sets the quantile of the frames' levels it reads) as a fraction of the codec's
+edge at each bitrate. Per (corner, kbps): that fraction's minimum, quartiles and maximum over the
+excerpts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from probe_report import rounded, write_report
 from apollo import degrade, load_model
 from apollo.data.examples import darken
 from apollo.evaluate import make_excerpts
-from apollo.model.band_limit import input_band_limit
+from apollo.model.band_limit import LEVEL_QUANTILE, cells_to_db, frame_levels, item_band_limit
 
 RATE = 44100
 
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset folder; its validation split is used")
     parser.add_argument("--corners", default="none,1500,3000", help="lowpass corners in Hz ('none': as it is)")
     parser.add_argument("--bitrates", default="24,32,48,64,96,128")
+    parser.add_argument("--quantile", type=float, default=LEVEL_QUANTILE,
+                        help=f"a bin's level is this quantile of its frames' levels (default {LEVEL_QUANTILE}, the "
+                             "generator's; 0.99: the loudest frames, which the codec's holes do not empty)")
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args()
 
@@ -46,7 +50,10 @@ def main() -> None:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in bitrates:
                 coded = torch.from_numpy(degrade.mp3(clean, RATE, kbps))
-                limit = int(input_band_limit(model.stft(coded), channels=coded.shape[0])[0])
+                cells = frame_levels(model.stft(coded))  # (channels, T, F), as input_band_limit reads them
+                rank = int(args.quantile * (cells.shape[1] - 1))
+                level = cells_to_db(cells.kthvalue(rank + 1, dim=1).values)
+                limit = int(item_band_limit(level, channels=coded.shape[0])[0])
                 limit_hz = limit * RATE / model.config.window
                 rows.append(rounded({"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps,
                                      "limit_hz": limit_hz, "fraction": limit_hz / edges[kbps]}))
@@ -61,7 +68,7 @@ def main() -> None:
                  "median": float(np.median(got)), "q75": float(np.quantile(got, 0.75)), "max": float(got.max()),
                  "excerpts": len(got)})
     command = (f"python benchmarks/source_edges.py --data {args.data} --corners {args.corners} "
-               f"--bitrates {args.bitrates} --out {args.out}")
+               f"--bitrates {args.bitrates} --quantile {args.quantile} --out {args.out}")
     write_report(args.out, command, rows, summary)
 
 
