@@ -13,6 +13,7 @@ import torch
 from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
 from .inference import check_compile, check_precision, compile_blocks, with_precision
+from .model.band_limit import SOURCE_QUANTILE
 from .pretrained import built_in_path, load_model
 from .states import atomic_write
 from .threads import CpuShare
@@ -148,19 +149,21 @@ class Restorer:
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")
         wav = audio.resample(wav.astype(np.float32), int(rate), self.sample_rate)
-        gain, limit = self.whole_input(lambda: [wav], wav.shape[0])
+        gain, limit, source_limit = self.whole_input(lambda: [wav], wav.shape[0])
         out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain,
-                                                      bitrate=bitrate)), axis=1)
+                                                      bitrate=bitrate, source_limit=source_limit)), axis=1)
         out = out[0] if mono else (out.T.copy() if layout == "channels_last" else out)
         return (torch.from_numpy(out) if is_torch else out), self.sample_rate
 
-    def whole_input(self, blocks: Callable[[], Any], channels: int) -> tuple[float, torch.Tensor | None]:
-        """(level gain, band limit): what every chunk of one input must share, read from all of it.
+    def whole_input(self, blocks: Callable[[], Any],
+                    channels: int) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
+        """(level gain, band limit, source limit): what every chunk of one input must share, read from all of it.
 
         `blocks()` yields the input as (channels, n) blocks at the model's rate and is called once
         per pass needed: models with normalize_peak get the gain that brings the input's peak to
-        1 (level_gain; else 1.0), models that keep the input band get its limit, measured at that
-        level (else None). Given to every chunk, they make chunked output equal one-pass output.
+        1 (level_gain; else 1.0), models that use the input's band limit get it, measured at that
+        level (else None), and models with a dark-source rule the limit of its loudest frames
+        (SOURCE_QUANTILE; else None). Given to every chunk, they make chunked output equal one-pass output.
         """
         config = getattr(self.model, "config", None)  # any callable generator may stand in
         gain = level_gain(max((float(np.abs(b).max(initial=0.0)) for b in blocks()), default=0.0)) \
@@ -168,24 +171,25 @@ class Restorer:
         make = getattr(self.model, "file_band_levels", None)
         levels = make(channels) if make is not None else None
         if levels is None:
-            return gain, None
+            return gain, None, None
         for block in at_level(blocks(), gain):
             levels.add(block)
-        return gain, levels.limit()
+        source = levels.limit(SOURCE_QUANTILE) if getattr(config, "dark_source_hz_told", ()) else None
+        return gain, levels.limit(), source
 
     def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
                        band_limit: torch.Tensor | None = None, gain: float = 1.0,
-                       bitrate: float | None = None) -> Any:
+                       bitrate: float | None = None, source_limit: torch.Tensor | None = None) -> Any:
         """Streams (channels, n) blocks at the model's rate through the chunked model.
 
-        band_limit and gain: the whole input's (whole_input); without them each chunk is
-        restored at its own level and, for models that keep the input band, with its own limit.
+        band_limit, source_limit and gain: the whole input's (whole_input); without them each chunk
+        is restored at its own level and, for models that use the input's band limit, with its own.
         bitrate: the input's MP3 bitrate in kbps, given to models told it (else unknown).
         """
         restored = restore_stream(self.model, at_level(blocks, gain), self.plan, channels, self.device,
                                   self.batch_size, on_progress, band_limit,
                                   self.cpu_share.update if self.cpu_share else None,
-                                  bitrate if self.told_bitrate else None)
+                                  bitrate if self.told_bitrate else None, source_limit)
         if gain == 1.0:
             return restored
         return (block / np.float32(gain) for block in restored)
@@ -227,12 +231,13 @@ class Restorer:
             return audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
 
         # first decoding passes for the whole file's level and band limit, where the model needs them
-        gain, limit = self.whole_input(decoded, info.channels)
+        gain, limit, source_limit = self.whole_input(decoded, info.channels)
         # decoding and resampling run one thread ahead of the model
         blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
         restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain,
+                                       source_limit=source_limit,
                                        bitrate=(audio.mp3_bitrate(info) if bitrate is None else bitrate)
                                        if self.told_bitrate else None)
 

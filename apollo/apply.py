@@ -114,6 +114,7 @@ def restore_stream(
     band_limit: torch.Tensor | None = None,
     before_forward: Callable[[], object] | None = None,
     bitrate: float | None = None,
+    source_limit: torch.Tensor | None = None,
 ) -> Iterator[np.ndarray]:
     """Restores a stream of (channels, n) blocks at the model's rate; yields restored blocks.
 
@@ -122,12 +123,14 @@ def restore_stream(
     limit for models that keep the input band (FileBandLevels): every chunk then uses it.
     before_forward() runs before each forward pass (threads.CpuShare.update). bitrate: the input's
     nominal MP3 bitrate in kbps, for models told it (ApolloConfig.bitrate_classes); None: unknown.
+    source_limit (1,): the whole file's band limit in its loudest frames, for models with a
+    dark-source rule (ApolloConfig.dark_source_hz_told).
     """
     if plan.segment == 0:
         data = np.concatenate(list(blocks), axis=1)
         if before_forward:
             before_forward()
-        out = _run(model, [data], device, band_limit, bitrate)[0]
+        out = _run(model, [data], device, band_limit, bitrate, source_limit)[0]
         if on_progress:
             on_progress(data.shape[1])
         yield out
@@ -150,7 +153,7 @@ def restore_stream(
             del pending[:n]
             if before_forward:
                 before_forward()
-            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit, bitrate)):
+            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit, bitrate, source_limit)):
                 start = chunk.keep_lo - chunk.lo
                 acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)
                 if chunk.release > done:
@@ -247,7 +250,8 @@ def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
 
 
 def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: torch.device | str,
-         band_limit: torch.Tensor | None = None, bitrate: float | None = None) -> list[np.ndarray]:
+         band_limit: torch.Tensor | None = None, bitrate: float | None = None,
+         source_limit: torch.Tensor | None = None) -> list[np.ndarray]:
     """One forward pass; digital silence in the input stays exactly silent in the output."""
     device = torch.device(device)
     with torch.inference_mode():
@@ -257,8 +261,12 @@ def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: t
         else:
             x = x.to(device)
         if bitrate is not None:  # only models told the bitrate take it (a plain callable may stand in)
-            y = model(x, None if band_limit is None else band_limit.expand(len(chunks)),
-                      torch.full((len(chunks),), float(bitrate), device=device))
+            told = torch.full((len(chunks),), float(bitrate), device=device)
+            limit = None if band_limit is None else band_limit.expand(len(chunks))
+            if source_limit is None:
+                y = model(x, limit, told)
+            else:
+                y = model(x, limit, told, source_limit=source_limit.expand(len(chunks)))
         elif band_limit is None:
             y = model(x)
         else:

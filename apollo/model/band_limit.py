@@ -24,6 +24,12 @@ QUIET_DB = 50.0
 # frames between (so a cliff of the chords' harmonics came out deeper than the codec's); the
 # click at a chunk's cut edge fills one frame in hundreds, which the quantile ignores.
 LEVEL_QUANTILE = 0.9
+# Whether a source was dark before it was coded is read from its loudest frames instead: at low
+# bitrates an encoder empties the top few kHz under its edge in most frames (its holes), which
+# puts the LEVEL_QUANTILE limit of bright music far under the edge (2.25 of 5.7 kHz at 32 kbps,
+# docs/default-model.md, "Dark at the source"), while a source dark at its origin has nothing
+# there in any frame.
+SOURCE_QUANTILE = 0.99
 # A sharp cliff is as deep from any of the SLOPE_BINS bins before it: of the cliffs within this
 # much of the deepest, the last one is the band limit.
 NEAR_DB = 3.0
@@ -69,9 +75,9 @@ def frame_levels(spec: torch.Tensor) -> torch.Tensor:
     return ((db - LEVEL_FLOOR_DB) / LEVEL_STEP_DB).floor().long().clamp(0, LEVEL_CELLS - 1)
 
 
-def quantile_rank(frames: int) -> int:
-    """The 0-based rank of the LEVEL_QUANTILE frame among `frames` sorted levels."""
-    return int(LEVEL_QUANTILE * (frames - 1))
+def quantile_rank(frames: int, quantile: float = LEVEL_QUANTILE) -> int:
+    """The 0-based rank of the `quantile` frame among `frames` sorted levels."""
+    return int(quantile * (frames - 1))
 
 
 def cells_to_db(cells: torch.Tensor) -> torch.Tensor:
@@ -85,14 +91,15 @@ def item_band_limit(level_db: torch.Tensor, channels: int, margin_db: float = MA
     return band_limit(level_db.reshape(rows // channels, channels, bins).mean(1), margin_db)
 
 
-def input_band_limit(spec: torch.Tensor, channels: int) -> torch.Tensor:
+def input_band_limit(spec: torch.Tensor, channels: int, quantile: float = LEVEL_QUANTILE) -> torch.Tensor:
     """(B*C, T, F, 2) spectrum -> (B,) band limits from the spectrum's own frames.
 
     A bin's level is a high quantile (LEVEL_QUANTILE) of its per-frame levels: heard if a
     fifth of the frames have it, unmoved by the click at a chunk's cut edge in one.
+    SOURCE_QUANTILE gives the limit of the loudest frames.
     """
     cells = frame_levels(spec)  # (rows, T, F)
-    rank = quantile_rank(cells.shape[1])
+    rank = quantile_rank(cells.shape[1], quantile)
     level = cells_to_db(cells.kthvalue(rank + 1, dim=1).values)  # (rows, F)
     return item_band_limit(level, channels)
 
@@ -132,9 +139,12 @@ class FileBandLevels:
         self.head: list[torch.Tensor] = []  # the first samples, until the front padding can be built
         self.padded: torch.Tensor | None = None  # the padded signal from frame `frames` on
         self.length = 0
+        self.finished = False
 
     def add(self, block: object) -> None:
         """Counts the frames that `block` (channels, n) completes."""
+        if self.finished:
+            raise RuntimeError("FileBandLevels: add() after levels() or limit(), which end the file")
         block = torch.as_tensor(block, dtype=torch.float32)
         self.length += block.shape[1]
         if self.padded is None:
@@ -168,12 +178,23 @@ class FileBandLevels:
         self.frames += frames
         self.padded = self.padded[:, frames * self.hop:]
 
-    def limit(self) -> torch.Tensor:
-        """The file's band limit, a (1,) bin index; call after the last block."""
-        return item_band_limit(self.levels(), self.channels)
+    def limit(self, quantile: float = LEVEL_QUANTILE) -> torch.Tensor:
+        """The file's band limit, a (1,) bin index, as input_band_limit reads it at `quantile`;
+        call after the last block."""
+        return item_band_limit(self.levels(quantile), self.channels)
 
-    def levels(self) -> torch.Tensor:
-        """(channels, F) levels in dB, as input_band_limit takes them; call after the last block."""
+    def levels(self, quantile: float = LEVEL_QUANTILE) -> torch.Tensor:
+        """(channels, F) levels in dB, as input_band_limit takes them; call after the last block
+        (then as often as wanted, at any quantile)."""
+        if not self.finished:
+            self._finish()
+        counts = self.counts.reshape(self.channels, self.bins, LEVEL_CELLS)
+        cells = (counts.cumsum(-1) > quantile_rank(self.frames, quantile)).int().argmax(-1)  # the rank's cell
+        return cells_to_db(cells)
+
+    def _finish(self) -> None:
+        """Counts the frames the end padding completes (once, after the last block)."""
+        self.finished = True
         length = self.length
         if self.padded is None:  # at most one window long: zero-padded to one, as the generator does
             head = torch.cat(self.head, dim=1) if self.head else torch.zeros(self.channels, 0)
@@ -182,9 +203,6 @@ class FileBandLevels:
         self.padded = torch.cat([self.padded, self.padded[:, -self.half - 1:-1].flip(1)], dim=1)
         total = 1 + (length + 2 * self.half - self.window) // self.hop  # torch.stft(center=True)'s count
         self._count(total - self.frames)
-        counts = self.counts.reshape(self.channels, self.bins, LEVEL_CELLS)
-        cells = (counts.cumsum(-1) > quantile_rank(self.frames)).int().argmax(-1)  # the rank's cell
-        return cells_to_db(cells)
 
 
 # The written band is capped by the kept band's top this many bins (1 kHz at 20-ms windows) ...

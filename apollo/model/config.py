@@ -49,10 +49,11 @@ class ApolloConfig:
     # under at 24-32 kbps, within 3 dB at 48; docs/default-model.md, "A louder fill per bitrate").
     fill_gain_db_told: tuple[float, ...] = ()
     # Set (needs bitrate_classes and residual): one frequency in Hz per entry of bitrate_classes (0:
-    # none). A told input whose band limit lies under it ended there at the source, well before
-    # the encoder's lowpass at that bitrate, so the band above is not the codec's damage, and
-    # nothing is written above the limit: it keeps the input there (docs/default-model.md,
-    # "Dark at the source"). The encoder's edge comes from degrade.codec_cutoff_hz at export.
+    # none). A told input whose band limit in its loudest frames (band_limit.SOURCE_QUANTILE) lies
+    # under it ended there at the source, well before the encoder's lowpass at that bitrate, so
+    # the band above is not the codec's damage, and nothing is written above its band limit: it
+    # keeps the input there (docs/default-model.md, "Dark at the source"). The encoder's edge
+    # comes from degrade.codec_cutoff_hz at export.
     dark_source_hz_told: tuple[float, ...] = ()
     # Set (needs residual): the part of a correction that is out of phase with the input cell it
     # is added to is dropped softly when it is more than this many dB under that cell (gain

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .band_limit import FileBandLevels, cap_to_band_edge, emptied_band_mask, input_band_limit
+from .band_limit import SOURCE_QUANTILE, FileBandLevels, cap_to_band_edge, emptied_band_mask, input_band_limit
 from .band_reconstruction import BandReconstruction, drop_small_corrections
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
@@ -86,13 +86,15 @@ class Apollo(nn.Module):
         return torch.where(kbps > 0, nearest, torch.zeros_like(nearest))
 
     def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None,
-                bitrate: torch.Tensor | None = None) -> torch.Tensor:
+                bitrate: torch.Tensor | None = None, source_limit: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, channels, samples) -> the same shape, restored.
 
         band_limit (batch,) is each item's input band limit (FileBandLevels) for models that
         keep the input band: pass the whole file's when `wav` is a chunk of it. Without it the
         limit comes from `wav` itself. bitrate (batch,) is each item's nominal MP3 bitrate in
-        kbps (0: unknown), for models with config.bitrate_classes; others ignore it.
+        kbps (0: unknown), for models with config.bitrate_classes; others ignore it. source_limit
+        (batch,) is each item's band limit in its loudest frames (FileBandLevels.limit(SOURCE_QUANTILE)),
+        for models with config.dark_source_hz_told: pass the whole file's when `wav` is a chunk of it.
         """
         if wav.dim() != 3:
             raise ValueError(f"expected (batch, channels, samples), got shape {tuple(wav.shape)}")
@@ -103,19 +105,20 @@ class Apollo(nn.Module):
         if padded > length:
             x = F.pad(x, (0, padded - length))
         spec = self.stft(x)
-        out, _ = self.restore_spectrum(spec, channels, band_limit, bitrate=bitrate)
+        out, _ = self.restore_spectrum(spec, channels, band_limit, bitrate=bitrate, source_limit=source_limit)
         y = self.istft(out, padded)[:, :length]
         return y.reshape(batch, channels, length).to(wav.dtype)
 
     def restore_spectrum(self, spec: torch.Tensor, channels: int = 1, band_limit: torch.Tensor | None = None,
                          history: list | None = None,
-                         bitrate: torch.Tensor | None = None) -> tuple[torch.Tensor, list | None]:
+                         bitrate: torch.Tensor | None = None,
+                         source_limit: torch.Tensor | None = None) -> tuple[torch.Tensor, list | None]:
         """(B, T, F, 2) input spectrum -> (restored spectrum, history).
 
         The frame-wise core of forward(). `history` continues a causal model from the frames
         before `spec` (streaming.py): pass initial_history() at the start of a stream and the returned history
-        with the next frames. With history None nothing is carried over. bitrate: as forward()'s,
-        one per item of B // channels.
+        with the next frames. With history None nothing is carried over. bitrate and source_limit:
+        as forward()'s, one per item of B // channels.
         """
         z = self.band_split(spec)
         rows = None
@@ -137,7 +140,10 @@ class Apollo(nn.Module):
                 band_limit = input_band_limit(spec, channels)
             mask = emptied_band_mask(spec, channels, band_limit)
             if self.config.scales_fill:
-                out = out * (1 + self.fill_gain(rows, band_limit.repeat_interleave(channels), out) * mask)
+                if source_limit is None and self.config.dark_source_hz_told:
+                    source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
+                source = None if source_limit is None else source_limit.repeat_interleave(channels)
+                out = out * (1 + self.fill_gain(rows, source, out) * mask)
         if self.config.keep_input_band:
             out = out * mask
             if self.config.cap_emptied_band:
@@ -148,12 +154,14 @@ class Apollo(nn.Module):
             out = out + spec
         return out, after
 
-    def fill_gain(self, rows: torch.Tensor | None, limit: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def fill_gain(self, rows: torch.Tensor | None, source_limit: torch.Tensor | None,
+                  out: torch.Tensor) -> torch.Tensor:
         """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype.
 
-        rows (B*C,): each item's bitrate row (None: not told); limit (B*C,): its band limit in bins.
-        The gain is config.fill_gain_db_told's for its row (row 0, unknown, gets config.fill_gain_db),
-        and -1 (nothing written) where a told item's limit lies under config.dark_source_hz_told's
+        rows (B*C,): each item's bitrate row (None: not told); source_limit (B*C,): its band limit
+        in its loudest frames, in bins (needed with config.dark_source_hz_told). The gain is
+        config.fill_gain_db_told's for its row (row 0, unknown, gets config.fill_gain_db), and -1
+        (nothing written) where a told item's source limit lies under config.dark_source_hz_told's
         frequency for its row. In float64 on the CPU before the cast, so a single gain scales
         exactly as a Python float would."""
         c = self.config
@@ -161,8 +169,9 @@ class Apollo(nn.Module):
         told = rows is not None and bool(c.fill_gain_db_told)
         change = 10 ** ((gains[rows.cpu()] if told else gains[:1].expand(out.shape[0])) / 20) - 1
         if rows is not None and c.dark_source_hz_told:
+            assert source_limit is not None
             edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
-            dark = limit.cpu().double() * c.sample_rate / c.window < edges
+            dark = source_limit.cpu().double() * c.sample_rate / c.window < edges
             change = torch.where(dark, torch.full_like(change, -1.0), change)
         return change.to(out.device, out.dtype)[:, None, None, None]
 
