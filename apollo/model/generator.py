@@ -21,7 +21,8 @@ class Apollo(nn.Module):
 
     With ``config.residual`` the reconstruction is added to the input spectrum; with
     ``config.keep_input_band`` too, only above the input's band limit; ``config.fill_gain_db``
-    (``fill_gain_db_told`` per bitrate) scales what it writes above that limit.
+    (``fill_gain_db_told`` per bitrate) scales what it writes above that limit, and
+    ``dark_source_hz_told`` writes nothing there for an input that was dark before it was coded.
     """
 
     def __init__(self, config: ApolloConfig | None = None) -> None:
