@@ -141,7 +141,7 @@ class Apollo(nn.Module):
                 band_limit = input_band_limit(spec, channels)
             mask = emptied_band_mask(spec, channels, band_limit)
             if self.config.scales_fill:
-                if source_limit is None and self.config.dark_source_hz_told:
+                if source_limit is None and self.config.dark_source_hz_told and rows is not None:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 source = None if source_limit is None else source_limit.repeat_interleave(channels)
                 out = out * (1 + self.fill_gain(rows, source, out) * mask)
