@@ -383,6 +383,8 @@ def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge
     scaled = got[4:6, :, limit:] - spec[4:6, :, limit:]
     assert torch.allclose(scaled, written[4:6] * 10 ** (6 / 20), atol=1e-6)  # 128 kbps: not dark, its gain
     assert torch.equal(got[6:], plain[6:])  # unknown bitrate: no rule
+    with torch.inference_mode():  # nor for a batch of which none is told
+        assert torch.equal(ruled.restore_spectrum(spec, channels=2)[0], model.restore_spectrum(spec, channels=2)[0])
     with pytest.raises(ValueError, match="one frequency per bitrate_classes"):
         ApolloConfig(residual=True, **told, dark_source_hz_told=(9000.0,))
     with pytest.raises(ValueError, match="residual"):

@@ -141,7 +141,8 @@ class Apollo(nn.Module):
                 band_limit = input_band_limit(spec, channels)
             mask = emptied_band_mask(spec, channels, band_limit)
             if self.config.scales_fill:
-                if source_limit is None and self.config.dark_source_hz_told and rows is not None:
+                told = rows is not None and bool((rows > 0).any())  # row 0: unknown, which no rule reads
+                if source_limit is None and self.config.dark_source_hz_told and told:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 source = None if source_limit is None else source_limit.repeat_interleave(channels)
                 out = out * (1 + self.fill_gain(rows, source, out) * mask)
@@ -169,8 +170,7 @@ class Apollo(nn.Module):
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
         told = rows is not None and bool(c.fill_gain_db_told)
         change = 10 ** ((gains[rows.cpu()] if told else gains[:1].expand(out.shape[0])) / 20) - 1
-        if rows is not None and c.dark_source_hz_told:
-            assert source_limit is not None
+        if rows is not None and source_limit is not None and c.dark_source_hz_told:  # None: none told
             edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
             dark = source_limit.cpu().double() * c.sample_rate / c.window < edges
             change = torch.where(dark, torch.full_like(change, -1.0), change)
