@@ -5,12 +5,12 @@
 
 A told model knows the bitrate, so it knows where the encoder's lowpass cuts (degrade.codec_cutoff_hz,
 measured on white noise). An input whose band limit lies far under that edge was dark before it was
-coded, and the band above it is not the codec's damage. This measures, for each validation excerpt
-as it is and lowpassed at the source (data.examples.darken, as benchmarks/dark_probe.py does), the
-band limit the generator itself finds (model.band_limit's rule, which decides what is "above the
-limit"; --quantile sets the quantile of the frames' levels it reads) as a fraction of the codec's
-edge at each bitrate. Per (corner, kbps): that fraction's minimum, quartiles and maximum over the
-excerpts.
+coded, and the band above it is not the codec's damage. This measures, for an excerpt of each
+validation (or --split train) track as it is and lowpassed at the source (data.examples.darken, as
+benchmarks/dark_probe.py does), the band limit the generator itself finds (model.band_limit's rule,
+which decides what is "above the limit"; --quantile sets the quantile of the frames' levels it
+reads) as a fraction of the codec's edge at each bitrate. Per (corner, kbps): that fraction's
+minimum, quartiles and maximum over the excerpts.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ RATE = 44100
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="dataset folder; its validation split is used")
+    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--split", default="valid", choices=("train", "valid"),
+                        help="tracks to measure (default valid; train to choose a threshold on data no score reads)")
     parser.add_argument("--corners", default="none,1500,3000", help="lowpass corners in Hz ('none': as it is)")
     parser.add_argument("--bitrates", default="24,32,48,64,96,128")
     parser.add_argument("--quantile", type=float, default=LEVEL_QUANTILE,
@@ -45,7 +47,7 @@ def main() -> None:
     bitrates = [int(b) for b in args.bitrates.split(",")]
     edges = {kbps: degrade.codec_cutoff_hz(RATE, kbps) for kbps in bitrates}
     rows = []
-    for excerpt in make_excerpts(args.data, RATE, split="valid"):
+    for excerpt in make_excerpts(args.data, RATE, split=args.split):
         for corner in corners:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in bitrates:
@@ -67,7 +69,7 @@ def main() -> None:
                 {"codec_edge_hz": edges[kbps], "min": float(got.min()), "q25": float(np.quantile(got, 0.25)),
                  "median": float(np.median(got)), "q75": float(np.quantile(got, 0.75)), "max": float(got.max()),
                  "excerpts": len(got)})
-    command = (f"python benchmarks/source_edges.py --data {args.data} --corners {args.corners} "
+    command = (f"python benchmarks/source_edges.py --data {args.data} --split {args.split} --corners {args.corners} "
                f"--bitrates {args.bitrates} --quantile {args.quantile} --out {args.out}")
     write_report(args.out, command, rows, summary)
 
