@@ -24,7 +24,7 @@ from probe_report import rounded, write_report
 from apollo import degrade, load_model
 from apollo.data.examples import darken
 from apollo.evaluate import make_excerpts
-from apollo.model.band_limit import LEVEL_QUANTILE, cells_to_db, frame_levels, item_band_limit
+from apollo.model.band_limit import LEVEL_QUANTILE, input_band_limit
 
 RATE = 44100
 
@@ -52,10 +52,7 @@ def main() -> None:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in bitrates:
                 coded = torch.from_numpy(degrade.mp3(clean, RATE, kbps))
-                cells = frame_levels(model.stft(coded))  # (channels, T, F), as input_band_limit reads them
-                rank = int(args.quantile * (cells.shape[1] - 1))
-                level = cells_to_db(cells.kthvalue(rank + 1, dim=1).values)
-                limit = int(item_band_limit(level, channels=coded.shape[0])[0])
+                limit = int(input_band_limit(model.stft(coded), coded.shape[0], args.quantile)[0])
                 limit_hz = limit * RATE / model.config.window
                 rows.append(rounded({"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps,
                                      "limit_hz": limit_hz, "fraction": limit_hz / edges[kbps]}))
