@@ -168,8 +168,8 @@ class Apollo(nn.Module):
         exactly as a Python float would."""
         c = self.config
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
-        told = rows is not None and bool(c.fill_gain_db_told)
-        change = 10 ** ((gains[rows.cpu()] if told else gains[:1].expand(out.shape[0])) / 20) - 1
+        per_row = rows is not None and bool(c.fill_gain_db_told)
+        change = 10 ** ((gains[rows.cpu()] if per_row else gains[:1].expand(out.shape[0])) / 20) - 1
         if rows is not None and source_limit is not None and c.dark_source_hz_told:  # None: none told
             edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
             dark = source_limit.cpu().double() * c.sample_rate / c.window < edges
