@@ -38,14 +38,18 @@ class Excerpt:
 
 
 def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, per_track: int = 1,
-                  split: str = "test") -> list[Excerpt]:
-    """Test excerpts from a dataset folder (any layout the readers know), silence excluded."""
+                  split: str = "test", match: str | None = None) -> list[Excerpt]:
+    """Test excerpts from a dataset folder (any layout the readers know), silence excluded.
+
+    match keeps only the tracks whose name contains it (before any audio is read).
+    """
     from .data.cache import load_track
     from .data.readers import read_tracks
     from .data.silence import active_windows
 
     # a folder whose track names all hash to train is evaluated whole; a missing valid split is not
     chosen = read_tracks(data, split=split) or (read_tracks(data) if split == "test" else [])
+    chosen = [t for t in chosen if match is None or match in t.name]
     excerpts: list[Excerpt] = []
     for track in chosen:
         stems, mixture = load_track(track, rate)

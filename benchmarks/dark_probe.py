@@ -39,6 +39,9 @@ BANDS = ((2000, 4000), (4000, 8000), (8000, 16000))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset folder; its validation split is used")
+    parser.add_argument("--split", default="valid", choices=("train", "valid"),
+                        help="tracks to probe (train: to look at a training track without touching validation)")
+    parser.add_argument("--match", help="only the tracks whose name contains this")
     parser.add_argument("--checkpoint", nargs="+", default=["default"], help="models to compare")
     parser.add_argument("--corners", default="none,1500,3000", help="lowpass corners in Hz ('none': as it is)")
     parser.add_argument("--bitrates", default="24,48")
@@ -51,7 +54,7 @@ def main() -> None:
     restorers = {Path(c).stem: Restorer(c, device="cpu", threads=args.threads) for c in args.checkpoint}
     corners = [None if c == "none" else float(c) for c in args.corners.split(",")]
     rows = []
-    for excerpt in make_excerpts(args.data, RATE, split="valid"):
+    for excerpt in make_excerpts(args.data, RATE, split=args.split, match=args.match):
         for corner in corners:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in (int(b) for b in args.bitrates.split(",")):
@@ -72,7 +75,8 @@ def main() -> None:
                           " ".join(f"{v:+.1f}" for k, v in row.items() if k.startswith("level")), flush=True)
     keys = list(dict.fromkeys(k for row in rows for k in row if k in ("visqol", "edge_hz") or k.startswith("level_")))
     summary = summarise(rows, lambda r: f"{r['corner']}/{r['kbps']}/{r['system']}", keys)
-    command = (f"python benchmarks/dark_probe.py --data {args.data} --checkpoint {' '.join(args.checkpoint)} "
+    command = (f"python benchmarks/dark_probe.py --data {args.data} --split {args.split}"
+               f"{f' --match {args.match}' if args.match else ''} --checkpoint {' '.join(args.checkpoint)} "
                f"--corners {args.corners} --bitrates {args.bitrates}{' --untold' * args.untold} --out {args.out}")
     write_report(args.out, command, rows, summary)
 

@@ -166,6 +166,22 @@ def test_excerpts_tolerate_stems_longer_than_the_mixture(tmp_path):
     assert groups == ["multi_stem_vocals", "single_stem", "vocals"]
 
 
+def test_excerpts_keep_only_the_matching_tracks(tmp_path):
+    from apollo.evaluate import make_excerpts
+
+    t = np.arange(3 * SR) / SR
+    for name, freq in (("song_a", 300), ("song_b", 500)):
+        root = tmp_path / "musdb" / "test" / name
+        root.mkdir(parents=True)
+        mix = 0.2 * np.sin(2 * np.pi * freq * t)
+        sf.write(str(root / "mixture.wav"), np.stack([mix, mix], 1), SR)
+    every = make_excerpts(tmp_path / "musdb", seconds=2)
+    assert sorted(e.name.split("/")[0] for e in every) == ["song_a", "song_b"]
+    kept = make_excerpts(tmp_path / "musdb", seconds=2, match="_b")
+    assert [e.name for e in kept] == ["song_b/overall/0"]
+    assert make_excerpts(tmp_path / "musdb", seconds=2, match="nothing") == []
+
+
 def _musdb_track(folder, seed: int) -> None:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
