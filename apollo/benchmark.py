@@ -38,11 +38,15 @@ def macs_per_second(model: Apollo, channels: int = 1) -> float:
 
 def benchmark(checkpoint: str | None = None, config: str | None = None, seconds: float = 10.0,
               device: str = "cpu", channels: int = 2, repeats: int = 5, threads: int | None = None,
-              precision: str = "fp32", batch: int = 1, compile: bool = False) -> dict[str, Any]:
+              precision: str = "fp32", batch: int = 1, compile: bool = False,
+              bitrate: float | None = None) -> dict[str, Any]:
     """RTF = median seconds of compute per second of audio, after one warm-up run.
 
     batch > 1 times that many clips of `seconds` in one forward pass (GPU throughput); the RTF
-    is still per second of audio, so it is the time per batch over batch x seconds.
+    is still per second of audio, so it is the time per batch over batch x seconds. bitrate
+    tells a model told bitrates (config.bitrate_classes) the clips' MP3 kbps, as `apollo restore`
+    tells it an MP3's: the path an MP3 input takes (with the default's dark-source rule, the
+    limit of the loudest frames is found too); others ignore it.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -68,6 +72,8 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         model = compile_blocks(model)  # compiled during the warm-up run, which is not timed
     model = with_precision(model, precision, dev)
     wav = torch.randn(batch, channels, int(seconds * model.config.sample_rate), device=dev) * 0.1
+    told = bitrate is not None and bool(model.config.bitrate_classes)
+    kbps = torch.full((batch,), float(bitrate), device=dev) if told else None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times = []
@@ -76,7 +82,7 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             start = time.perf_counter()
-            model(wav)
+            model(wav, bitrate=kbps)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             if i:
@@ -90,6 +96,7 @@ def benchmark(checkpoint: str | None = None, config: str | None = None, seconds:
         "precision": precision,
         "batch": batch,
         "compiled": compile,
+        "bitrate": bitrate if told else None,
         "macs_per_second_mono": macs,
         "gmacs_per_second_stereo": round(2 * macs / 1e9, 2),
         "seconds": seconds,

@@ -391,7 +391,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     try:
         result = benchmark(args.checkpoint, args.config, seconds=args.seconds, device=args.device,
                            channels=args.channels, repeats=args.repeats, threads=args.threads,
-                           precision=args.precision, batch=args.batch, compile=args.compile)
+                           precision=args.precision, batch=args.batch, compile=args.compile,
+                           bitrate=args.bitrate)
     except ValueError as err:
         return _fail(str(err), 2)
     if args.json:
@@ -401,7 +402,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
               f"{result['gmacs_per_second_stereo']} GMAC per stereo second")
         print(f"RTF {result['rtf']:.3f} ({result['ms_per_second']} ms per second of audio) on {result['device']}, "
               f"{result['precision']}, {result['threads']} threads, batch {result['batch']} x {result['seconds']} s x "
-              f"{result['channels']} ch, median of {result['repeats']}; peak memory {result['peak_memory_mb']} MB")
+              f"{result['channels']} ch, median of {result['repeats']}; peak memory {result['peak_memory_mb']} MB"
+              + (f"; told {result['bitrate']:g} kbps" if result["bitrate"] else ""))
     return 0
 
 
@@ -672,6 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(default: 5)")
     bench.add_argument("--batch", type=int, default=1, help="clips per forward pass (GPU throughput; default: 1)")
     bench.add_argument("--threads", type=_thread_count, help="CPU threads for the model (default: PyTorch's choice)")
+    bench.add_argument("--bitrate", type=_kbps, metavar="KBPS",
+                       help="time the path of an MP3 input of this bitrate, told to the model as apollo restore "
+                            "tells it (default: unknown, as WAV/FLAC input); models not told bitrates ignore it")
     _add_speed_options(bench)
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     bench.set_defaults(func=_cmd_benchmark)

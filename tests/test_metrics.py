@@ -148,6 +148,20 @@ def test_benchmark_json(capsys):
     assert result["gmacs_per_second_stereo"] == pytest.approx(2 * result["macs_per_second_mono"] / 1e9, rel=1e-2)
 
 
+def test_benchmark_times_the_told_path_of_models_told_bitrates(capsys):
+    # the default is told an MP3's bitrate (apollo restore reads it from the frame headers): --bitrate
+    # times that path; a model not told bitrates ignores it, and the JSON says which was timed
+    args = ["benchmark", "--seconds", "0.5", "--repeats", "1", "--json", "--bitrate", "64"]
+    assert main([*args, "--checkpoint", "default"]) == 0
+    assert json.loads(capsys.readouterr().out)["bitrate"] == 64
+    assert main([*args, "--config", "tiny"]) == 0
+    assert json.loads(capsys.readouterr().out)["bitrate"] is None
+    assert main(["benchmark", "--config", "tiny", "--seconds", "0.5", "--repeats", "1"]) == 0
+    assert "told" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "400", "--config", "tiny"])
+
+
 def test_excerpts_tolerate_stems_longer_than_the_mixture(tmp_path):
     from apollo.audio import fit_length
     from apollo.evaluate import make_excerpts
