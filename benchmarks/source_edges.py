@@ -11,6 +11,11 @@ benchmarks/dark_probe.py does), the band limit the generator itself finds (model
 which decides what is "above the limit"; --quantile sets the quantile of the frames' levels it
 reads) as a fraction of the codec's edge at each bitrate. Per (corner, kbps): that fraction's
 minimum, quartiles and maximum over the excerpts.
+
+Each row also has `rolloff_db`: how far the level (at --quantile, channels averaged) falls from the
+octave under the limit (0.5-0.6 of it) to the top of the band (0.85-1.0 of it). An encoder's lowpass
+or its holes cut the music off where it stands; a source dark before the codec fades out before it
+ends, which may tell the two apart where the limit alone cannot (32-48 kbps).
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ from probe_report import rounded, write_report
 from apollo import degrade, load_model
 from apollo.data.examples import darken
 from apollo.evaluate import make_excerpts
-from apollo.model.band_limit import LEVEL_QUANTILE, input_band_limit
+from apollo.model.band_limit import LEVEL_QUANTILE, input_levels, item_band_limit
 
 RATE = 44100
+
+
+def rolloff_db(level_db: torch.Tensor, limit: int) -> float:
+    """Mean level (dB) over 0.5-0.6 of the limit bin less the mean over 0.85-1.0 of it."""
+    low = level_db[int(0.5 * limit):int(0.6 * limit) + 1].mean()
+    top = level_db[int(0.85 * limit):limit + 1].mean()
+    return float(low - top)
 
 
 def main() -> None:
@@ -52,20 +64,26 @@ def main() -> None:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in bitrates:
                 coded = torch.from_numpy(degrade.mp3(clean, RATE, kbps))
-                limit = int(input_band_limit(model.stft(coded), coded.shape[0], args.quantile)[0])
+                levels = input_levels(model.stft(coded), args.quantile)  # (channels, F)
+                limit = int(item_band_limit(levels, coded.shape[0])[0])
                 limit_hz = limit * RATE / model.config.window
+                rolloff = rolloff_db(levels.mean(0), limit)
                 rows.append(rounded({"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps,
-                                     "limit_hz": limit_hz, "fraction": limit_hz / edges[kbps]}))
+                                     "limit_hz": limit_hz, "fraction": limit_hz / edges[kbps],
+                                     "rolloff_db": rolloff}))
                 print(excerpt.name.split("/")[-3][:24], corner, kbps, f"{limit_hz:.0f} Hz",
-                      f"{limit_hz / edges[kbps]:.2f} of {edges[kbps]:.0f}", flush=True)
+                      f"{limit_hz / edges[kbps]:.2f} of {edges[kbps]:.0f}", f"rolloff {rolloff:.1f} dB", flush=True)
     summary = {}
     for corner in corners:
         for kbps in bitrates:
-            got = np.array([r["fraction"] for r in rows if r["corner"] == (corner or "none") and r["kbps"] == kbps])
+            chosen = [r for r in rows if r["corner"] == (corner or "none") and r["kbps"] == kbps]
+            got = np.array([r["fraction"] for r in chosen])
+            fall = np.array([r["rolloff_db"] for r in chosen])
             summary[f"{corner or 'none'}/{kbps}"] = rounded(
                 {"codec_edge_hz": edges[kbps], "min": float(got.min()), "q25": float(np.quantile(got, 0.25)),
                  "median": float(np.median(got)), "q75": float(np.quantile(got, 0.75)), "max": float(got.max()),
-                 "excerpts": len(got)})
+                 "excerpts": len(got), "rolloff_db_min": float(fall.min()),
+                 "rolloff_db_median": float(np.median(fall)), "rolloff_db_max": float(fall.max())})
     command = (f"python benchmarks/source_edges.py --data {args.data} --split {args.split} --corners {args.corners} "
                f"--bitrates {args.bitrates} --quantile {args.quantile} --out {args.out}")
     write_report(args.out, command, rows, summary)

@@ -57,3 +57,17 @@ def test_gain_probe_measures_the_level_an_encoding_gives_back():
     assert probe.gain_back(wav, probe.coded(wav, "vbr2")) == pytest.approx(1.0, rel=5e-3)
     with pytest.raises(ValueError, match="unknown encoding"):
         probe.coded(wav, "aac128")
+
+
+def test_source_edges_rolloff_tells_a_cliff_from_a_fade():
+    import pytest
+    import torch
+
+    edges = load_script("benchmarks/source_edges.py")
+    flat = torch.full((513,), -20.0)
+    flat[200:] = -120.0  # the music stands at -20 dB up to bin 199, then an encoder's cliff
+    assert edges.rolloff_db(flat, 199) == pytest.approx(0.0)
+    fade = flat.clone()
+    fade[:200] = -20.0 - 0.2 * torch.arange(200.0)  # 0.2 dB per bin: a source fading before it ends
+    # 0.5-0.6 of the limit (bins 99-119) against 0.85-1.0 (bins 169-199): 0.2 x (184 - 109) dB
+    assert edges.rolloff_db(fade, 199) == pytest.approx(15.0, abs=0.1)

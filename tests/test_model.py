@@ -228,6 +228,7 @@ def test_file_band_levels_from_blocks_equal_one_stft_over_the_file(seconds):
         cells_to_db,
         frame_levels,
         input_band_limit,
+        input_levels,
         quantile_rank,
     )
 
@@ -239,6 +240,7 @@ def test_file_band_levels_from_blocks_equal_one_stft_over_the_file(seconds):
     spec = model.stft(x)
     cells = frame_levels(spec)
     expected = cells_to_db(cells.kthvalue(quantile_rank(cells.shape[1]) + 1, dim=1).values)
+    assert torch.equal(input_levels(spec), expected)  # the levels input_band_limit reads
     rng = np.random.default_rng(samples)
     levels = FileBandLevels(config.window, config.hop, channels=2)
     pos = 0

@@ -98,10 +98,15 @@ def input_band_limit(spec: torch.Tensor, channels: int, quantile: float = LEVEL_
     fifth of the frames have it, unmoved by the click at a chunk's cut edge in one.
     SOURCE_QUANTILE gives the limit of the loudest frames.
     """
+    return item_band_limit(input_levels(spec, quantile), channels)
+
+
+def input_levels(spec: torch.Tensor, quantile: float = LEVEL_QUANTILE) -> torch.Tensor:
+    """(rows, T, F, 2) spectrum -> (rows, F) levels in dB: each bin's `quantile` of its frames'
+    levels, on the grid FileBandLevels counts (what input_band_limit reads)."""
     cells = frame_levels(spec)  # (rows, T, F)
     rank = quantile_rank(cells.shape[1], quantile)
-    level = cells_to_db(cells.kthvalue(rank + 1, dim=1).values)  # (rows, F)
-    return item_band_limit(level, channels)
+    return cells_to_db(cells.kthvalue(rank + 1, dim=1).values)
 
 
 def emptied_band_mask(spec: torch.Tensor, channels: int, limit: torch.Tensor | None = None) -> torch.Tensor:
