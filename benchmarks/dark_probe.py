@@ -38,7 +38,7 @@ BANDS = ((2000, 4000), (4000, 8000), (8000, 16000))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="dataset folder; its validation split is used")
+    parser.add_argument("--data", required=True, help="dataset folder; its validation split unless --split train")
     parser.add_argument("--split", default="valid", choices=("train", "valid"),
                         help="tracks to probe (train: to look at a training track without touching validation)")
     parser.add_argument("--match", help="only the tracks whose name contains this")
