@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="dataset folder; its validation split unless --split train")
     parser.add_argument("--split", default="valid", choices=("train", "valid"),
                         help="tracks to probe (train: to look at a training track without touching validation)")
-    parser.add_argument("--match", help="only the tracks whose name contains this")
+    parser.add_argument("--match", help="only the tracks whose name contains one of these (comma-separated)")
     parser.add_argument("--checkpoint", nargs="+", default=["default"], help="models to compare")
     parser.add_argument("--corners", default="none,1500,3000", help="lowpass corners in Hz ('none': as it is)")
     parser.add_argument("--bitrates", default="24,48")
@@ -54,7 +54,9 @@ def main() -> None:
     restorers = {Path(c).stem: Restorer(c, device="cpu", threads=args.threads) for c in args.checkpoint}
     corners = [None if c == "none" else float(c) for c in args.corners.split(",")]
     rows = []
-    for excerpt in make_excerpts(args.data, RATE, split=args.split, match=args.match):
+    names = args.match.split(",") if args.match else [None]
+    excerpts = {e.name: e for name in names for e in make_excerpts(args.data, RATE, split=args.split, match=name)}
+    for excerpt in excerpts.values():
         for corner in corners:
             clean = darken(excerpt.audio, corner, RATE)
             for kbps in (int(b) for b in args.bitrates.split(",")):
