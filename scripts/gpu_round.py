@@ -53,7 +53,9 @@ OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
 RETURNED = "returned.txt"  # in the run folder: the kept generators a call has already sent back
-SHIPPED_AS = ("normalize_peak=true", "correction_floor_db=-6")  # the export settings of the default since v5
+# the export settings of the default: since v5 the first two; since v10 the dark-source rule, which the
+# rounds train without (configs/apollo-default-gpu-next.yaml), as they train without the floor
+SHIPPED_AS = ("normalize_peak=true", "correction_floor_db=-6", "dark_source_hz_told=[0,0,5870,8430,11555,12629]")
 
 
 # -- here: pack ---------------------------------------------------------------------------------
@@ -502,8 +504,8 @@ def main() -> None:
     c.add_argument("returned", type=Path, help="the round's $OUT, as fetched")
     c.add_argument("dest", type=Path)
     c.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
-                   help="model config for the exports (default: normalize_peak=true correction_floor_db=-6, as "
-                        "the default is shipped)")
+                   help="model config for the exports (default: normalize_peak=true correction_floor_db=-6 "
+                        "dark_source_hz_told=[0,0,5870,8430,11555,12629], as the default is shipped)")
     args = parser.parse_args()
     if args.command == "pack":
         try:
