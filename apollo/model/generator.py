@@ -137,8 +137,6 @@ class Apollo(nn.Module):
                 z = block(z)
         out = self.band_reconstruction(z)
         if self.config.uses_band_limit:
-            if band_limit is None:
-                band_limit = input_band_limit(spec, channels)
             mask = emptied_band_mask(spec, channels, band_limit)
             if self.config.scales_fill:
                 told = rows is not None and bool((rows > 0).any())  # row 0: unknown, which no rule reads
