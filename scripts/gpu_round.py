@@ -53,9 +53,20 @@ OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
 RETURNED = "returned.txt"  # in the run folder: the kept generators a call has already sent back
-# the export settings of the default: since v5 the first two; since v10 the dark-source rule, which the
-# rounds train without (configs/apollo-default-gpu-next.yaml), as they train without the floor
-SHIPPED_AS = ("normalize_peak=true", "correction_floor_db=-6", "dark_source_hz_told=[0,0,5870,8430,11555,12629]")
+# the export settings of the default (normalize_peak, correction_floor_db since v5, dark_source_hz_told since
+# v10): the rounds train without the last two (configs/apollo-default-gpu-next.yaml), exports set them again
+SHIPPED_FIELDS = ("normalize_peak", "correction_floor_db", "dark_source_hz_told")
+
+
+def shipped_as() -> list[str]:
+    """SHIPPED_FIELDS as the shipped default's file has them, as export --set items (values in JSON, which
+    YAML reads)."""
+    from apollo.pretrained import built_in_path
+    from apollo.states import read_checkpoint
+
+    config = read_checkpoint(built_in_path("default"))[1]
+    values = {name: getattr(config, name) for name in SHIPPED_FIELDS}
+    return [f"{name}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for name, v in values.items()]
 
 
 # -- here: pack ---------------------------------------------------------------------------------
@@ -504,8 +515,8 @@ def main() -> None:
     c.add_argument("returned", type=Path, help="the round's $OUT, as fetched")
     c.add_argument("dest", type=Path)
     c.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
-                   help="model config for the exports (default: normalize_peak=true correction_floor_db=-6 "
-                        "dark_source_hz_told=[0,0,5870,8430,11555,12629], as the default is shipped)")
+                   help="model config for the exports (default: normalize_peak, correction_floor_db and "
+                        "dark_source_hz_told as the shipped default has them)")
     args = parser.parse_args()
     if args.command == "pack":
         try:
@@ -520,7 +531,7 @@ def main() -> None:
                      more=args.more))
     elif args.command == "candidates":
         try:
-            for path in candidates(args.returned, args.dest, args.set or list(SHIPPED_AS)):
+            for path in candidates(args.returned, args.dest, args.set or shipped_as()):
                 print(path)
         except ValueError as err:
             parser.error(str(err))

@@ -216,7 +216,7 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert grown.config.dark_source_hz_told == ()  # trained without the default's inference rule
     assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
     # every returned generator, exported as the default is shipped, ready to score
-    written = gpu_round.candidates(out, tmp_path / "candidates", list(gpu_round.SHIPPED_AS))
+    written = gpu_round.candidates(out, tmp_path / "candidates", gpu_round.shipped_as())
     assert [p.name for p in written] == ["step000001.safetensors", "step000002.safetensors",
                                          "step000003.safetensors", "last.safetensors"]
     last, third = (apollo.load_model(tmp_path / "candidates" / f"{n}.safetensors") for n in ("last", "step000003"))
