@@ -93,7 +93,7 @@ class StreamingRestorer:
         """Ends the stream: returns the last `latency` output samples (the type of the blocks
         given), then reset()s."""
         received = self._received
-        padded = max(received, self._window_size)  # Apollo.forward pads short inputs to a window
+        padded = self.model.padded_length(received)  # as Apollo.forward pads the input's end
         total = 1 + (padded + 2 * self._pad - self._window_size) // self._hop  # frames of the offline STFT
         zeros = torch.zeros(self.channels, padded - received + self._pad, device=self.device)
         self._input = torch.cat([self._input, zeros], dim=1)

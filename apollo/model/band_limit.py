@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from .framing import pad_end, padded_length, reflects_end
+
 # A cliff must fall at least this far to count as the codec's.
 MARGIN_DB = 15.0
 # Median over this many bins: the stopband of a decoded MP3 has isolated spurs.
@@ -130,7 +132,7 @@ class FileBandLevels:
     """A file's band limit from a stream of (channels, n) blocks, in flat memory.
 
     The frames are exactly those of one STFT over the whole file as the generator takes it
-    (centred, reflect-padded, zero-padded to one window if shorter), so chunked restoration
+    (centred, reflect-padded, the end padded as framing.py says), so chunked restoration
     uses the limit a one-pass restoration computes for itself. Levels are counted in a
     histogram per channel and bin (LEVEL_CELLS cells), not kept per frame.
     """
@@ -200,11 +202,13 @@ class FileBandLevels:
     def _finish(self) -> None:
         """Counts the frames the end padding completes (once, after the last block)."""
         self.finished = True
-        length = self.length
-        if self.padded is None:  # at most one window long: zero-padded to one, as the generator does
+        length = padded_length(self.length, self.window, self.hop)  # the end as the generator pads it
+        reflect = reflects_end(self.length, self.window, causal=False)
+        if self.padded is None:  # at most one window long
             head = torch.cat(self.head, dim=1) if self.head else torch.zeros(self.channels, 0)
-            length = max(length, self.window)
-            self.padded = self._front(torch.nn.functional.pad(head, (0, length - head.shape[1])))
+            self.padded = self._front(pad_end(head, length - head.shape[1], reflect))
+        else:
+            self.padded = pad_end(self.padded, length - self.length, reflect)
         self.padded = torch.cat([self.padded, self.padded[:, -self.half - 1:-1].flip(1)], dim=1)
         total = 1 + (length + 2 * self.half - self.window) // self.hop  # torch.stft(center=True)'s count
         self._count(total - self.frames)

@@ -6,7 +6,6 @@ import dataclasses
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .band_limit import SOURCE_QUANTILE, FileBandLevels, cap_to_band_edge, emptied_band_mask, input_band_limit
@@ -14,6 +13,7 @@ from .band_reconstruction import BandReconstruction, drop_small_corrections
 from .band_sequence import BandSequenceBlock
 from .band_split import BandSplit
 from .config import ApolloConfig
+from .framing import pad_end, padded_length, reflects_end
 
 
 class Apollo(nn.Module):
@@ -75,6 +75,10 @@ class Apollo(nn.Module):
             center=True, normalized=False, onesided=True, length=length,
         )
 
+    def padded_length(self, length: int) -> int:
+        """Samples forward() transforms for an input of `length` (framing.padded_length)."""
+        return padded_length(length, self.config.window, self.config.hop)
+
     def bitrate_index(self, bitrate: torch.Tensor | None, batch: int) -> torch.Tensor:
         """Rows of the bitrate embedding for nominal bitrates `bitrate` (batch,) in kbps: the
         nearest of config.bitrate_classes on a log scale (320 kbps reads as the highest class), 0
@@ -101,10 +105,8 @@ class Apollo(nn.Module):
             raise ValueError(f"expected (batch, channels, samples), got shape {tuple(wav.shape)}")
         batch, channels, length = wav.shape
         x = wav.reshape(batch * channels, length)
-        # reflect padding needs more samples than half a window: zero-pad very short inputs
-        padded = max(length, self.config.window)
-        if padded > length:
-            x = F.pad(x, (0, padded - length))
+        padded = self.padded_length(length)
+        x = pad_end(x, padded - length, reflects_end(length, self.config.window, self.config.causal))
         spec = self.stft(x)
         out, _ = self.restore_spectrum(spec, channels, band_limit, bitrate=bitrate, source_limit=source_limit)
         y = self.istft(out, padded)[:, :length]
