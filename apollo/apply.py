@@ -45,8 +45,9 @@ class ChunkPlan:
     @classmethod
     def from_seconds(cls, config: ApolloConfig, segment: float, crossfade: float = 0.05,
                      context: float | None = None) -> "ChunkPlan":
-        if segment < 0 or crossfade < 0 or (context is not None and context < 0):
-            raise ValueError("segment, crossfade and context must not be negative")
+        values = (segment, crossfade) if context is None else (segment, crossfade, context)
+        if not all(np.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"segment, crossfade and context must be finite and not negative, got {values}")
         hop, rate = config.hop, config.sample_rate
 
         def on_grid(seconds: float) -> int:

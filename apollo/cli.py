@@ -455,22 +455,30 @@ def _bitrates(text: str) -> tuple[int, ...]:
     return values
 
 
-def _positive(unit: str, short: str) -> Callable[[str], float]:
-    """An argparse type for a number of `unit` that must be more than 0 (`short`: its symbol)."""
+def _positive(unit: str, short: str, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type for a finite number of `unit` that must be more than 0, or with `zero`
+    at least 0 (`short`: its symbol). NaN and infinity are refused: float() takes them, and they
+    would reach the code as a silent one-pass restore or an OverflowError."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0 {short}, got {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not a finite number of {unit}: {text!r}")
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if zero else 'more than'} 0 {short}, got {text}")
         return value
 
     return parse
 
 
 _positive_seconds = _positive("seconds", "seconds")
+_seconds_or_zero = _positive("seconds", "seconds", zero=True)
 _positive_ms = _positive("milliseconds", "ms")
+_positive_minutes = _positive("minutes", "minutes")
+_positive_hours = _positive("hours", "hours")
+_positive_mb = _positive("megabytes", "MB")
 
 
 def _count(unit: str) -> Callable[[str], int]:
@@ -539,9 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="model weights: a file (safetensors, the authors' pytorch_model.bin, .ckpt) or a "
                               "built-in model: default (the shipped one; the default), stream (causal), tiny-test "
                               "(random weights, for tests)")
-    restore.add_argument("--segment", type=float, default=10.0,
+    restore.add_argument("--segment", type=_seconds_or_zero, default=10.0,
                          help="seconds restored per chunk; 0 = whole file at once (default: 10)")
-    restore.add_argument("--overlap", type=float, default=0.05, help="crossfade seconds between chunks (default: 0.05)")
+    restore.add_argument("--overlap", type=_seconds_or_zero, default=0.05,
+                         help="crossfade seconds between chunks (default: 0.05)")
     restore.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass (default: 1)")
     restore.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     restore.add_argument("--threads", type=_thread_count,
@@ -579,9 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     synth = data_sub.add_parser("synth", help="render an offline multi-stem corpus with FluidSynth")
     synth.add_argument("--out", required=True, help="corpus folder to write (one folder of stems per track)")
-    synth.add_argument("--hours", type=float, default=1.0, help="total length of the corpus (default: 1)")
+    synth.add_argument("--hours", type=_positive_hours, default=1.0, help="total length of the corpus (default: 1)")
     synth.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
-    synth.add_argument("--track-seconds", type=float, default=30.0, help="length of each track (default: 30)")
+    synth.add_argument("--track-seconds", type=_positive_seconds, default=30.0,
+                       help="length of each track (default: 30)")
     synth.add_argument("--workers", type=_worker_count, default=2, help="tracks rendered in parallel (default: 2)")
     synth.add_argument("--instruments", help="recorded drum kits and the lossless soundfont (apollo data instruments "
                                              "--out DIR): used beside the system soundfonts")
@@ -633,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=_thread_count,
                     help="dataset: CPU threads per worker (default: 1 with several workers, else PyTorch's choice); "
                          "e.g. --workers 1 --threads 1 beside a training run")
-    ev.add_argument("--excerpt-seconds", type=float, default=10.0, help="dataset: excerpt length (default: 10)")
+    ev.add_argument("--excerpt-seconds", type=_positive_seconds, default=10.0,
+                    help="dataset: excerpt length (default: 10)")
     ev.add_argument("--per-track", type=int, default=1, help="dataset: excerpts per track and group (default: 1)")
     ev.add_argument("--split", choices=("test", "valid"), default="test",
                     help="tracks to score with --data: test (the report) or valid (to choose among candidates)")
@@ -657,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, help="a new (or empty) folder for the page")
     demo.add_argument("--bitrates", default=(24, 48, 128), type=_bitrates, help="MP3 kbps (default: 24,48,128)")
     demo.add_argument("--excerpts", type=int, default=2, help="excerpts, spread over the split (default: 2)")
-    demo.add_argument("--seconds", type=float, default=5.0, help="excerpt length (default: 5)")
+    demo.add_argument("--seconds", type=_positive_seconds, default=5.0, help="excerpt length (default: 5)")
     demo.add_argument("--split", choices=("test", "valid"), default="test", help="default: test")
     demo.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (the slow metric)")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -667,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = bench.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="model weights to time (a file or a built-in name)")
     which.add_argument("--config", help="a built-in config with random weights: apollo-v1, apollo-paper, tiny")
-    bench.add_argument("--seconds", type=float, default=10.0, help="length of each timed clip (default: 10)")
+    bench.add_argument("--seconds", type=_positive_seconds, default=10.0,
+                       help="length of each timed clip (default: 10)")
     bench.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
     bench.add_argument("--channels", type=int, default=2, help="channels per clip (default: 2, stereo)")
     bench.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up; the median counts "
@@ -718,8 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=8000, help="default: 8000")
     web.add_argument("--checkpoints", metavar="DIR",
                      help="also offer the checkpoint files in this server folder (the page picks by file name)")
-    web.add_argument("--max-upload-mb", type=float, default=500.0, help="largest upload (default: 500)")
-    web.add_argument("--keep-minutes", type=float, default=60.0,
+    web.add_argument("--max-upload-mb", type=_positive_mb, default=500.0, help="largest upload (default: 500)")
+    web.add_argument("--keep-minutes", type=_positive_minutes, default=60.0,
                      help="delete finished jobs and their files after this long (default: 60; all go at exit)")
     web.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default: auto")
     web.add_argument("--threads", type=_thread_count, help="CPU threads for the model (default: the idle cores)")

@@ -77,8 +77,9 @@ def test_plan_is_on_hop_grid_and_covers_receptive_field():
     plan = ChunkPlan.from_seconds(config, 7.3, 0.05)
     assert plan.segment % config.hop == 0 and plan.context % config.hop == 0 and plan.crossfade % (2 * config.hop) == 0
     assert plan.context >= receptive_context(config) and plan.context >= 0.6 * config.sample_rate
-    with pytest.raises(ValueError):
-        ChunkPlan.from_seconds(config, -1)
+    for bad in ((-1,), (float("inf"),), (float("nan"),), (10.0, float("nan")), (10.0, 0.05, float("inf"))):
+        with pytest.raises(ValueError, match="finite and not negative"):
+            ChunkPlan.from_seconds(config, *bad)
 
 
 def test_progress_counts_every_sample():

@@ -325,6 +325,23 @@ def test_threads_option_sets_torch_threads(tmp_path, monkeypatch, capsys):
     assert calls == [1]
 
 
+@pytest.mark.parametrize(("command", "option", "value", "message"), [
+    (["restore", "x.wav"], "--segment", "inf", "not a finite number of seconds"),  # was an OverflowError
+    (["restore", "x.wav"], "--segment", "nan", "not a finite number of seconds"),  # was a silent one pass
+    (["restore", "x.wav"], "--segment", "-1", "must be at least 0 seconds"),
+    (["restore", "x.wav"], "--overlap", "nan", "not a finite number of seconds"),
+    (["benchmark", "--config", "tiny"], "--seconds", "0", "must be more than 0 seconds"),
+    (["evaluate"], "--excerpt-seconds", "nan", "not a finite number of seconds"),
+    (["data", "synth", "--out", "o"], "--hours", "-1", "must be more than 0 hours"),
+    (["web"], "--keep-minutes", "inf", "not a finite number of minutes"),
+    (["web"], "--max-upload-mb", "0", "must be more than 0 MB"),
+])
+def test_numbers_out_of_range_are_refused_by_argparse(tmp_path, capsys, command, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, option, value])
+    assert exit_.value.code == 2 and f"argument {option}: {message}" in capsys.readouterr().err
+
+
 def test_every_option_of_every_subcommand_has_help():
     import argparse
 
