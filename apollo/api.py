@@ -121,9 +121,11 @@ class Restorer:
         """(channels, samples) or (samples,) numpy/torch array -> (restored, model rate).
 
         layout="channels_last" takes (samples, channels), the shape soundfile returns, and
-        gives the result in that layout too. Returns the same kind of array; no clipping is
-        applied to arrays. bitrate: the MP3 bitrate (kbps) the array was decoded from, for models
-        told it (ApolloConfig.bitrate_classes; others ignore it); None: unknown.
+        gives the result in that layout too. Returns the same kind of array, float32; no clipping
+        is applied to arrays. Integer arrays are read as PCM (int16 as from scipy.io.wavfile:
+        full scale 32768 -> 1.0; unsigned ones centred on their midpoint, as 8-bit WAV is).
+        bitrate: the MP3 bitrate (kbps) the array was decoded from, for models told it
+        (ApolloConfig.bitrate_classes; others ignore it); None: unknown.
         """
         _check_bitrate(bitrate)
         if layout not in LAYOUTS:
@@ -144,7 +146,9 @@ class Restorer:
             raise ValueError(f"an array of shape {tuple(waveform.shape)} would be {wav.shape[0]} channels of "
                              f"{wav.shape[1]} samples; if it is (samples, channels), as soundfile returns, pass "
                              "layout='channels_last' (or its transpose)")
-        if not np.issubdtype(wav.dtype, np.floating) and not np.issubdtype(wav.dtype, np.integer):
+        if np.issubdtype(wav.dtype, np.integer):
+            wav = audio.pcm_to_float(wav)
+        elif not np.issubdtype(wav.dtype, np.floating):
             raise ValueError(f"expected a numeric array, got dtype {wav.dtype}")
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")

@@ -347,6 +347,16 @@ def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
 
 # --- resampling and writing --------------------------------------------------------------------
 
+def pcm_to_float(x: np.ndarray) -> np.ndarray:
+    """Integer PCM samples -> float32 at full scale 1.0: signed ones divided by 2**(bits-1), unsigned
+    ones (8-bit WAV) centred on their midpoint first."""
+    bits = 8 * x.dtype.itemsize
+    scale = np.float32(2.0 ** (bits - 1))
+    if np.issubdtype(x.dtype, np.unsignedinteger):
+        return ((x.astype(np.float64) - 2.0 ** (bits - 1)) / scale).astype(np.float32)
+    return (x.astype(np.float64) / scale).astype(np.float32)
+
+
 def fit_length(x: np.ndarray, length: int) -> np.ndarray:
     """Cuts or zero-pads the last axis of x to `length` samples."""
     if x.shape[-1] >= length:

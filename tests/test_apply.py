@@ -180,6 +180,20 @@ def test_api_refuses_implausible_layouts_and_rates():
         restorer.restore(samples_channels.T, SR, layout="rows")
 
 
+@pytest.mark.parametrize(("dtype", "full_scale", "zero"), [(np.int16, 32768, 0), (np.int32, 2**31, 0),
+                                                        (np.uint8, 128, 128)])
+def test_api_reads_integer_arrays_as_pcm(dtype, full_scale, zero):
+    # scipy.io.wavfile gives int16 (8-bit WAV: uint8); read as floats of +-32768 they were
+    # restored at that scale and came back far beyond +-1
+    restorer = Restorer("tiny-test", device="cpu")
+    music = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 8820))
+    pcm = np.round(music * full_scale + zero).astype(dtype)
+    out, _ = restorer.restore(pcm, SR)
+    expected, _ = restorer.restore(((pcm.astype(np.float64) - zero) / full_scale).astype(np.float32), SR)
+    assert out.dtype == np.float32 and np.array_equal(out, expected)
+    assert np.abs(out).max() < 4
+
+
 @pytest.fixture(scope="module")
 def level_checkpoints(tmp_path_factory):
     """One random residual model saved twice: restoring at the input's level, and at peak 1."""
