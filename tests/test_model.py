@@ -411,6 +411,43 @@ def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge
         ApolloConfig(**told, dark_source_hz_told=(9000.0, 0.0))
 
 
+def test_hole_gain_scales_what_is_written_into_holes_under_the_band_limit():
+    from apollo.model.band_limit import emptied_band_mask
+
+    told = {"bitrate_classes": (24, 128)}
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    holed = apollo.Apollo(dataclasses.replace(config, hole_gain_db_told=(6.0, 0.0)))
+    holed.load_state_dict(model.state_dict())
+    wav = 0.1 * _lowpassed_noise(config.sample_rate, 160, config.window)[0]
+    spec = model.stft(wav)
+    spec[:, ::3, 100:140] = 0  # the codec's holes: every third frame empty over 5-7 kHz, under the limit
+    spec = torch.cat([spec, spec, spec])  # three stereo items: told 24 kbps, told 128 kbps, unknown
+    limit = int(emptied_band_mask(spec, channels=2)[0, 0, :, 0].argmax())  # the first bin above the limit
+    assert 150 <= limit <= 180
+    bitrate = torch.tensor([24, 128, 0])
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, channels=2, bitrate=bitrate)
+        got, _ = holed.restore_spectrum(spec, channels=2, bitrate=bitrate)
+    written, scaled = plain - spec, got - spec
+    hole = (written.square().sum(-1) > spec.square().sum(-1))[:2]  # told 24 kbps
+    hole[..., limit:] = False
+    assert hole[:, ::3, 100:140].all()  # the emptied cells are holes ...
+    assert hole.float().mean() < 0.5  # ... and most cells the codec kept are not
+    assert torch.allclose(scaled[:2][hole], written[:2][hole] * 10 ** (6 / 20), atol=1e-6)  # +6 dB there
+    assert torch.equal(got[:2][~hole], plain[:2][~hole])  # the rest, and above the limit, as without
+    assert torch.equal(got[2:], plain[2:])  # 128 kbps (0 dB) and unknown: as without
+    assert holed.file_band_levels(2) is not None  # it needs the whole file's band limit
+    with pytest.raises(ValueError, match="one gain per bitrate_classes"):
+        ApolloConfig(residual=True, **told, hole_gain_db_told=(3.0,))
+    with pytest.raises(ValueError, match="residual"):
+        ApolloConfig(**told, hole_gain_db_told=(3.0, 0.0))
+    assert ApolloConfig.from_dict(holed.config.to_dict()) == holed.config  # survives the file's JSON
+
+
 def test_drop_small_corrections_fades_what_is_far_under_the_input_cell():
     from apollo.model.band_reconstruction import drop_small_corrections
 

@@ -55,6 +55,12 @@ class ApolloConfig:
     # keeps the input there (docs/default-model.md, "Dark at the source"). The encoder's edge
     # comes from degrade.codec_cutoff_hz at export.
     dark_source_hz_told: tuple[float, ...] = ()
+    # Set (needs bitrate_classes and residual): one gain in dB per entry of bitrate_classes. Under
+    # a told input's band limit, where the model writes more than the input cell holds (the
+    # codec's holes: |correction| > |input|), what it writes is scaled by this many dB. The hole
+    # share under the cutoff at 24 kbps is the fill target the model misses by least
+    # (docs/default-model.md, "Louder in the codec's holes").
+    hole_gain_db_told: tuple[float, ...] = ()
     # Set (needs residual): the part of a correction that is out of phase with the input cell it
     # is added to is dropped softly when it is more than this many dB under that cell (gain
     # |q|^2 / (|q|^2 + t^2 |x|^2), half at the floor); the in-phase part, a change of level, stays.
@@ -88,6 +94,7 @@ class ApolloConfig:
         object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
         object.__setattr__(self, "fill_gain_db_told", tuple(float(g) for g in self.fill_gain_db_told))
         object.__setattr__(self, "dark_source_hz_told", tuple(float(f) for f in self.dark_source_hz_told))
+        object.__setattr__(self, "hole_gain_db_told", tuple(float(g) for g in self.hole_gain_db_told))
         if any(k <= 0 for k in self.bitrate_classes) or list(self.bitrate_classes) != sorted(set(self.bitrate_classes)):
             raise ValueError(f"bitrate_classes must be positive kbps in ascending order, got {self.bitrate_classes}")
         if self.band_layout not in BAND_LAYOUTS:
@@ -110,6 +117,12 @@ class ApolloConfig:
         if self.dark_source_hz_told and len(self.dark_source_hz_told) != len(self.bitrate_classes):
             raise ValueError(f"dark_source_hz_told needs one frequency per bitrate_classes entry "
                              f"({len(self.bitrate_classes)}), got {len(self.dark_source_hz_told)}")
+        if self.hole_gain_db_told and len(self.hole_gain_db_told) != len(self.bitrate_classes):
+            raise ValueError(f"hole_gain_db_told needs one gain per bitrate_classes entry "
+                             f"({len(self.bitrate_classes)}), got {len(self.hole_gain_db_told)}")
+        if any(self.hole_gain_db_told) and (not self.residual or self.causal):
+            raise ValueError("hole_gain_db_told needs residual: true and a non-causal model (it scales what is "
+                             "added under the whole file's band limit)")
         if any(f < 0 for f in self.dark_source_hz_told):
             raise ValueError(f"dark_source_hz_told must be >= 0 Hz (0: no rule), got {self.dark_source_hz_told}")
         if self.scales_fill and not self.residual:
@@ -140,7 +153,7 @@ class ApolloConfig:
     @property
     def uses_band_limit(self) -> bool:
         """Whether the model needs the input's band limit (model/band_limit.py)."""
-        return self.keep_input_band or self.scales_fill
+        return self.keep_input_band or self.scales_fill or any(self.hole_gain_db_told)
 
     @property
     def scales_fill(self) -> bool:

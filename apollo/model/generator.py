@@ -146,6 +146,9 @@ class Apollo(nn.Module):
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 source = None if source_limit is None else source_limit.repeat_interleave(channels)
                 out = out * (1 + self.fill_gain(rows, source, out) * mask)
+            if any(self.config.hole_gain_db_told) and rows is not None:
+                holes = (1 - mask) * (out.square().sum(-1, keepdim=True) > spec.square().sum(-1, keepdim=True))
+                out = out * (1 + self.hole_gain(rows, out) * holes)
         if self.config.keep_input_band:
             out = out * mask
             if self.config.cap_emptied_band:
@@ -174,6 +177,13 @@ class Apollo(nn.Module):
             edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
             dark = source_limit.cpu().double() * c.sample_rate / c.window < edges
             change = torch.where(dark, torch.full_like(change, -1.0), change)
+        return change.to(out.device, out.dtype)[:, None, None, None]
+
+    def hole_gain(self, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """What is written in the codec's holes under the band limit is scaled by 1 + this: (B*C, 1, 1,
+        1), config.hole_gain_db_told's for each item's bitrate row (0 for row 0, unknown)."""
+        gains = torch.tensor((0.0, *self.config.hole_gain_db_told), dtype=torch.float64)
+        change = 10 ** (gains[rows.cpu()] / 20) - 1
         return change.to(out.device, out.dtype)[:, None, None, None]
 
     def initial_history(self, batch: int) -> list[list[torch.Tensor]]:
