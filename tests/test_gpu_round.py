@@ -213,7 +213,8 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     grown = apollo.load_model(tmp_path / "g.safetensors")
     assert grown.config.feature_dim == 8 and grown.config.num_blocks == 5
     assert grown.config.bitrate_classes == (24, 32, 48, 64, 96, 128) and grown.config.correction_floor_db is None
-    assert grown.config.dark_source_hz_told == ()  # trained without the default's inference rule
+    assert grown.config.dark_source_hz_told == () and grown.config.hole_gain_db_told == ()  # trained without
+    # the default's inference rules
     assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
     # every returned generator, exported as the default is shipped, ready to score
     written = gpu_round.candidates(out, tmp_path / "candidates", gpu_round.shipped_as())
@@ -221,7 +222,9 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
                                          "step000003.safetensors", "last.safetensors"]
     last, third = (apollo.load_model(tmp_path / "candidates" / f"{n}.safetensors") for n in ("last", "step000003"))
     assert last.config.normalize_peak and last.config.correction_floor_db == -6 and last.config.num_blocks == 5
-    assert last.config.dark_source_hz_told == apollo.load_model("default").config.dark_source_hz_told
+    shipped = apollo.load_model("default").config
+    assert last.config.dark_source_hz_told == shipped.dark_source_hz_told
+    assert last.config.hole_gain_db_told == shipped.hole_gain_db_told and any(shipped.hole_gain_db_told)
     assert all(torch.equal(v, third.state_dict()[k]) for k, v in last.state_dict().items())
     with pytest.raises(ValueError, match="no generator parts or snapshots"):
         gpu_round.candidates(tmp_path / "corpus", tmp_path / "none", [])
