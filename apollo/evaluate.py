@@ -12,6 +12,7 @@ import functools
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,10 @@ class Excerpt:
 
 
 def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, per_track: int = 1,
-                  split: str = "test", match: str | None = None) -> list[Excerpt]:
+                  split: str = "test", match: str | Sequence[str] | None = None) -> list[Excerpt]:
     """Test excerpts from a dataset folder (any layout the readers know), silence excluded.
 
-    match keeps only the tracks whose name contains it (before any audio is read).
+    match keeps only the tracks whose name contains it, or one of several (before any audio is read).
     """
     from .data.cache import load_track
     from .data.readers import read_tracks
@@ -49,7 +50,8 @@ def make_excerpts(data: str | Path, rate: int = 44100, seconds: float = 10.0, pe
 
     # a folder whose track names all hash to train is evaluated whole; a missing valid split is not
     chosen = read_tracks(data, split=split) or (read_tracks(data) if split == "test" else [])
-    chosen = [t for t in chosen if match is None or match in t.name]
+    names = [match] if isinstance(match, str) else match
+    chosen = [t for t in chosen if names is None or any(n in t.name for n in names)]
     excerpts: list[Excerpt] = []
     for track in chosen:
         stems, mixture = load_track(track, rate)

@@ -54,8 +54,8 @@ def main() -> None:
     restorers = {Path(c).stem: Restorer(c, device="cpu", threads=args.threads) for c in args.checkpoint}
     corners = [None if c == "none" else float(c) for c in args.corners.split(",")]
     rows = []
-    names = args.match.split(",") if args.match else [None]
-    excerpts = {e.name: e for name in names for e in make_excerpts(args.data, RATE, split=args.split, match=name)}
+    names = args.match.split(",") if args.match else None
+    excerpts = {e.name: e for e in make_excerpts(args.data, RATE, split=args.split, match=names)}
     for excerpt in excerpts.values():
         for corner in corners:
             clean = darken(excerpt.audio, corner, RATE)

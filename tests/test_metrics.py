@@ -194,6 +194,9 @@ def test_excerpts_keep_only_the_matching_tracks(tmp_path):
     kept = make_excerpts(tmp_path / "musdb", seconds=2, match="_b")
     assert [e.name for e in kept] == ["song_b/overall/0"]
     assert make_excerpts(tmp_path / "musdb", seconds=2, match="nothing") == []
+    # several names at once (benchmarks/dark_probe.py --match a,b): the tracks that contain any of them
+    both = make_excerpts(tmp_path / "musdb", seconds=2, match=["_b", "nothing", "_a"])
+    assert sorted(e.name for e in both) == ["song_a/overall/0", "song_b/overall/0"]
 
 
 def _musdb_track(folder, seed: int) -> None:
