@@ -411,6 +411,32 @@ def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge
         ApolloConfig(**told, dark_source_hz_told=(9000.0, 0.0))
 
 
+def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_the_90_percent_one_finds_no_cliff():
+    # diabolicux at 96 kbps (docs/default-model.md, "Where the rule finds nothing to keep"): the loudest
+    # frames end at 8.35 kHz, but the 90% levels have no cliff, so the limit the rule kept the input
+    # above was the top bin, and the input was restored as if it were not dark
+    told = {"bitrate_classes": (24, 128)}
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
+    torch.manual_seed(0)
+    model = apollo.Apollo(config)
+    for p in model.band_reconstruction.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ruled = apollo.Apollo(dataclasses.replace(config, dark_source_hz_told=(9000.0, 0.0)))
+    ruled.load_state_dict(model.state_dict())
+    spec = model.stft(0.1 * _lowpassed_noise(config.sample_rate, 160, config.window)[0])
+    spec = torch.cat([spec, spec])  # two stereo items: told 24 kbps, and unknown
+    top = torch.tensor([config.num_bins - 1] * 2)  # the 90% limit: no cliff
+    source = torch.tensor([160, 160])  # the loudest frames' limit: 8 kHz, under the rule's 9 kHz
+    bitrate = torch.tensor([24, 0])
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, 2, band_limit=top, bitrate=bitrate)
+        got, _ = ruled.restore_spectrum(spec, 2, band_limit=top, bitrate=bitrate, source_limit=source)
+    assert (plain[:2, :, 161:] - spec[:2, :, 161:]).abs().max() > 1e-3  # something is written there
+    assert torch.equal(got[:2, :, 161:], spec[:2, :, 161:])  # dark: the input above the loudest frames' limit
+    assert torch.equal(got[:2, :, :161], plain[:2, :, :161])  # and the model's output under it
+    assert torch.equal(got[2:], plain[2:])  # unknown bitrate: no rule
+
+
 def test_hole_gain_scales_what_is_written_into_holes_under_the_band_limit():
     from apollo.model.band_limit import emptied_band_mask
 

@@ -51,8 +51,9 @@ class ApolloConfig:
     # Set (needs bitrate_classes and residual): one frequency in Hz per entry of bitrate_classes (0:
     # none). A told input whose band limit in its loudest frames (band_limit.SOURCE_QUANTILE) lies
     # under it ended there at the source, well before the encoder's lowpass at that bitrate, so
-    # the band above is not the codec's damage, and nothing is written above its band limit: it
-    # keeps the input there (docs/default-model.md, "Dark at the source"). The encoder's edge
+    # the band above is not the codec's damage, and nothing is written above its band limit (its
+    # loudest frames' limit where the band limit finds no cliff): it keeps the input there
+    # (docs/default-model.md, "Dark at the source"). The encoder's edge
     # comes from degrade.codec_cutoff_hz at export.
     dark_source_hz_told: tuple[float, ...] = ()
     # Set (needs bitrate_classes and residual): one gain in dB per entry of bitrate_classes. Under

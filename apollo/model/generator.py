@@ -145,6 +145,13 @@ class Apollo(nn.Module):
                 if source_limit is None and self.config.dark_source_hz_told and told:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 source = None if source_limit is None else source_limit.repeat_interleave(channels)
+                if rows is not None and source is not None and self.config.dark_source_hz_told:
+                    # a source dark at its origin whose 90% levels have no cliff (the limit is the top
+                    # bin, nothing lies above it) keeps the input above its loudest frames' limit
+                    dark = self.dark_rows(rows, source).to(mask.device)[:, None, None, None]
+                    no_cliff = mask.sum(dim=2, keepdim=True) == 0
+                    if (dark & no_cliff).any():
+                        mask = torch.where(dark & no_cliff, emptied_band_mask(spec, channels, source_limit), mask)
                 out = out * (1 + self.fill_gain(rows, source, out) * mask)
             if any(self.config.hole_gain_db_told) and rows is not None:
                 holes = (1 - mask) * (out.square().sum(-1, keepdim=True) > spec.square().sum(-1, keepdim=True))
@@ -174,10 +181,15 @@ class Apollo(nn.Module):
         per_row = rows is not None and bool(c.fill_gain_db_told)
         change = 10 ** ((gains[rows.cpu()] if per_row else gains[:1].expand(out.shape[0])) / 20) - 1
         if rows is not None and source_limit is not None and c.dark_source_hz_told:  # None: none told
-            edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
-            dark = source_limit.cpu().double() * c.sample_rate / c.window < edges
-            change = torch.where(dark, torch.full_like(change, -1.0), change)
+            change = torch.where(self.dark_rows(rows, source_limit), torch.full_like(change, -1.0), change)
         return change.to(out.device, out.dtype)[:, None, None, None]
+
+    def dark_rows(self, rows: torch.Tensor, source_limit: torch.Tensor) -> torch.Tensor:
+        """(B*C,) bool on the CPU: whether each told item's band limit in its loudest frames (bins)
+        lies under config.dark_source_hz_told's frequency for its bitrate row (row 0, unknown: never)."""
+        c = self.config
+        edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
+        return source_limit.cpu().double() * c.sample_rate / c.window < edges
 
     def hole_gain(self, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """What is written in the codec's holes under the band limit is scaled by 1 + this: (B*C, 1, 1,
