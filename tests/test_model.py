@@ -297,16 +297,27 @@ def test_keep_input_band_writes_only_above_the_band_limit():
         ApolloConfig(keep_input_band=True)
 
 
-def _restored_plain_and_changed(**change):
-    """A tiny residual model whose reconstruction writes something, and its weights under a config
-    with `change`: (model, changed model, input spectrum, both restored spectra) of lowpassed noise."""
-    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True)
+TOLD = {"bitrate_classes": (24, 128)}
+
+
+def _model_and_changed(base: dict | None = None, **change):
+    """A tiny residual model (with the `base` config fields) whose reconstruction writes something,
+    and the same weights under a config with `change` as well: (model, changed model)."""
+    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **(base or {}))
     torch.manual_seed(0)
     model = apollo.Apollo(config)
     for p in model.band_reconstruction.parameters():
         torch.nn.init.normal_(p, std=0.05)
     changed = apollo.Apollo(dataclasses.replace(config, **change))
     changed.load_state_dict(model.state_dict())
+    return model, changed
+
+
+def _restored_plain_and_changed(**change):
+    """_model_and_changed's pair, untold: (model, changed model, input spectrum, both restored
+    spectra) of lowpassed noise."""
+    model, changed = _model_and_changed(**change)
+    config = model.config
     wav = 0.1 * _lowpassed_noise(config.sample_rate // 2, 160, config.window)
     spec = model.stft(wav.reshape(2, -1))
     with torch.inference_mode():
@@ -373,15 +384,9 @@ def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge
     # noise that ends at bin 160 (8 kHz) in every frame, and the same with short full-band bursts in
     # ~6% of its frames, as an encoder's holes leave bright music: the band limit of most frames is
     # 8 kHz in both, that of the loudest frames only in the first, which alone is dark at the source
-    told = {"bitrate_classes": (24, 128)}
-    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
-    torch.manual_seed(0)
-    model = apollo.Apollo(config)
-    for p in model.band_reconstruction.parameters():
-        torch.nn.init.normal_(p, std=0.05)
     # the rule at 9 kHz for 24 kbps, 7 kHz for 128 kbps (where 8 kHz is not dark, and a 6-dB gain applies)
-    ruled = apollo.Apollo(dataclasses.replace(config, dark_source_hz_told=(9000.0, 7000.0), fill_gain_db_told=(0, 6)))
-    ruled.load_state_dict(model.state_dict())
+    model, ruled = _model_and_changed(TOLD, dark_source_hz_told=(9000.0, 7000.0), fill_gain_db_told=(0, 6))
+    config, told = model.config, TOLD
     rate = config.sample_rate
     dark = 0.1 * _lowpassed_noise(2 * rate, 160, config.window)[0]
     bursts = dark.clone()
@@ -415,14 +420,8 @@ def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_th
     # diabolicux at 96 kbps (docs/default-model.md, "Where the rule finds nothing to keep"): the loudest
     # frames end at 8.35 kHz, but the 90% levels have no cliff, so the limit the rule kept the input
     # above was the top bin, and the input was restored as if it were not dark
-    told = {"bitrate_classes": (24, 128)}
-    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
-    torch.manual_seed(0)
-    model = apollo.Apollo(config)
-    for p in model.band_reconstruction.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    ruled = apollo.Apollo(dataclasses.replace(config, dark_source_hz_told=(9000.0, 0.0)))
-    ruled.load_state_dict(model.state_dict())
+    model, ruled = _model_and_changed(TOLD, dark_source_hz_told=(9000.0, 0.0))
+    config = model.config
     spec = model.stft(0.1 * _lowpassed_noise(config.sample_rate, 160, config.window)[0])
     spec = torch.cat([spec, spec])  # two stereo items: told 24 kbps, and unknown
     top = torch.tensor([config.num_bins - 1] * 2)  # the 90% limit: no cliff
@@ -440,14 +439,8 @@ def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_th
 def test_hole_gain_scales_what_is_written_into_holes_under_the_band_limit():
     from apollo.model.band_limit import emptied_band_mask
 
-    told = {"bitrate_classes": (24, 128)}
-    config = ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2, residual=True, **told)
-    torch.manual_seed(0)
-    model = apollo.Apollo(config)
-    for p in model.band_reconstruction.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    holed = apollo.Apollo(dataclasses.replace(config, hole_gain_db_told=(6.0, 0.0)))
-    holed.load_state_dict(model.state_dict())
+    model, holed = _model_and_changed(TOLD, hole_gain_db_told=(6.0, 0.0))
+    config, told = model.config, TOLD
     wav = 0.1 * _lowpassed_noise(config.sample_rate, 160, config.window)[0]
     spec = model.stft(wav)
     spec[:, ::3, 100:140] = 0  # the codec's holes: every third frame empty over 5-7 kHz, under the limit
