@@ -144,15 +144,15 @@ class Apollo(nn.Module):
                 told = rows is not None and bool((rows > 0).any())  # row 0: unknown, which no rule reads
                 if source_limit is None and self.config.dark_source_hz_told and told:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
-                source = None if source_limit is None else source_limit.repeat_interleave(channels)
-                if rows is not None and source is not None and self.config.dark_source_hz_told:
-                    # a source dark at its origin whose 90% levels have no cliff (the limit is the top
-                    # bin, nothing lies above it) keeps the input above its loudest frames' limit
-                    dark = self.dark_rows(rows, source).to(mask.device)[:, None, None, None]
-                    no_cliff = mask.sum(dim=2, keepdim=True) == 0
-                    if (dark & no_cliff).any():
-                        mask = torch.where(dark & no_cliff, emptied_band_mask(spec, channels, source_limit), mask)
-                out = out * (1 + self.fill_gain(rows, source, out) * mask)
+                dark = None  # (B*C,) on the CPU: the told items dark at the source
+                if rows is not None and source_limit is not None and self.config.dark_source_hz_told:
+                    dark = self.dark_rows(rows, source_limit.repeat_interleave(channels))
+                    # one whose 90% levels have no cliff (the limit is the top bin, nothing lies above
+                    # it) keeps the input above its loudest frames' limit
+                    swap = dark.to(mask.device)[:, None, None, None] & (mask.sum(dim=2, keepdim=True) == 0)
+                    if swap.any():
+                        mask = torch.where(swap, emptied_band_mask(spec, channels, source_limit), mask)
+                out = out * (1 + self.fill_gain(rows, dark, out) * mask)
             if any(self.config.hole_gain_db_told) and rows is not None:
                 holes = (1 - mask) * (out.square().sum(-1, keepdim=True) > spec.square().sum(-1, keepdim=True))
                 out = out * (1 + self.hole_gain(rows, out) * holes)
@@ -166,22 +166,21 @@ class Apollo(nn.Module):
             out = out + spec
         return out, after
 
-    def fill_gain(self, rows: torch.Tensor | None, source_limit: torch.Tensor | None,
+    def fill_gain(self, rows: torch.Tensor | None, dark: torch.Tensor | None,
                   out: torch.Tensor) -> torch.Tensor:
         """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype.
 
-        rows (B*C,): each item's bitrate row (None: not told); source_limit (B*C,): its band limit
-        in its loudest frames, in bins (needed with config.dark_source_hz_told). The gain is
-        config.fill_gain_db_told's for its row (row 0, unknown, gets config.fill_gain_db), and -1
-        (nothing written) where a told item's source limit lies under config.dark_source_hz_told's
-        frequency for its row. In float64 on the CPU before the cast, so a single gain scales
+        rows (B*C,): each item's bitrate row (None: not told); dark (B*C,): dark_rows' verdict for
+        each item (None: no dark-source rule applies). The gain is config.fill_gain_db_told's for
+        its row (row 0, unknown, gets config.fill_gain_db), and -1 (nothing written) where an item
+        is dark at the source. In float64 on the CPU before the cast, so a single gain scales
         exactly as a Python float would."""
         c = self.config
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
         per_row = rows is not None and bool(c.fill_gain_db_told)
         change = 10 ** ((gains[rows.cpu()] if per_row else gains[:1].expand(out.shape[0])) / 20) - 1
-        if rows is not None and source_limit is not None and c.dark_source_hz_told:  # None: none told
-            change = torch.where(self.dark_rows(rows, source_limit), torch.full_like(change, -1.0), change)
+        if dark is not None:
+            change = torch.where(dark, torch.full_like(change, -1.0), change)
         return change.to(out.device, out.dtype)[:, None, None, None]
 
     def dark_rows(self, rows: torch.Tensor, source_limit: torch.Tensor) -> torch.Tensor:
