@@ -20,6 +20,7 @@ WEIGHTS = Path(__file__).parent / "weights"
 # causal model of apollo stream, docs/streaming.md). A GPU-trained "large" joins when one beats the
 # default on the real-music validation split (docs/gpu.md).
 BUILT_IN = {"default": "apollo-default.safetensors", "stream": "apollo-stream.safetensors"}
+NAMES = (*BUILT_IN, TEST_MODEL)  # every name --checkpoint and load_model() accept
 
 
 def built_in_path(name: str) -> Path:
@@ -76,9 +77,18 @@ def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor] = "de
         state, config = read_checkpoint(built_in_path(str(source)))
         model = model_from_state(state, config)
     else:
+        if _looks_like_a_name(source):
+            raise CheckpointError(f"{source}: no such checkpoint file, and not a built-in model ({', '.join(NAMES)}; "
+                                  f"a GPU-trained 'large' joins them once one beats the default, docs/gpu.md)")
         state, config = read_checkpoint(source)
         model = model_from_state(state, config)
     return model.to(device)
+
+
+def _looks_like_a_name(source: str | os.PathLike[str]) -> bool:
+    """A bare word that is no file here (e.g. a mistyped built-in name): no folder part, no extension."""
+    path = Path(source)
+    return not path.exists() and path.name == str(source) and not path.suffix
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -148,6 +148,14 @@ def test_built_in_names(capsys):
     assert "parameters:" in capsys.readouterr().out
     assert main(["info"]) == 0
     assert "checkpoint: default" in capsys.readouterr().out
+    # a bare word that is neither a file nor a built-in name is answered with the names there are
+    for name in ("large", "defualt"):
+        with pytest.raises(apollo.CheckpointError, match="not a built-in model .default, stream, tiny-test"):
+            apollo.load_model(name)
+        assert main(["info", name]) == 2
+        assert "not a built-in model" in capsys.readouterr().err
+    assert main(["info", "missing.bin"]) == 2
+    assert "not a built-in" not in capsys.readouterr().err  # a file name keeps the plain message
 
 
 def test_to_released_writes_the_released_names_and_shapes(full_keys):
