@@ -13,7 +13,7 @@ import torch
 from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
 from .inference import check_compile, check_precision, compile_blocks, with_precision
-from .model.band_limit import SOURCE_QUANTILE
+from .model.band_limit import SOURCE_QUANTILE, at_own_rate
 from .pretrained import built_in_path, load_model
 from .states import atomic_write
 from .threads import CpuShare
@@ -153,21 +153,23 @@ class Restorer:
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")
         wav = audio.resample(wav.astype(np.float32), int(rate), self.sample_rate)
-        gain, limit, source_limit = self.whole_input(lambda: [wav], wav.shape[0])
+        gain, limit, source_limit = self.whole_input(lambda: [wav], wav.shape[0], int(rate))
         out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain,
                                                       bitrate=bitrate, source_limit=source_limit)), axis=1)
         out = out[0] if mono else (out.T.copy() if layout == "channels_last" else out)
         return (torch.from_numpy(out) if is_torch else out), self.sample_rate
 
-    def whole_input(self, blocks: Callable[[], Any],
-                    channels: int) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
+    def whole_input(self, blocks: Callable[[], Any], channels: int,
+                    input_rate: int | None = None) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:
         """(level gain, band limit, source limit): what every chunk of one input must share, read from all of it.
 
         `blocks()` yields the input as (channels, n) blocks at the model's rate and is called once
         per pass needed: models with normalize_peak get the gain that brings the input's peak to
         1 (level_gain; else 1.0), models that use the input's band limit get it, measured at that
         level (else None), and models with a dark-source rule the limit of its loudest frames
-        (SOURCE_QUANTILE; else None). Given to every chunk, they make chunked output equal one-pass output.
+        (SOURCE_QUANTILE; else None), read as the rule reads an input sampled at `input_rate` (the
+        rate it had before it was resampled to the model's; None: the model's), band_limit.at_own_rate.
+        Given to every chunk, they make chunked output equal one-pass output.
         """
         config = getattr(self.model, "config", None)  # any callable generator may stand in
         gain = level_gain(max((float(np.abs(b).max(initial=0.0)) for b in blocks()), default=0.0)) \
@@ -178,7 +180,10 @@ class Restorer:
             return gain, None, None
         for block in at_level(blocks(), gain):
             levels.add(block)
-        source = levels.limit(SOURCE_QUANTILE) if getattr(config, "dark_source_hz_told", ()) else None
+        source = None
+        if getattr(config, "dark_source_hz_told", ()):
+            source = at_own_rate(levels.limit(SOURCE_QUANTILE), input_rate or self.sample_rate, self.sample_rate,
+                                 config.window)
         return gain, levels.limit(), source
 
     def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
@@ -235,7 +240,7 @@ class Restorer:
             return audio.resample_blocks(audio.read_blocks(info), info.sample_rate, self.sample_rate, info.channels)
 
         # first decoding passes for the whole file's level and band limit, where the model needs them
-        gain, limit, source_limit = self.whole_input(decoded, info.channels)
+        gain, limit, source_limit = self.whole_input(decoded, info.channels, info.sample_rate)
         # decoding and resampling run one thread ahead of the model
         blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate

@@ -156,6 +156,28 @@ def test_cli_restore_of_a_dark_mp3_reads_its_bitrate_and_keeps_it_dark(music, tm
     assert abs(_band_db(written, 6000, 16000) - _band_db(coded, 6000, 16000)) < 1.0
 
 
+@pytest.mark.parametrize("rate", [22050, 24000])
+def test_cli_restore_fills_a_bright_mp3_sampled_at_half_rate(music, restorer, rate, tmp_path):
+    # A 96-kbps MP3 at 22.05 or 24 kHz ends near 10-11 kHz, under the dark-source rule's 11.6 kHz for
+    # 96 kbps (an encoder's edge at 44.1 kHz): v10 and v11 took such bright music for dark and wrote
+    # nothing above it (here 12-20 kHz came out 100-108 dB under what they write untold). The rule now
+    # reads it against the edge its own rate allows (band_limit.at_own_rate).
+    from apollo import audio
+
+    src = tmp_path / "song.mp3"
+    src.write_bytes(degrade.encode_mp3(audio.resample(music, RATE, rate), rate, 96))
+    assert main(["restore", str(src), "-o", str(tmp_path / "out"), "--format", "wav", "--bits", "32f",
+                 "--quiet"]) == 0
+    written = sf.read(tmp_path / "out" / "song.wav", dtype="float32", always_2d=True)[0].T
+    coded, got = degrade.decode_mp3(src.read_bytes(), vbr=False)
+    assert got == rate
+    untold, _ = restorer.restore(coded, rate)  # as its decoded WAV would be: no rule
+    coded = audio.resample(coded, rate, RATE)[:, : written.shape[1]]
+    # 12-20 kHz (dB): written 47 / 51 at 22.05 / 24 kHz, untold 47 / 51, the MP3 -75
+    assert _band_db(written, 12000, 20000) > _band_db(untold, 12000, 20000) - 3
+    assert _band_db(written, 12000, 20000) > _band_db(coded, 12000, 20000) + 100
+
+
 @pytest.mark.parametrize("bad", ["0", "400", "fast"])
 def test_cli_bitrate_refuses_what_no_mp3_has(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

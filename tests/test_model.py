@@ -436,6 +436,20 @@ def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_th
     assert torch.equal(got[2:], plain[2:])  # unknown bitrate: no rule
 
 
+def test_an_input_sampled_under_the_models_rate_is_dark_only_under_its_own_edge():
+    from apollo.model.band_limit import DARK_EDGE_SHARE, at_own_rate
+
+    window, rate = 882, 44100  # 50 Hz bins
+    limits = torch.tensor([100, 165, 166, 199, 230])  # 5, 8.25, 8.3, 9.95, 11.5 kHz
+    # 22.05 kHz: nothing above 11.025 kHz; 0.75 of that is 8269 Hz = bin 165.4
+    assert DARK_EDGE_SHARE * 11025 / 50 == pytest.approx(165.375)
+    assert at_own_rate(limits, 22050, rate, window).tolist() == [100, 165, 441, 441, 441]
+    # at the model's rate or above (then resampled down) the rule's own edges apply, unchanged
+    for input_rate in (44100, 48000, 96000):
+        assert torch.equal(at_own_rate(limits, input_rate, rate, window), limits)
+    assert at_own_rate(limits, 8000, rate, window).tolist() == [441] * 5  # 3 kHz and up reach its top
+
+
 def test_hole_gain_scales_what_is_written_into_holes_under_the_band_limit():
     from apollo.model.band_limit import emptied_band_mask
 

@@ -32,6 +32,10 @@ LEVEL_QUANTILE = 0.9
 # docs/default-model.md, "Dark at the source"), while a source dark at its origin has nothing
 # there in any frame.
 SOURCE_QUANTILE = 0.99
+# The dark-source rule (ApolloConfig.dark_source_hz_told) takes a told input for dark when its loudest
+# frames end under this share of the encoder's edge at its bitrate (docs/default-model.md, "Dark at
+# the source"); at_own_rate() holds an input sampled under the model's rate to the same share.
+DARK_EDGE_SHARE = 0.75
 # A sharp cliff is as deep from any of the SLOPE_BINS bins before it: of the cliffs within this
 # much of the deepest, the last one is the band limit.
 NEAR_DB = 3.0
@@ -123,6 +127,21 @@ def emptied_band_mask(spec: torch.Tensor, channels: int, limit: torch.Tensor | N
     limit = limit.to(spec.device).repeat_interleave(channels)
     mask = torch.arange(bins, device=spec.device) > limit[:, None]
     return mask.to(spec.dtype)[:, None, :, None]
+
+
+def at_own_rate(source_limit: torch.Tensor, input_rate: float, sample_rate: int, window: int) -> torch.Tensor:
+    """The loudest frames' limit (bins) of an input sampled at `input_rate`, as the dark-source rule reads it.
+
+    The rule's edges are an encoder's at the model's rate. An input sampled under it holds nothing
+    above its own Nyquist (a 96-kbps MP3 at 22.05 kHz ends near 10 kHz, under the rule's 11.6 kHz for
+    96 kbps), so an encoder at that rate could keep no more: one whose loudest frames reach
+    DARK_EDGE_SHARE of that Nyquist is as bright as its rate allows and comes back as the top bin (dark
+    at no bitrate); the others, and every input at the model's rate or above, as they are.
+    """
+    if input_rate >= sample_rate:
+        return source_limit
+    reach = DARK_EDGE_SHARE * input_rate / 2 * window / sample_rate  # in bins of the model's STFT
+    return torch.where(source_limit >= reach, torch.full_like(source_limit, window // 2), source_limit)
 
 
 FRAMES_PER_FFT = 1024
