@@ -20,7 +20,7 @@ import argparse
 
 import numpy as np
 import torch
-from probe_report import write_report
+from probe_report import rounded, summarise, write_report
 
 from apollo import Restorer, audio, degrade, metrics
 from apollo.data.examples import darken
@@ -32,9 +32,17 @@ RATE = 44100
 BAND = (12000.0, 20000.0)
 
 
-def _band_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """The estimate's 12-20 kHz level against the reference's (dB); NaN where the reference has none."""
-    return band_level_error(reference, estimate, RATE, (BAND,)).get("12-20", float("nan"))
+def _band_db(reference: np.ndarray, estimate: np.ndarray, name: str) -> dict[str, float]:
+    """{db_12_20k_<name>: the estimate's 12-20 kHz level against the reference's (dB)}; empty where the
+    reference has none there (music dark at the source)."""
+    return {f"db_12_20k_{name}": v for v in band_level_error(reference, estimate, RATE, (BAND,)).values()}
+
+
+def summary_of(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per (corner, rate, kbps): the share of pairs each reading takes for dark, and the means of the scored ones."""
+    keys = ["dark_at_44k", "dark_own_rate", *(f"visqol_{n}" for n in ("mp3", "at_44k", "own_rate", "untold")),
+            *(f"db_12_20k_{n}" for n in ("at_44k", "own_rate", "untold"))]
+    return summarise(rows, lambda r: f"corner {r['corner']}, {r['rate']} Hz, {r['kbps']} kbps", keys)
 
 
 def main() -> None:
@@ -70,7 +78,7 @@ def main() -> None:
                        "loudest_limit_hz": float(loudest[0]) * hz,
                        "dark_at_44k": bool(model.dark_rows(row_index, loudest)[0]),
                        "dark_own_rate": bool(model.dark_rows(row_index, own)[0])}
-                rows.append(row)
+                rows.append(row)  # rounded when the report is written
                 if row["dark_at_44k"] == row["dark_own_rate"]:
                     continue  # the same reading: the same restoration, not scored
                 systems = {"mp3": up, "own_rate": restorer.restore(coded, got, bitrate=kbps)[0],
@@ -79,25 +87,12 @@ def main() -> None:
                 for name, y in systems.items():
                     y = audio.fit_length(y, ref.shape[1])
                     row[f"visqol_{name}"] = metrics.visqol(ref, y, RATE)
-                    row[f"db_12_20k_{name}"] = _band_db(ref, y)
-                print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    summary = {}
-    for key in sorted({(r["corner"], r["rate"], r["kbps"]) for r in rows}, key=str):
-        group = [r for r in rows if (r["corner"], r["rate"], r["kbps"]) == key]
-        scored = [r for r in group if "visqol_mp3" in r]
-        summary[f"corner {key[0]}, {key[1]} Hz, {key[2]} kbps"] = {
-            "excerpts": len(group),
-            "dark_at_44k": sum(r["dark_at_44k"] for r in group),
-            "dark_own_rate": sum(r["dark_own_rate"] for r in group),
-            "changed_and_scored": len(scored),
-            **({f"visqol_{s}": float(np.mean([r[f"visqol_{s}"] for r in scored]))
-                for s in ("mp3", "at_44k", "own_rate", "untold")} if scored else {}),
-            **({f"db_12_20k_{s}": float(np.nanmean([r[f"db_12_20k_{s}"] for r in scored]))
-                for s in ("at_44k", "own_rate", "untold")} if scored else {})}
+                    row |= _band_db(ref, y, name)
+                print(rounded(row), flush=True)
     command = (f"python benchmarks/half_rate.py --data {args.data} --split {args.split} --checkpoint "
                f"{args.checkpoint} --rates {args.rates} --bitrates {args.bitrates} --corners {args.corners} "
                f"--threads {args.threads} --out {args.out}")
-    write_report(args.out, command, rows, summary)
+    write_report(args.out, command, [rounded(r) for r in rows], summary_of(rows))
 
 
 if __name__ == "__main__":
