@@ -124,8 +124,9 @@ class Restorer:
         gives the result in that layout too. Returns the same kind of array, float32; no clipping
         is applied to arrays. Integer arrays are read as PCM (int16 as from scipy.io.wavfile:
         full scale 32768 -> 1.0; unsigned ones centred on their midpoint, as 8-bit WAV is).
-        bitrate: the MP3 bitrate (kbps) the array was decoded from, for models told it
-        (ApolloConfig.bitrate_classes; others ignore it); None: unknown.
+        bitrate: the CBR MP3 bitrate (kbps) the array was decoded from, for models told it
+        (ApolloConfig.bitrate_classes; others ignore it); None: unknown. Read as a CBR bitrate: for
+        a VBR MP3, restore_file reads it right (file_bitrate); an array decoded from one is best untold.
         """
         _check_bitrate(bitrate)
         if layout not in LAYOUTS:
@@ -205,6 +206,25 @@ class Restorer:
 
     # -- files --------------------------------------------------------------------------------
 
+    def file_bitrate(self, info: audio.AudioInfo,
+                     source_limit: torch.Tensor | None) -> tuple[float | None, torch.Tensor | None]:
+        """(bitrate, source limit) for a told model restoring the file `info` whose loudest frames end
+        at source_limit (whole_input).
+
+        An MP3 is told its frame headers' mean bitrate (audio.mp3_bitrate); anything else is unknown
+        (None). A VBR MP3 is never taken for dark at the source: the rule's frequencies are 0.75 of a
+        CBR encoder's edge at each bitrate, but a VBR file's -V quality, not its mean bitrate, sets where
+        it ends (LAME -V 9 cuts at ~7 kHz and averages 65-80 kbps, whose CBR edge is 11-15 kHz), and read
+        as CBR every -V 9 file was taken for dark (docs/default-model.md, "VBR MP3s").
+        """
+        frames = audio.mp3_frame_bitrates(info)
+        if not frames:
+            return None, source_limit
+        bitrate = sum(frames) / len(frames)
+        if source_limit is None or len(set(frames)) == 1:
+            return bitrate, source_limit
+        return bitrate, torch.full_like(source_limit, self.model.config.window // 2)
+
     def restore_file(
         self,
         src: str | os.PathLike[str],
@@ -245,10 +265,12 @@ class Restorer:
         blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
+        told = None
+        if self.told_bitrate:
+            told, source_limit = (bitrate, source_limit) if bitrate is not None else \
+                self.file_bitrate(info, source_limit)
         restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain,
-                                       source_limit=source_limit,
-                                       bitrate=(audio.mp3_bitrate(info) if bitrate is None else bitrate)
-                                       if self.told_bitrate else None)
+                                       source_limit=source_limit, bitrate=told)
 
         import soundfile as sf
 

@@ -323,12 +323,10 @@ def mp3_is_truncated(path: str | os.PathLike[str]) -> bool:
     return after < end < after + 4
 
 
-def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
-    """An MP3's nominal bitrate in kbps: the mean of its frame headers' bitrates (CBR: the bitrate;
-    VBR: the average), or None for anything that is not MPEG-1/2 Layer III audio.
-
-    The frames of the first `limit` bytes count; a Xing/Info/VBRI header frame does not.
-    """
+def mp3_frame_bitrates(info: AudioInfo, limit: int = 64 << 20) -> list[int] | None:
+    """The bitrates (kbps) in an MP3's frame headers, in order, or None for anything that is not
+    MPEG-1/2 Layer III audio. The frames of the first `limit` bytes count; a Xing/Info/VBRI header
+    frame does not (it holds no audio)."""
     if info.container.upper() not in ("MPEG", "MP3"):
         return None
     with open(info.path, "rb") as handle:
@@ -340,8 +338,15 @@ def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
     for pos, header, _ in _frame_chain(data, first, len(data)):
         if (header >> 17) & 3 != 1:  # Layer I or II: not what the models were trained on
             return None
-        if pos != first or not _is_length_header(data, first):  # the header frame holds no audio
+        if pos != first or not _is_length_header(data, first):
             kbps.append(_kbps(header))
+    return kbps or None
+
+
+def mp3_bitrate(info: AudioInfo, limit: int = 64 << 20) -> float | None:
+    """An MP3's nominal bitrate in kbps: the mean of its frame headers' bitrates (CBR: the bitrate;
+    VBR: the average, whose frames differ), or None for anything that is not MPEG-1/2 Layer III audio."""
+    kbps = mp3_frame_bitrates(info, limit)
     return sum(kbps) / len(kbps) if kbps else None
 
 

@@ -94,6 +94,13 @@ def test_a_vbr_mp3_gives_its_mean_and_other_files_none(tmp_path):
     assert audio.mp3_bitrate(audio.probe(write(tmp_path / "x.flac", tone(0.5)))) is None
 
 
+def test_a_vbr_mp3s_frames_differ_and_a_cbr_mp3s_do_not(tmp_path):
+    vbr = audio.mp3_frame_bitrates(audio.probe(_mp3(tmp_path / "vbr.mp3", vbr=5)))
+    cbr = audio.mp3_frame_bitrates(audio.probe(_mp3(tmp_path / "cbr.mp3", kbps=96)))
+    assert vbr and len(set(vbr)) > 1 and cbr and set(cbr) == {96}
+    assert audio.mp3_frame_bitrates(audio.probe(write(tmp_path / "x.wav", tone(0.5)))) is None
+
+
 def test_restore_file_tells_the_model_the_mp3s_bitrate(tmp_path):
     model = _told_model()
     checkpoint = tmp_path / "told.safetensors"

@@ -178,6 +178,30 @@ def test_cli_restore_fills_a_bright_mp3_sampled_at_half_rate(music, restorer, ra
     assert _band_db(written, 12000, 20000) > _band_db(coded, 12000, 20000) + 100
 
 
+def test_cli_restore_fills_a_vbr_mp3_it_took_for_dark(music, restorer, tmp_path):
+    # LAME -V 9 cuts at ~7.5 kHz, but its frames average ~80 kbps here: read as a CBR file of that
+    # bitrate (96 kbps, whose edge is 15.4 kHz) the dark-source rule took it for dark and nothing was
+    # written above its limit (8-16 kHz at the MP3's -11 dB). A VBR MP3 is never taken for dark
+    # (Restorer.file_bitrate); it is still told its mean bitrate.
+    from apollo import audio
+
+    src = tmp_path / "song.mp3"
+    src.write_bytes(degrade.encode_mp3(music, RATE, None, vbr=9))
+    info = audio.probe(src)
+    assert len(set(audio.mp3_frame_bitrates(info))) > 1 and audio.mp3_bitrate(info) > 64
+    assert main(["restore", str(src), "-o", str(tmp_path / "out"), "--format", "wav", "--bits", "32f",
+                 "--quiet"]) == 0
+    written = sf.read(tmp_path / "out" / "song.wav", dtype="float32", always_2d=True)[0].T
+    coded = np.concatenate(list(audio.read_blocks(info)), axis=1)
+    as_cbr, _ = restorer.restore(coded, RATE, bitrate=audio.mp3_bitrate(info))  # the rule applies: dark
+    untold, _ = restorer.restore(coded, RATE)
+    # 8-16 kHz (dB): written 53, untold 53, read as CBR -11, the MP3 -11
+    assert _band_db(as_cbr, 8000, 16000) < _band_db(coded, 8000, 16000) + 3
+    assert _band_db(written, 8000, 16000) > _band_db(coded, 8000, 16000) + 50
+    assert abs(_band_db(written, 8000, 16000) - _band_db(untold, 8000, 16000)) < 3
+    assert np.abs(written - untold).max() > 1e-4  # told the mean, not unknown
+
+
 @pytest.mark.parametrize("bad", ["0", "400", "fast"])
 def test_cli_bitrate_refuses_what_no_mp3_has(bad, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
