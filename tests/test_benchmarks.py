@@ -71,3 +71,30 @@ def test_source_edges_rolloff_tells_a_cliff_from_a_fade():
     fade[:200] = -20.0 - 0.2 * torch.arange(200.0)  # 0.2 dB per bin: a source fading before it ends
     # 0.5-0.6 of the limit (bins 99-119) against 0.85-1.0 (bins 169-199): 0.2 x (184 - 109) dB
     assert edges.rolloff_db(fade, 199) == pytest.approx(15.0, abs=0.1)
+
+
+def test_vbr_merge_keeps_each_pair_once_and_reads_now_as_no_rule_where_dark(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # vbr imports probe_report beside it
+    vbr = load_script("benchmarks/vbr.py")
+
+    def row(excerpt, quality, dark, **scores):
+        return {"excerpt": excerpt, "quality": quality, "kbps": 80.0, "told": 96, "loudest_limit_hz": 7000.0,
+                "dark": dark} | {f"visqol_{k}": v for k, v in scores.items()}
+
+    first = [row("a", 9, True, mp3=2.0, as_read=2.0, no_rule=3.0, untold=3.1, by_edge=3.4),
+             row("a", 2, False, mp3=4.6, as_read=4.5, untold=4.4, by_edge=4.3)]
+    second = [row("a", 9, True, mp3=0.0, as_read=0.0, no_rule=0.0, untold=0.0, by_edge=0.0),  # a repeat
+              row("b", 9, True, mp3=2.2, as_read=2.2, no_rule=3.2, untold=3.1, by_edge=3.0)]
+    paths = []
+    for name, rows in (("one", first), ("two", second)):
+        paths.append(str(tmp_path / f"{name}.json"))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"command": name, "rows": rows}))
+    vbr.merge(paths, str(tmp_path / "all.json"))
+    report = json.loads((tmp_path / "all.json").read_text())
+    assert [(r["excerpt"], r["quality"]) for r in report["rows"]] == [("a", 9), ("a", 2), ("b", 9)]
+    summary = report["summary"]
+    assert summary["V9"]["visqol_now"] == 3.1 and summary["V9"]["visqol_as_read"] == 2.1
+    assert summary["V9"]["visqol_edge_if_dark"] == 3.2
+    assert summary["V2"]["visqol_now"] == 4.5 and summary["V2"]["visqol_edge_if_dark"] == 4.5
+    assert summary["all"]["visqol_now"] == round((3.0 + 4.5 + 3.2) / 3, 3) and summary["all"]["dark"] == round(2 / 3, 3)
+    assert report["command"].startswith("one && two && python benchmarks/vbr.py --merge")
