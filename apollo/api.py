@@ -13,7 +13,7 @@ import torch
 from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
 from .inference import check_compile, check_precision, compile_blocks, with_precision
-from .model.band_limit import SOURCE_QUANTILE, at_own_rate
+from .model.band_limit import SOURCE_QUANTILE, at_own_rate, never_dark
 from .pretrained import built_in_path, load_model
 from .states import atomic_write
 from .threads import CpuShare
@@ -224,7 +224,7 @@ class Restorer:
         bitrate = sum(frames) / len(frames)
         if source_limit is None or len(set(frames)) == 1:
             return bitrate, source_limit
-        return bitrate, torch.full_like(source_limit, self.model.config.window // 2)
+        return bitrate, never_dark(source_limit, self.model.config.window)
 
     def restore_file(
         self,

@@ -37,6 +37,7 @@ from probe_report import rounded, summarise, write_report
 from apollo import Restorer, audio, degrade, metrics
 from apollo.diagnostics import band_level_error
 from apollo.evaluate import make_excerpts
+from apollo.model.band_limit import never_dark
 
 RATE = 44100
 TOP_HZ = 16000.0
@@ -63,7 +64,7 @@ def restore(restorer: Restorer, wav: np.ndarray, bitrate: float | None, bright: 
     """Restores wav (at the model's rate) told `bitrate`; bright: never taken for dark at the source."""
     gain, limit, source = restorer.whole_input(lambda: [wav], wav.shape[0])
     if bright and source is not None:
-        source = torch.full_like(source, restorer.model.config.window // 2)
+        source = never_dark(source, restorer.model.config.window)
     blocks = restorer.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain, bitrate=bitrate,
                                      source_limit=source)
     return np.concatenate(list(blocks), axis=1)

@@ -129,6 +129,11 @@ def emptied_band_mask(spec: torch.Tensor, channels: int, limit: torch.Tensor | N
     return mask.to(spec.dtype)[:, None, :, None]
 
 
+def never_dark(source_limit: torch.Tensor, window: int) -> torch.Tensor:
+    """The loudest frames' limit that the dark-source rule takes for dark at no bitrate: the top bin."""
+    return torch.full_like(source_limit, window // 2)
+
+
 def at_own_rate(source_limit: torch.Tensor, input_rate: float, sample_rate: int, window: int) -> torch.Tensor:
     """The loudest frames' limit (bins) of an input sampled at `input_rate`, as the dark-source rule reads it.
 
@@ -141,7 +146,7 @@ def at_own_rate(source_limit: torch.Tensor, input_rate: float, sample_rate: int,
     if input_rate >= sample_rate:
         return source_limit
     reach = DARK_EDGE_SHARE * input_rate / 2 * window / sample_rate  # in bins of the model's STFT
-    return torch.where(source_limit >= reach, torch.full_like(source_limit, window // 2), source_limit)
+    return torch.where(source_limit >= reach, never_dark(source_limit, window), source_limit)
 
 
 FRAMES_PER_FFT = 1024
