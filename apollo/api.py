@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ import torch
 from . import audio
 from .apply import ChunkPlan, prefetch, restore_stream
 from .inference import check_compile, check_precision, compile_blocks, with_precision
-from .model.band_limit import SOURCE_QUANTILE, at_own_rate, never_dark
+from .model.band_limit import DARK_EDGE_SHARE, SOURCE_QUANTILE, at_own_rate, never_dark
 from .pretrained import built_in_path, load_model
 from .states import atomic_write
 from .threads import CpuShare
@@ -53,6 +53,14 @@ def _check_bitrate(bitrate: object) -> None:
     if bitrate is not None and (isinstance(bitrate, bool) or not isinstance(bitrate, (int, float, np.number))
                                 or not bitrate > 0):
         raise ValueError(f"bitrate must be a positive number of kbps or None, got {bitrate!r}")
+
+
+class FileBitrate(NamedTuple):
+    """What a told model is told of an MP3 file (Restorer.file_bitrate)."""
+
+    bitrate: float | None  # kbps: the frame headers' mean; None: not an MP3 (unknown)
+    source_limit: torch.Tensor | None  # the loudest frames' limit as the dark-source rule reads it
+    dark_source_hz: float | None  # the rule's frequency from the encoder's own lowpass; None: the model's
 
 
 class Restorer:
@@ -189,42 +197,50 @@ class Restorer:
 
     def restore_blocks(self, blocks: Any, channels: int, on_progress: Callable[[int], None] | None = None,
                        band_limit: torch.Tensor | None = None, gain: float = 1.0,
-                       bitrate: float | None = None, source_limit: torch.Tensor | None = None) -> Any:
+                       bitrate: float | None = None, source_limit: torch.Tensor | None = None,
+                       dark_source_hz: float | None = None) -> Any:
         """Streams (channels, n) blocks at the model's rate through the chunked model.
 
         band_limit, source_limit and gain: the whole input's (whole_input); without them each chunk
         is restored at its own level and, for models that use the input's band limit, with its own.
-        bitrate: the input's MP3 bitrate in kbps, given to models told it (else unknown).
+        bitrate: the input's MP3 bitrate in kbps, given to models told it (else unknown);
+        dark_source_hz: the dark-source rule's frequency for this input (file_bitrate; None: the model's).
         """
         restored = restore_stream(self.model, at_level(blocks, gain), self.plan, channels, self.device,
                                   self.batch_size, on_progress, band_limit,
                                   self.cpu_share.update if self.cpu_share else None,
-                                  bitrate if self.told_bitrate else None, source_limit)
+                                  bitrate if self.told_bitrate else None, source_limit, dark_source_hz)
         if gain == 1.0:
             return restored
         return (block / np.float32(gain) for block in restored)
 
     # -- files --------------------------------------------------------------------------------
 
-    def file_bitrate(self, info: audio.AudioInfo,
-                     source_limit: torch.Tensor | None) -> tuple[float | None, torch.Tensor | None]:
-        """(bitrate, source limit) for a told model restoring the file `info` whose loudest frames end
-        at source_limit (whole_input).
+    def file_bitrate(self, info: audio.AudioInfo, source_limit: torch.Tensor | None) -> FileBitrate:
+        """What a told model restoring the file `info`, whose loudest frames end at source_limit
+        (whole_input), is told.
 
         An MP3 is told its frame headers' mean bitrate (audio.mp3_bitrate); anything else is unknown
-        (None). A VBR MP3 is never taken for dark at the source: the rule's frequencies are 0.75 of a
-        CBR encoder's edge at each bitrate, but a VBR file's -V quality, not its mean bitrate, sets where
-        it ends (LAME -V 9 cuts near 7.5 kHz and averages 52-87 kbps, read as 48-96 kbps, whose CBR edges
-        are 7.8-15.4 kHz), and read as CBR 19 of 20 -V 9 validation tracks were taken for dark
-        (docs/default-model.md, "VBR MP3s").
+        (None). The dark-source rule's frequencies are DARK_EDGE_SHARE of a CBR encoder's edge at each
+        bitrate. Where the MP3's LAME tag states the encoder's lowpass (audio.mp3_lame_tag: LAME's CBR,
+        ABR and VBR -V 0-6), that share of it is the rule's frequency for this file instead. A VBR MP3
+        without one is never taken for dark: its -V quality, not its mean bitrate, sets where it ends
+        (LAME -V 9 cuts near 7.5 kHz and averages 52-87 kbps, read as 48-96 kbps, whose CBR edges are
+        7.8-15.4 kHz), and read as CBR 19 of 20 -V 9 validation tracks were taken for dark
+        (docs/default-model.md, "VBR MP3s", "The encoder's own lowpass").
         """
         frames = audio.mp3_frame_bitrates(info)
         if not frames:
-            return None, source_limit
+            return FileBitrate(None, source_limit, None)
         bitrate = sum(frames) / len(frames)
-        if source_limit is None or len(set(frames)) == 1:
-            return bitrate, source_limit
-        return bitrate, never_dark(source_limit, self.model.config.window)
+        if source_limit is None:
+            return FileBitrate(bitrate, None, None)
+        tag = audio.mp3_lame_tag(info.path)
+        if tag is not None and tag.lowpass_hz is not None:
+            return FileBitrate(bitrate, source_limit, DARK_EDGE_SHARE * tag.lowpass_hz)
+        if len(set(frames)) == 1:
+            return FileBitrate(bitrate, source_limit, None)
+        return FileBitrate(bitrate, never_dark(source_limit, self.model.config.window), None)
 
     def restore_file(
         self,
@@ -266,12 +282,12 @@ class Restorer:
         blocks = prefetch(decoded())
         seconds_per_sample = 1.0 / self.sample_rate
         progress = (lambda n: on_progress(n * seconds_per_sample)) if on_progress else None
-        told = None
+        told = dark_source_hz = None
         if self.told_bitrate:
-            told, source_limit = (bitrate, source_limit) if bitrate is not None else \
+            told, source_limit, dark_source_hz = (bitrate, source_limit, None) if bitrate is not None else \
                 self.file_bitrate(info, source_limit)
         restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain,
-                                       source_limit=source_limit, bitrate=told)
+                                       source_limit=source_limit, bitrate=told, dark_source_hz=dark_source_hz)
 
         import soundfile as sf
 

@@ -116,6 +116,7 @@ def restore_stream(
     before_forward: Callable[[], object] | None = None,
     bitrate: float | None = None,
     source_limit: torch.Tensor | None = None,
+    dark_source_hz: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Restores a stream of (channels, n) blocks at the model's rate; yields restored blocks.
 
@@ -125,13 +126,14 @@ def restore_stream(
     before_forward() runs before each forward pass (threads.CpuShare.update). bitrate: the input's
     nominal MP3 bitrate in kbps, for models told it (ApolloConfig.bitrate_classes); None: unknown.
     source_limit (1,): the whole file's band limit in its loudest frames, for models with a
-    dark-source rule (ApolloConfig.dark_source_hz_told).
+    dark-source rule (ApolloConfig.dark_source_hz_told); dark_source_hz: that rule's frequency for
+    this file where its encoder states its own (Apollo.dark_rows; None: the model's for its bitrate).
     """
     if plan.segment == 0:
         data = np.concatenate(list(blocks), axis=1)
         if before_forward:
             before_forward()
-        out = _run(model, [data], device, band_limit, bitrate, source_limit)[0]
+        out = _run(model, [data], device, band_limit, bitrate, source_limit, dark_source_hz)[0]
         if on_progress:
             on_progress(data.shape[1])
         yield out
@@ -154,7 +156,8 @@ def restore_stream(
             del pending[:n]
             if before_forward:
                 before_forward()
-            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit, bitrate, source_limit)):
+            for chunk, y in zip(group, _run(model, [c.x for c in group], device, band_limit, bitrate, source_limit,
+                                            dark_source_hz)):
                 start = chunk.keep_lo - chunk.lo
                 acc.add(chunk.keep_lo, y[:, start:start + len(chunk.weights)] * chunk.weights)
                 if chunk.release > done:
@@ -252,7 +255,7 @@ def silence_mask(x: np.ndarray, radius: int) -> np.ndarray:
 
 def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: torch.device | str,
          band_limit: torch.Tensor | None = None, bitrate: float | None = None,
-         source_limit: torch.Tensor | None = None) -> list[np.ndarray]:
+         source_limit: torch.Tensor | None = None, dark_source_hz: float | None = None) -> list[np.ndarray]:
     """One forward pass; digital silence in the input stays exactly silent in the output."""
     device = torch.device(device)
     with torch.inference_mode():
@@ -266,8 +269,11 @@ def _run(model: Callable[..., torch.Tensor], chunks: list[np.ndarray], device: t
             limit = None if band_limit is None else band_limit.expand(len(chunks))
             if source_limit is None:
                 y = model(x, limit, told)
-            else:
+            elif dark_source_hz is None:
                 y = model(x, limit, told, source_limit=source_limit.expand(len(chunks)))
+            else:
+                y = model(x, limit, told, source_limit=source_limit.expand(len(chunks)),
+                          dark_source_hz=torch.full((len(chunks),), float(dark_source_hz), device=device))
         elif band_limit is None:
             y = model(x)
         else:

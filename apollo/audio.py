@@ -293,6 +293,57 @@ def _first_frame(data: bytes) -> int | None:
     return None
 
 
+# LAME writes a 36-byte extension after the Xing/Info fields: its encoder, method and lowpass
+# (hydrogenaud.io "LAME tag" spec). VBR methods by the tag's low nibble; 0 is unknown (FFmpeg's
+# muxer writes 0 and no lowpass).
+_LAME_METHODS = {1: "cbr", 8: "cbr", 2: "abr", 9: "abr", 3: "vbr", 4: "vbr", 5: "vbr", 6: "vbr"}
+
+
+@dataclass(frozen=True)
+class LameTag:
+    """What an MP3's LAME tag states about how it was encoded."""
+
+    encoder: str  # "LAME3.100", "Lavf", ...
+    method: str  # "cbr", "abr", "vbr" or "unknown"
+    lowpass_hz: int | None  # the encoder's lowpass (to 100 Hz); None where the tag leaves it unset
+
+
+def _crc16(data: bytes) -> int:
+    """CRC-16/ARC (reflected 0x8005, initial 0), the LAME tag's checksum."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def _lame_tag(data: bytes, start: int) -> LameTag | None:
+    """The LAME tag of the Xing/Info frame at `start`, or None where there is none or its checksum
+    (of every byte of the frame before it) fails."""
+    header = int.from_bytes(data[start:start + 4], "big")
+    mpeg1, mono = (header >> 19) & 3 == 3, (header >> 6) & 3 == 3
+    pos = start + 4 + ((17 if mono else 32) if mpeg1 else (9 if mono else 17))  # past the side info
+    if data[pos:pos + 4] not in (b"Xing", b"Info"):
+        return None
+    flags = int.from_bytes(data[pos + 4:pos + 8], "big")
+    pos += 8 + sum(size for bit, size in ((1, 4), (2, 4), (4, 100), (8, 4)) if flags & bit)
+    tag = data[pos:pos + 36]
+    if len(tag) < 36 or _crc16(data[start:pos + 34]) != int.from_bytes(tag[34:36], "big"):
+        return None
+    encoder = tag[:9].split(b"\0")[0].decode("latin-1").strip()
+    return LameTag(encoder, _LAME_METHODS.get(tag[9] & 15, "unknown"), tag[10] * 100 or None)
+
+
+def mp3_lame_tag(path: str | os.PathLike[str]) -> LameTag | None:
+    """The LAME tag in an MP3's first frame (LAME and FFmpeg write one), or None: no Xing/Info frame
+    (LAME writes none in CBR at 32, 48 or 56 kbps, whose frames are too short), or a checksum that fails."""
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 20)
+    start = _first_frame(data)
+    return None if start is None else _lame_tag(data, start)
+
+
 def mp3_has_length_header(path: str | os.PathLike[str]) -> bool:
     """True when the first frame is a Xing/Info/VBRI header that states the stream's length.
 

@@ -562,8 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sample format (default: 24 for flac, 32f for wav)")
     restore.add_argument("--bitrate", type=_kbps, metavar="KBPS",
                          help="the CBR MP3 bitrate the inputs were decoded from, for WAV or FLAC made from an MP3 "
-                              "(default: read from an MP3's frame headers, else unknown; leave it out for a VBR "
-                              "MP3's WAV); models not told the bitrate (all but the default) ignore it")
+                              "(default: read from an MP3's frame headers, and its encoder's lowpass from its LAME "
+                              "tag, else unknown; leave it out for a VBR MP3's WAV); models not told the bitrate "
+                              "(all but the default) ignore it")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
     _add_speed_options(restore)

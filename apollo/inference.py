@@ -49,9 +49,10 @@ class Autocast(nn.Module):
         return self.model.file_band_levels(channels)
 
     def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None,
-                bitrate: torch.Tensor | None = None, source_limit: torch.Tensor | None = None) -> torch.Tensor:
+                bitrate: torch.Tensor | None = None, source_limit: torch.Tensor | None = None,
+                dark_source_hz: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(wav.device.type, dtype=self.dtype):
-            return self.model(wav, band_limit, bitrate, source_limit=source_limit)
+            return self.model(wav, band_limit, bitrate, source_limit=source_limit, dark_source_hz=dark_source_hz)
 
 
 def check_precision(precision: str, device: torch.device | str) -> None:

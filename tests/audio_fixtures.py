@@ -42,3 +42,32 @@ def write_aac(path: Path, data: np.ndarray, rate: int = 44100, container_format:
         for packet in stream.encode(None):
             container.mux(packet)
     return path
+
+
+LAME_METHODS = {"cbr": 1, "abr": 2, "vbr": 4, "unknown": 0}
+
+
+def with_lame_tag(data: bytes, method: str, lowpass_hz: int, checksum: bool = True) -> bytes:
+    """An MPEG-1 Layer III stream (as lameenc writes it: no Xing frame) with a Xing/Info frame before
+    it whose LAME tag states `method` and `lowpass_hz`, as the LAME program writes one (hydrogenaud.io
+    "LAME tag" spec: frame and byte counts, then the 36-byte extension, its CRC-16 last); checksum
+    False spoils that CRC."""
+    from apollo.audio import _crc16, _first_frame, _frame_chain
+
+    first = _first_frame(data)
+    frames = list(_frame_chain(data, first, len(data)))
+    header = frames[0][1] & ~(0xF << 12) & ~(1 << 9) | (9 << 12)  # 128 kbps, unpadded: room for the tag
+    frame = bytearray(144 * 128000 // 44100)
+    frame[:4] = header.to_bytes(4, "big")
+    pos = 4 + (17 if (header >> 6) & 3 == 3 else 32)  # past the (empty) side info
+    frame[pos:pos + 4] = b"Xing" if method in ("vbr", "abr") else b"Info"
+    frame[pos + 4:pos + 8] = (1 | 2).to_bytes(4, "big")  # frame count and byte count follow
+    frame[pos + 8:pos + 12] = len(frames).to_bytes(4, "big")
+    frame[pos + 12:pos + 16] = (len(frame) + len(data) - first).to_bytes(4, "big")
+    tag = pos + 16
+    frame[tag:tag + 9] = b"LAME3.100"
+    frame[tag + 9] = LAME_METHODS[method]
+    frame[tag + 10] = lowpass_hz // 100
+    crc = _crc16(bytes(frame[:tag + 34])) ^ (0 if checksum else 1)
+    frame[tag + 34:tag + 36] = crc.to_bytes(2, "big")
+    return bytes(frame) + data[first:]

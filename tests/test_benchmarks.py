@@ -98,3 +98,18 @@ def test_vbr_merge_keeps_each_pair_once_and_reads_now_as_no_rule_where_dark(tmp_
     assert summary["V2"]["visqol_now"] == 4.5 and summary["V2"]["visqol_edge_if_dark"] == 4.5
     assert summary["all"]["visqol_now"] == round((3.0 + 4.5 + 3.2) / 3, 3) and summary["all"]["dark"] == round(2 / 3, 3)
     assert report["command"].startswith("one && two && python benchmarks/vbr.py --merge")
+
+
+def test_lame_tag_aligns_a_decoded_file_by_its_lag(monkeypatch):
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # lame_tag imports probe_report beside it
+    lame_tag = load_script("benchmarks/lame_tag.py")
+    ref = np.random.default_rng(0).standard_normal((2, 20000)).astype(np.float32)
+    for shift in (1105, -300, 0):  # LAME's delay and padding: the decoded file runs late (or early)
+        coded = np.pad(ref, ((0, 0), (shift, 0)))[:, :20000] if shift >= 0 else ref[:, -shift:]
+        assert lame_tag.lag(ref, coded) == shift
+        back = lame_tag.aligned(coded, shift, ref.shape[1])
+        assert back.shape == ref.shape
+        inner = slice(400, 18000)
+        np.testing.assert_array_equal(back[:, inner], ref[:, inner])

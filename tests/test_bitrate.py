@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from audio_fixtures import tone, write
+from audio_fixtures import tone, with_lame_tag, write
 from repo_scripts import ROOT
 
 import apollo
@@ -99,6 +101,59 @@ def test_a_vbr_mp3s_frames_differ_and_a_cbr_mp3s_do_not(tmp_path):
     cbr = audio.mp3_frame_bitrates(audio.probe(_mp3(tmp_path / "cbr.mp3", kbps=96)))
     assert vbr and len(set(vbr)) > 1 and cbr and set(cbr) == {96}
     assert audio.mp3_frame_bitrates(audio.probe(write(tmp_path / "x.wav", tone(0.5)))) is None
+
+
+@pytest.mark.parametrize(("method", "lowpass"), [("cbr", 17000), ("abr", 15100), ("vbr", 18500), ("unknown", 0)])
+def test_the_lame_tag_says_how_an_mp3_was_coded(tmp_path, method, lowpass):
+    raw = degrade.encode_mp3(tone(1.0).T.copy(), 44100, 128)  # lameenc writes no Xing/Info frame
+    assert audio.mp3_lame_tag(_bytes(tmp_path / "raw.mp3", raw)) is None
+    tag = audio.mp3_lame_tag(_bytes(tmp_path / "tagged.mp3", with_lame_tag(raw, method, lowpass)))
+    assert tag == audio.LameTag("LAME3.100", method, lowpass or None)  # 0: the tag leaves it unset
+    # a tag whose checksum fails says nothing; the audio frames after it are read as before
+    spoilt = _bytes(tmp_path / "spoilt.mp3", with_lame_tag(raw, method, lowpass, checksum=False))
+    assert audio.mp3_lame_tag(spoilt) is None
+    assert audio.mp3_frame_bitrates(audio.probe(spoilt)) == audio.mp3_frame_bitrates(audio.probe(tmp_path / "raw.mp3"))
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.skipif(shutil.which("lame") is None, reason="needs the lame program (.ci/apt-packages.txt)")
+@pytest.mark.parametrize(("options", "tag"), [(["-V", "2"], ("vbr", 18500)), (["--abr", "96"], ("abr", 15100)),
+                                              (["-b", "320"], ("cbr", 20500)), (["-b", "48"], None)])
+def test_the_lame_programs_tags_are_read(tmp_path, options, tag):
+    # as LAME writes them (every Xing field present, then the extension); at 48 kbps LAME's MPEG-2
+    # frames are too short for one and it writes none
+    src = write(tmp_path / "x.wav", tone(1.0), subtype="PCM_16")
+    subprocess.run(["lame", "--quiet", *options, str(src), str(tmp_path / "x.mp3")], check=True)
+    got = audio.mp3_lame_tag(tmp_path / "x.mp3")
+    assert (got and (got.encoder, got.method, got.lowpass_hz)) == (tag and ("LAME3.100", *tag))
+
+
+def test_file_bitrate_reads_the_dark_source_rule_from_the_lame_tag(tmp_path):
+    from apollo.model.band_limit import DARK_EDGE_SHARE
+
+    model = _told_model()
+    model = apollo.Apollo(dataclasses.replace(model.config, residual=True,
+                                              dark_source_hz_told=(0, 0, 5870, 8430, 11555, 12629)))
+    checkpoint = tmp_path / "ruled.safetensors"
+    apollo.save_checkpoint(checkpoint, model.state_dict(), model.config)
+    restorer = Restorer(checkpoint, device="cpu", segment=0, threads=1)
+    source, top = torch.tensor([200]), model.config.window // 2  # the top bin: dark at no bitrate
+    vbr = degrade.encode_mp3(tone(2.0).T.copy(), 44100, None, vbr=2)
+    for data, expect in ((vbr, (None, True)),  # VBR, no tag: never dark, as before
+                         (with_lame_tag(vbr, "vbr", 18500), (DARK_EDGE_SHARE * 18500, False)),
+                         (with_lame_tag(vbr, "vbr", 0), (None, True))):  # the lowpass unset: as untagged
+        read = restorer.file_bitrate(audio.probe(_bytes(tmp_path / "song.mp3", data)), source)
+        assert read.bitrate == audio.mp3_bitrate(audio.probe(tmp_path / "song.mp3"))
+        assert (read.dark_source_hz, bool(read.source_limit[0] == top)) == expect
+    cbr = degrade.encode_mp3(tone(2.0).T.copy(), 44100, 192)
+    for data, hz in ((cbr, None), (with_lame_tag(cbr, "cbr", 12000), DARK_EDGE_SHARE * 12000)):
+        read = restorer.file_bitrate(audio.probe(_bytes(tmp_path / "song.mp3", data)), source)
+        assert (read.bitrate, read.dark_source_hz, int(read.source_limit[0])) == (192, hz, 200)
+    assert restorer.file_bitrate(audio.probe(write(tmp_path / "x.wav", tone(0.5))), source) == (None, source, None)
 
 
 def test_restore_file_tells_the_model_the_mp3s_bitrate(tmp_path):

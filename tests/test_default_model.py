@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from audio_fixtures import with_lame_tag
 from repo_scripts import ROOT, load_script
 
 from apollo import Restorer, degrade, metrics
@@ -200,6 +201,26 @@ def test_cli_restore_fills_a_vbr_mp3_it_took_for_dark(music, restorer, tmp_path)
     assert _band_db(written, 8000, 16000) > _band_db(coded, 8000, 16000) + 50
     assert abs(_band_db(written, 8000, 16000) - _band_db(untold, 8000, 16000)) < 3
     assert np.abs(written - untold).max() > 1e-4  # told the mean, not unknown
+
+
+def test_cli_restore_keeps_a_dark_vbr_mp3_dark_where_its_lame_tag_states_the_lowpass(music, tmp_path):
+    # A VBR MP3 is never taken for dark by its mean bitrate (above), but LAME's tag states the lowpass
+    # it coded with (here -V 2's 18.5 kHz): 0.75 of that is the rule's frequency for the file
+    # (Restorer.file_bitrate), and music that ends at 3 kHz is dark under it. Without the tag (as
+    # lameenc writes it) it is filled as before.
+    from apollo.data.examples import darken
+
+    raw = degrade.encode_mp3(darken(music, 3000, RATE), RATE, None, vbr=2)
+    written = {}
+    for name, data in (("tagged", with_lame_tag(raw, "vbr", 18500)), ("untagged", raw)):
+        (tmp_path / f"{name}.mp3").write_bytes(data)
+        assert main(["restore", str(tmp_path / f"{name}.mp3"), "-o", str(tmp_path / "out"), "--format", "wav",
+                     "--bits", "32f", "--quiet"]) == 0
+        written[name] = sf.read(tmp_path / "out" / f"{name}.wav", dtype="float32", always_2d=True)[0].T
+    coded, _ = degrade.decode_mp3(raw)
+    # 8-16 kHz, above its band limit (6.2 kHz), in dB: tagged -21.1, the MP3 -21.1, untagged 18.9
+    assert abs(_band_db(written["tagged"], 8000, 16000) - _band_db(coded, 8000, 16000)) < 1.0
+    assert _band_db(written["untagged"], 8000, 16000) > _band_db(coded, 8000, 16000) + 10
 
 
 @pytest.mark.parametrize("bad", ["0", "400", "fast"])

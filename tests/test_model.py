@@ -436,6 +436,28 @@ def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_th
     assert torch.equal(got[2:], plain[2:])  # unknown bitrate: no rule
 
 
+def test_an_items_own_dark_source_frequency_replaces_its_rows_where_the_row_has_a_rule():
+    # Restorer.file_bitrate reads the encoder's lowpass from an MP3's LAME tag: DARK_EDGE_SHARE of it is
+    # that file's frequency (dark_source_hz), in place of its bitrate row's, but a row with no rule
+    # (0 Hz, here 24 kbps) stays without one, and NaN leaves the row's
+    model, ruled = _model_and_changed(TOLD, dark_source_hz_told=(0.0, 7000.0))
+    config = model.config
+    spec = model.stft(0.1 * _lowpassed_noise(config.sample_rate, 160, config.window)[0])  # ends at 8 kHz
+    spec = torch.cat([spec] * 4)  # four stereo items
+    source = torch.tensor([160] * 4)
+    bitrate = torch.tensor([128, 128, 128, 24])
+    own = torch.tensor([9000.0, float("nan"), 6000.0, 9000.0])
+    assert ruled.dark_rows(ruled.bitrate_index(bitrate, 4), source).tolist() == [False] * 4
+    assert ruled.dark_rows(ruled.bitrate_index(bitrate, 4), source, own).tolist() == [True, False, False, False]
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, 2, bitrate=bitrate)
+        got, _ = ruled.restore_spectrum(spec, 2, bitrate=bitrate, source_limit=source, dark_source_hz=own)
+        untold, _ = ruled.restore_spectrum(spec, 2, bitrate=bitrate, source_limit=source)
+    assert (plain[:2, :, 161:] - spec[:2, :, 161:]).abs().max() > 1e-3  # something is written there
+    assert torch.equal(got[:2, :, 161:], spec[:2, :, 161:])  # 8 kHz under its own 9 kHz: dark
+    assert torch.equal(got[2:], plain[2:]) and torch.equal(untold, plain)  # the others: not dark
+
+
 def test_an_input_sampled_under_the_models_rate_is_dark_only_under_its_own_edge():
     from apollo.model.band_limit import DARK_EDGE_SHARE, at_own_rate
 

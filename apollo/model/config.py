@@ -55,8 +55,10 @@ class ApolloConfig:
     # loudest frames' limit where the band limit finds no cliff): it keeps the input there
     # (docs/default-model.md, "Dark at the source"). The encoder's edge
     # comes from degrade.codec_cutoff_hz at export. For an input sampled under the model's rate the
-    # Restorer reads that limit against the input's own Nyquist (band_limit.at_own_rate); a VBR MP3,
-    # whose mean bitrate does not set its edge, it never takes for dark (Restorer.file_bitrate).
+    # Restorer reads that limit against the input's own Nyquist (band_limit.at_own_rate). Where an
+    # MP3's LAME tag states the encoder's lowpass, 0.75 of it replaces the row's frequency for that
+    # file (a row at 0 stays without); a VBR MP3 without one, whose mean bitrate does not set its
+    # edge, is never taken for dark (Restorer.file_bitrate).
     dark_source_hz_told: tuple[float, ...] = ()
     # Set (needs bitrate_classes and residual): one gain in dB per entry of bitrate_classes. Under
     # a told input's band limit, where the model writes more than the input cell holds (the

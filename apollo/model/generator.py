@@ -91,7 +91,8 @@ class Apollo(nn.Module):
         return torch.where(kbps > 0, nearest, torch.zeros_like(nearest))
 
     def forward(self, wav: torch.Tensor, band_limit: torch.Tensor | None = None,
-                bitrate: torch.Tensor | None = None, source_limit: torch.Tensor | None = None) -> torch.Tensor:
+                bitrate: torch.Tensor | None = None, source_limit: torch.Tensor | None = None,
+                dark_source_hz: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, channels, samples) -> the same shape, restored.
 
         band_limit (batch,) is each item's input band limit (FileBandLevels) for models that
@@ -100,6 +101,8 @@ class Apollo(nn.Module):
         kbps (0: unknown), for models with config.bitrate_classes; others ignore it. source_limit
         (batch,) is each item's band limit in its loudest frames (FileBandLevels.limit(SOURCE_QUANTILE)),
         for models with config.dark_source_hz_told: pass the whole file's when `wav` is a chunk of it.
+        dark_source_hz (batch,) replaces that rule's frequency for each item's row where the row has one
+        (dark_rows): from the encoder's own lowpass, where its MP3 states it (Restorer.file_bitrate).
         """
         if wav.dim() != 3:
             raise ValueError(f"expected (batch, channels, samples), got shape {tuple(wav.shape)}")
@@ -108,20 +111,22 @@ class Apollo(nn.Module):
         padded = self.padded_length(length)
         x = pad_end(x, padded - length, reflects_end(length, self.config.window, self.config.causal))
         spec = self.stft(x)
-        out, _ = self.restore_spectrum(spec, channels, band_limit, bitrate=bitrate, source_limit=source_limit)
+        out, _ = self.restore_spectrum(spec, channels, band_limit, bitrate=bitrate, source_limit=source_limit,
+                                       dark_source_hz=dark_source_hz)
         y = self.istft(out, padded)[:, :length]
         return y.reshape(batch, channels, length).to(wav.dtype)
 
     def restore_spectrum(self, spec: torch.Tensor, channels: int = 1, band_limit: torch.Tensor | None = None,
                          history: list | None = None,
                          bitrate: torch.Tensor | None = None,
-                         source_limit: torch.Tensor | None = None) -> tuple[torch.Tensor, list | None]:
+                         source_limit: torch.Tensor | None = None,
+                         dark_source_hz: torch.Tensor | None = None) -> tuple[torch.Tensor, list | None]:
         """(B, T, F, 2) input spectrum -> (restored spectrum, history).
 
         The frame-wise core of forward(). `history` continues a causal model from the frames
         before `spec` (streaming.py): pass initial_history() at the start of a stream and the returned history
-        with the next frames. With history None nothing is carried over. bitrate and source_limit:
-        as forward()'s, one per item of B // channels.
+        with the next frames. With history None nothing is carried over. bitrate, source_limit and
+        dark_source_hz: as forward()'s, one per item of B // channels.
         """
         z = self.band_split(spec)
         rows = None
@@ -146,7 +151,8 @@ class Apollo(nn.Module):
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 dark = None  # (B*C,) on the CPU: the told items dark at the source
                 if rows is not None and source_limit is not None and self.config.dark_source_hz_told:
-                    dark = self.dark_rows(rows, source_limit.repeat_interleave(channels))
+                    own = None if dark_source_hz is None else dark_source_hz.repeat_interleave(channels)
+                    dark = self.dark_rows(rows, source_limit.repeat_interleave(channels), own)
                     # one whose 90% levels have no cliff (the limit is the top bin, nothing lies above
                     # it) keeps the input above its loudest frames' limit
                     swap = dark.to(mask.device)[:, None, None, None] & (mask.sum(dim=2, keepdim=True) == 0)
@@ -183,11 +189,18 @@ class Apollo(nn.Module):
             change = torch.where(dark, torch.full_like(change, -1.0), change)
         return change.to(out.device, out.dtype)[:, None, None, None]
 
-    def dark_rows(self, rows: torch.Tensor, source_limit: torch.Tensor) -> torch.Tensor:
+    def dark_rows(self, rows: torch.Tensor, source_limit: torch.Tensor,
+                  dark_source_hz: torch.Tensor | None = None) -> torch.Tensor:
         """(B*C,) bool on the CPU: whether each told item's band limit in its loudest frames (bins)
-        lies under config.dark_source_hz_told's frequency for its bitrate row (row 0, unknown: never)."""
+        lies under config.dark_source_hz_told's frequency for its bitrate row (row 0, unknown: never).
+
+        dark_source_hz (B*C,), where given and finite, replaces the frequency of an item whose row has
+        one (a row at 0 Hz, no rule, stays without)."""
         c = self.config
         edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
+        if dark_source_hz is not None:
+            own = dark_source_hz.cpu().double()
+            edges = torch.where((edges > 0) & own.isfinite(), own, edges)
         return source_limit.cpu().double() * c.sample_rate / c.window < edges
 
     def hole_gain(self, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
