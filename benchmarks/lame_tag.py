@@ -15,9 +15,11 @@ back as `apollo restore` reads the file (audio.read, resampled to the model's ra
 setting) the row has the tag's method and lowpass, the mean bitrate, the class it is told, the
 loudest frames' limit and the verdicts "before" (tag unread) and "now"; where they differ, both
 restorations are scored (ViSQOL against the reference, and the MP3's), elsewhere the two are the same
-and nothing is restored. The decoded file is aligned to the reference by cross-correlation (LAME's
-resampling and padding). The summary, per setting and over all: the share of files whose verdict
-changed and the mean ViSQOL change over every file (0 where the verdict stayed).
+and nothing is restored (with --score-all, "now" and the MP3 are scored there too: how the default does
+on files as the LAME program codes them, at the rates it picks). The decoded file is aligned to the
+reference by cross-correlation (LAME's resampling and padding). The summary, per setting and over all:
+the share of files whose verdict changed and the mean ViSQOL change over every file (0 where the
+verdict stayed).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--split", default="valid", choices=("train", "valid", "test"))
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--settings", default=";".join(SETTINGS), help="lame options per file, ';'-separated")
+    parser.add_argument("--score-all", action="store_true", help="score the MP3 and 'now' on every file")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args()
@@ -121,13 +124,19 @@ def main() -> None:
                     row["visqol_change"] = row["visqol_now"] - row["visqol_before"]
                 else:
                     row["visqol_change"] = 0.0
+                    if args.score_all:
+                        now_wav = restore(restorer, coded, now.bitrate, now.source_limit, now.dark_source_hz,
+                                          info.sample_rate)
+                        for name, y in (("mp3", coded), ("now", now_wav)):
+                            row[f"visqol_{name}"] = metrics.visqol(ref, aligned(y, shift, ref.shape[1]), RATE)
                 rows.append(row)
                 print(rounded(row), flush=True)
     keys = ["kbps", "told", "loudest_limit_hz", "dark_before", "dark_now", "changed", "visqol_mp3",
             "visqol_before", "visqol_now", "visqol_change"]
     summary = summarise(rows, lambda r: r["setting"], keys) | summarise(rows, lambda r: "all", keys)
     command = (f"python benchmarks/lame_tag.py --data {args.data} --split {args.split} --checkpoint "
-               f"{args.checkpoint} --settings '{args.settings}' --threads {args.threads} --out {args.out}")
+               f"{args.checkpoint} --settings '{args.settings}'{' --score-all' if args.score_all else ''} "
+               f"--threads {args.threads} --out {args.out}")
     write_report(args.out, command, [rounded(r) for r in rows], summary)
 
 
