@@ -60,10 +60,11 @@ def aligned(y: np.ndarray, shift: int, length: int) -> np.ndarray:
     return audio.fit_length(y, length)
 
 
-def restore(restorer: Restorer, wav: np.ndarray, told: float, source: torch.Tensor,
-            dark_source_hz: float | None, input_rate: int) -> np.ndarray:
-    """wav (at the model's rate) restored as restore_file restores it, with the given reading."""
-    gain, limit, _ = restorer.whole_input(lambda: [wav], wav.shape[0], input_rate)
+def restore(restorer: Restorer, wav: np.ndarray, whole: tuple, told: float, source: torch.Tensor,
+            dark_source_hz: float | None) -> np.ndarray:
+    """wav (at the model's rate) restored as restore_file restores it, with the given reading; whole:
+    its (gain, band limit, ...) from Restorer.whole_input."""
+    gain, limit = whole[:2]
     blocks = restorer.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain, bitrate=told,
                                      source_limit=source, dark_source_hz=dark_source_hz)
     return np.concatenate(list(blocks), axis=1)
@@ -100,7 +101,8 @@ def main() -> None:
                 decoded, _ = audio.read(mp3_path)
                 coded = audio.resample(decoded, info.sample_rate, RATE)
                 shift = lag(ref, coded)
-                _, _, loudest = restorer.whole_input(lambda c=coded: [c], coded.shape[0], info.sample_rate)
+                whole = restorer.whole_input(lambda c=coded: [c], coded.shape[0], info.sample_rate)
+                loudest = whole[2]
                 now = restorer.file_bitrate(info, loudest)
                 frames = audio.mp3_frame_bitrates(info)
                 before = loudest if len(set(frames)) == 1 else never_dark(loudest, model.config.window)
@@ -116,17 +118,17 @@ def main() -> None:
                 row["changed"] = row["dark_before"] != row["dark_now"]
                 if row["changed"]:
                     systems = {"mp3": coded,
-                               "before": restore(restorer, coded, now.bitrate, before, None, info.sample_rate),
-                               "now": restore(restorer, coded, now.bitrate, now.source_limit, now.dark_source_hz,
-                                              info.sample_rate)}
+                               "before": restore(restorer, coded, whole, now.bitrate, before, None),
+                               "now": restore(restorer, coded, whole, now.bitrate, now.source_limit,
+                                              now.dark_source_hz)}
                     for name, y in systems.items():
                         row[f"visqol_{name}"] = metrics.visqol(ref, aligned(y, shift, ref.shape[1]), RATE)
                     row["visqol_change"] = row["visqol_now"] - row["visqol_before"]
                 else:
                     row["visqol_change"] = 0.0
                     if args.score_all:
-                        now_wav = restore(restorer, coded, now.bitrate, now.source_limit, now.dark_source_hz,
-                                          info.sample_rate)
+                        now_wav = restore(restorer, coded, whole, now.bitrate, now.source_limit,
+                                          now.dark_source_hz)
                         for name, y in (("mp3", coded), ("now", now_wav)):
                             row[f"visqol_{name}"] = metrics.visqol(ref, aligned(y, shift, ref.shape[1]), RATE)
                 rows.append(row)

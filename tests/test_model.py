@@ -452,10 +452,10 @@ def test_an_items_own_dark_source_frequency_replaces_its_rows_where_the_row_has_
     with torch.inference_mode():
         plain, _ = model.restore_spectrum(spec, 2, bitrate=bitrate)
         got, _ = ruled.restore_spectrum(spec, 2, bitrate=bitrate, source_limit=source, dark_source_hz=own)
-        untold, _ = ruled.restore_spectrum(spec, 2, bitrate=bitrate, source_limit=source)
+        by_rows, _ = ruled.restore_spectrum(spec, 2, bitrate=bitrate, source_limit=source)
     assert (plain[:2, :, 161:] - spec[:2, :, 161:]).abs().max() > 1e-3  # something is written there
     assert torch.equal(got[:2, :, 161:], spec[:2, :, 161:])  # 8 kHz under its own 9 kHz: dark
-    assert torch.equal(got[2:], plain[2:]) and torch.equal(untold, plain)  # the others: not dark
+    assert torch.equal(got[2:], plain[2:]) and torch.equal(by_rows, plain)  # the others: not dark
 
 
 def test_an_input_sampled_under_the_models_rate_is_dark_only_under_its_own_edge():
