@@ -242,6 +242,21 @@ class Restorer:
             return FileBitrate(bitrate, source_limit, None)
         return FileBitrate(bitrate, never_dark(source_limit, self.model.config.window), None)
 
+    def dark_source(self, bitrate: float | None, source_limit: torch.Tensor | None,
+                    dark_source_hz: float | None = None) -> tuple[float, float] | None:
+        """(where its loudest frames end, the rule's frequency), both in Hz, where the model's dark-source
+        rule takes an input told `bitrate` for dark at the source (Apollo.dark_rows); else None."""
+        model = getattr(self.model, "model", self.model)  # the generator under an Autocast wrapper
+        config = getattr(model, "config", None)
+        if bitrate is None or source_limit is None or not getattr(config, "dark_source_hz_told", ()):
+            return None
+        rows = model.bitrate_index(torch.tensor([float(bitrate)]), 1)
+        own = None if dark_source_hz is None else torch.tensor([float(dark_source_hz)])
+        if not bool(model.dark_rows(rows, source_limit, own)[0]):
+            return None
+        rule = dark_source_hz if dark_source_hz is not None else config.dark_source_hz_told[int(rows[0]) - 1]
+        return float(source_limit[0]) * config.sample_rate / config.window, float(rule)
+
     def restore_file(
         self,
         src: str | os.PathLike[str],
@@ -253,6 +268,7 @@ class Restorer:
         info: audio.AudioInfo | None = None,
         on_rescale: Callable[[float], None] | None = None,
         bitrate: float | None = None,
+        on_dark: Callable[[float, float], None] | None = None,
     ) -> Path:
         """Restores src into dst (FLAC or WAV, at the model's rate), atomically, tags and cover art
         copied (apollo.tags). An MP3's bitrate, read from its frame headers (audio.mp3_bitrate),
@@ -260,8 +276,9 @@ class Restorer:
 
         on_progress(seconds) reports seconds of input audio finished; info is src's
         audio.probe() result when the caller already has it; on_rescale(peak) is called when
-        clip="rescale" scales the file down by 1/peak. Raises audio.AudioError with a one-line
-        message for unusable input or output.
+        clip="rescale" scales the file down by 1/peak; on_dark(limit_hz, rule_hz) when the dark-source
+        rule takes the file for dark (dark_source). Raises audio.AudioError with a one-line message for
+        unusable input or output.
         """
         _check_bitrate(bitrate)
         src, dst = Path(src), Path(dst)
@@ -286,6 +303,9 @@ class Restorer:
         if self.told_bitrate:
             told, source_limit, dark_source_hz = (bitrate, source_limit, None) if bitrate is not None else \
                 self.file_bitrate(info, source_limit)
+            dark = self.dark_source(told, source_limit, dark_source_hz) if on_dark else None
+            if dark:
+                on_dark(*dark)
         restored = self.restore_blocks(blocks, info.channels, progress, band_limit=limit, gain=gain,
                                        source_limit=source_limit, bitrate=told, dark_source_hz=dark_source_hz)
 

@@ -121,10 +121,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 say(f"{src}: restored peak {peak:.3f}, whole file scaled by {-20 * math.log10(peak):.2f} dB "
                     "(--clip rescale; --clip clamp or none keep the level)")
 
+            def dark(limit_hz: float, rule_hz: float, src=job.src) -> None:  # noqa: ANN001
+                say(f"{src}: its loudest frames end at {limit_hz / 1000:.1f} kHz, under {rule_hz / 1000:.1f} kHz "
+                    "for its bitrate: dark before it was coded, so nothing is invented above its band limit")
+
             try:
                 restorer.restore_file(job.src, job.dst, fmt=fmt, bits=bits, overwrite=args.overwrite,
                                       on_progress=step, info=infos.get(job.src), on_rescale=gain,
-                                      bitrate=args.bitrate)
+                                      bitrate=args.bitrate, on_dark=dark)
             except AudioError as error:
                 err = str(error)
             finally:

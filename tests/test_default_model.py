@@ -203,7 +203,7 @@ def test_cli_restore_fills_a_vbr_mp3_it_took_for_dark(music, restorer, tmp_path)
     assert np.abs(written - untold).max() > 1e-4  # told the mean, not unknown
 
 
-def test_cli_restore_keeps_a_dark_vbr_mp3_dark_where_its_lame_tag_states_the_lowpass(music, tmp_path):
+def test_cli_restore_keeps_a_dark_vbr_mp3_dark_where_its_lame_tag_states_the_lowpass(music, tmp_path, capsys):
     # A VBR MP3 is never taken for dark by its mean bitrate (above), but LAME's tag states the lowpass
     # it coded with (here -V 2's 18.5 kHz): 0.75 of that is the rule's frequency for the file
     # (Restorer.file_bitrate), and music that ends at 3 kHz is dark under it. Without the tag (as
@@ -211,12 +211,16 @@ def test_cli_restore_keeps_a_dark_vbr_mp3_dark_where_its_lame_tag_states_the_low
     from apollo.data.examples import darken
 
     raw = degrade.encode_mp3(darken(music, 3000, RATE), RATE, None, vbr=2)
-    written = {}
+    written, said = {}, {}
     for name, data in (("tagged", with_lame_tag(raw, "vbr", 18500)), ("untagged", raw)):
         (tmp_path / f"{name}.mp3").write_bytes(data)
         assert main(["restore", str(tmp_path / f"{name}.mp3"), "-o", str(tmp_path / "out"), "--format", "wav",
-                     "--bits", "32f", "--quiet"]) == 0
+                     "--bits", "32f"]) == 0
+        said[name] = capsys.readouterr().out
         written[name] = sf.read(tmp_path / "out" / f"{name}.wav", dtype="float32", always_2d=True)[0].T
+    # the user is told why nothing was written up there (0.75 of 18.5 kHz: 13.9 kHz)
+    assert "tagged.mp3: its loudest frames end at 7.1 kHz, under 13.9 kHz for its bitrate" in said["tagged"]
+    assert "loudest frames" not in said["untagged"] and "restored" in said["untagged"]
     coded, _ = degrade.decode_mp3(raw)
     # 8-16 kHz, above its band limit (6.2 kHz), in dB: tagged -21.1, the MP3 -21.1, untagged 18.9
     assert abs(_band_db(written["tagged"], 8000, 16000) - _band_db(coded, 8000, 16000)) < 1.0
