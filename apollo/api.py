@@ -55,6 +55,13 @@ def _check_bitrate(bitrate: object) -> None:
         raise ValueError(f"bitrate must be a positive number of kbps or None, got {bitrate!r}")
 
 
+def dark_source_message(limit_hz: float, rule_hz: float) -> str:
+    """What `apollo restore` and `apollo web` say of a file the dark-source rule takes for dark
+    (Restorer.dark_source gives the two frequencies)."""
+    return (f"its loudest frames end at {limit_hz / 1000:.1f} kHz, under {rule_hz / 1000:.1f} kHz for its "
+            "bitrate: dark before it was coded, so nothing is invented above its band limit")
+
+
 class FileBitrate(NamedTuple):
     """What a told model is told of an MP3 file (Restorer.file_bitrate)."""
 

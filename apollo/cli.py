@@ -36,7 +36,7 @@ LONG_ONE_PASS_SECONDS = 60.0  # --segment 0 beyond this: memory grows with the f
 def _cmd_restore(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .api import Restorer
+    from .api import Restorer, dark_source_message
     from .audio import AudioError, probe, subtype_for
     from .outputs import Claim, check_output, output_file, plan
 
@@ -122,8 +122,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                     "(--clip rescale; --clip clamp or none keep the level)")
 
             def dark(limit_hz: float, rule_hz: float, src=job.src) -> None:  # noqa: ANN001
-                say(f"{src}: its loudest frames end at {limit_hz / 1000:.1f} kHz, under {rule_hz / 1000:.1f} kHz "
-                    "for its bitrate: dark before it was coded, so nothing is invented above its band limit")
+                say(f"{src}: {dark_source_message(limit_hz, rule_hz)}")
 
             try:
                 restorer.restore_file(job.src, job.dst, fmt=fmt, bits=bits, overwrite=args.overwrite,

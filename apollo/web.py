@@ -53,11 +53,12 @@ class Job:
     progress: float = 0.0
     duration: float = 0.0
     error: str | None = None
+    note: str | None = None  # what the restore decided that the user should know (api.dark_source_message)
     created: float = field(default_factory=time.time)
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "state": self.state, "progress": round(self.progress, 4),
-                "duration": round(self.duration, 2), "error": self.error, "model": self.model,
+                "duration": round(self.duration, 2), "error": self.error, "note": self.note, "model": self.model,
                 "precision": self.precision, "format": self.fmt, "bits": self.bits,
                 "download_name": self.download_name}
 
@@ -185,6 +186,8 @@ class Service:
         return self.restorers[key]
 
     def _restore(self, job: Job) -> None:
+        from .api import dark_source_message
+
         job.state = "running"
         try:
             info = audio.probe(job.source)
@@ -197,7 +200,11 @@ class Service:
                 done += seconds
                 job.progress = min(0.99, done / max(info.duration, 1e-9))
 
-            restorer.restore_file(job.source, job.restored, fmt=job.fmt, bits=job.bits, on_progress=step, info=info)
+            def dark(limit_hz: float, rule_hz: float) -> None:
+                job.note = dark_source_message(limit_hz, rule_hz)
+
+            restorer.restore_file(job.source, job.restored, fmt=job.fmt, bits=job.bits, on_progress=step, info=info,
+                                  on_dark=dark)
             rate = restorer.sample_rate
             preview = job.folder / "preview.wav"  # the input at the output's rate: the A/B player switches in step
             import soundfile as sf

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio_fixtures import tone, write
+from audio_fixtures import tone, with_lame_tag, write
 
 from apollo.cli import main
 from apollo.web import SESSION_COOKIE, Service, create_app
@@ -74,6 +74,25 @@ def test_restores_like_the_cli_and_serves_pictures_and_players(service, tmp_path
     for picture in ("input.png", "restored.png"):
         png = client.get(f"{base}/{picture}").content
         assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") > 10  # width
+
+
+def test_a_file_taken_for_dark_at_the_source_says_so(service):
+    # the CLI's line, on the page: the default leaves the band above a dark source as coded, and says why
+    from apollo import degrade
+
+    t = np.arange(2 * 44100) / 44100
+    fade = np.minimum(1, np.minimum(t, t[::-1]) / 0.2)  # no click at either end: nothing above 1 kHz
+    low = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 1000 * t)]) * fade
+    raw = degrade.encode_mp3(low.astype(np.float32), 44100, None, vbr=2)
+    client = _client(service)
+    notes = {}
+    for name, data in (("dark.mp3", with_lame_tag(raw, "vbr", 18500)), ("plain.mp3", raw)):
+        created = _post(client, name, data, model="default")
+        status = _wait(client, created.json()["id"])
+        assert status["state"] == "done"
+        notes[name] = status["note"]
+    assert notes["dark.mp3"].startswith("its loudest frames end at") and "under 13.9 kHz" in notes["dark.mp3"]
+    assert notes["plain.mp3"] is None  # VBR without a stated lowpass: never dark
 
 
 def test_sessions_do_not_see_each_other(service, tmp_path):
