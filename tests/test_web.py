@@ -76,14 +76,19 @@ def test_restores_like_the_cli_and_serves_pictures_and_players(service, tmp_path
         assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") > 10  # width
 
 
-def test_a_file_taken_for_dark_at_the_source_says_so(service):
-    # the CLI's line, on the page: the default leaves the band above a dark source as coded, and says why
+def _dark_vbr() -> bytes:
+    """2 s of two tones under 1 kHz, coded by LAME at -V 2 (no Xing frame, as lameenc writes it)."""
     from apollo import degrade
 
     t = np.arange(2 * 44100) / 44100
     fade = np.minimum(1, np.minimum(t, t[::-1]) / 0.2)  # no click at either end: nothing above 1 kHz
     low = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 1000 * t)]) * fade
-    raw = degrade.encode_mp3(low.astype(np.float32), 44100, None, vbr=2)
+    return degrade.encode_mp3(low.astype(np.float32), 44100, None, vbr=2)
+
+
+def test_a_file_taken_for_dark_at_the_source_says_so(service):
+    # the CLI's line, on the page: the default leaves the band above a dark source as coded, and says why
+    raw = _dark_vbr()
     client = _client(service)
     notes = {}
     for name, data in (("dark.mp3", with_lame_tag(raw, "vbr", 18500)), ("plain.mp3", raw)):
@@ -324,6 +329,13 @@ def test_page_in_a_headless_browser(tmp_path):
             time.sleep(0.1)
         page, _ = sf.read(str(target), dtype="float32")
         assert np.array_equal(page, _cli_restore(src, tmp_path / "cli.flac"))
+        # a file the default takes for dark at the source: its card says so under the progress line
+        Select(browser.find_element(By.ID, "model")).select_by_value("default")
+        dark = tmp_path / "dark.mp3"
+        dark.write_bytes(with_lame_tag(_dark_vbr(), "vbr", 18500))
+        picker.send_keys(str(dark))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".job .note"))
+        assert browser.find_element(By.CSS_SELECTOR, ".job .note").text.startswith("its loudest frames end at")
     finally:
         browser.quit()
         server.should_exit = True
