@@ -335,12 +335,17 @@ def _lame_tag(data: bytes, start: int) -> LameTag | None:
     return LameTag(encoder, _LAME_METHODS.get(tag[9] & 15, "unknown"), tag[10] * 100 or None)
 
 
+def _head(path: str | os.PathLike[str]) -> tuple[bytes, int | None]:
+    """A file's first MiB and the offset of its first MPEG audio frame in it (None: none)."""
+    with open(path, "rb") as handle:
+        data = handle.read(1 << 20)
+    return data, _first_frame(data)
+
+
 def mp3_lame_tag(path: str | os.PathLike[str]) -> LameTag | None:
     """The LAME tag in an MP3's first frame (LAME and FFmpeg write one), or None: no Xing/Info frame
     (LAME writes none in CBR at 32, 48 or 56 kbps, whose frames are too short), or a checksum that fails."""
-    with open(path, "rb") as handle:
-        data = handle.read(1 << 20)
-    start = _first_frame(data)
+    data, start = _head(path)
     return None if start is None else _lame_tag(data, start)
 
 
@@ -350,9 +355,7 @@ def mp3_has_length_header(path: str | os.PathLike[str]) -> bool:
     Without one, libsndfile estimates the length from the first frame's bitrate and, for VBR
     streams, stops reading there: such files are decoded with FFmpeg instead.
     """
-    with open(path, "rb") as handle:
-        data = handle.read(1 << 20)
-    start = _first_frame(data)
+    data, start = _head(path)
     return start is not None and _is_length_header(data, start)
 
 
