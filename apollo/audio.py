@@ -278,12 +278,17 @@ def _is_length_header(data: bytes, start: int) -> bool:
     return b"Xing" in head or b"Info" in head or b"VBRI" in head
 
 
+def _id3v2_length(data: bytes) -> int:
+    """Bytes taken by the ID3v2 tag that `data` starts with (header, body, footer), or 0: none."""
+    if data[:3] != b"ID3" or len(data) < 10:
+        return 0
+    size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
+    return 10 + size + (10 if data[5] & 0x10 else 0)
+
+
 def _first_frame(data: bytes) -> int | None:
     """Offset of the first MPEG audio frame (after any ID3v2 tag) that a second frame follows."""
-    pos = 0
-    if data[:3] == b"ID3" and len(data) >= 10:
-        size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
-        pos = 10 + size + (10 if data[5] & 0x10 else 0)
+    pos = _id3v2_length(data)
     while pos + 4 <= len(data):
         length = _frame_length(int.from_bytes(data[pos:pos + 4], "big"))
         if length and pos + length + 4 <= len(data) and \
@@ -336,8 +341,14 @@ def _lame_tag(data: bytes, start: int) -> LameTag | None:
 
 
 def _head(path: str | os.PathLike[str]) -> tuple[bytes, int | None]:
-    """A file's first MiB and the offset of its first MPEG audio frame in it (None: none)."""
+    """The first MiB of a file after its ID3v2 tags, and the offset of its first MPEG audio frame in
+    it (None: none). Tags are skipped, not read: cover art makes many over a MiB."""
     with open(path, "rb") as handle:
+        start = 0
+        while skip := _id3v2_length(handle.read(10)):
+            start += skip
+            handle.seek(start)
+        handle.seek(start)
         data = handle.read(1 << 20)
     return data, _first_frame(data)
 

@@ -120,6 +120,25 @@ def _bytes(path, data):
     return path
 
 
+def _id3v2(size: int) -> bytes:
+    """An ID3v2.4 tag of `size` bytes of padding (as a large cover picture takes room)."""
+    return b"ID3\x04\x00\x00" + bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0)) + bytes(size)
+
+
+def test_the_lame_tag_is_read_behind_id3_tags_larger_than_a_mib(tmp_path):
+    # cover art makes many ID3v2 tags larger than the MiB read for the first frame: read from the
+    # file's start, such a file lost its LAME tag and its length header (decoded by FFmpeg instead)
+    tagged = with_lame_tag(degrade.encode_mp3(tone(1.0).T.copy(), 44100, 128), "vbr", 18500)
+    bare = _bytes(tmp_path / "bare.mp3", tagged)
+    for name, head in (("cover.mp3", _id3v2(3 << 20)), ("two.mp3", _id3v2(100) + _id3v2(2 << 20))):
+        covered = _bytes(tmp_path / name, head + tagged)
+        assert audio.mp3_lame_tag(covered) == audio.LameTag("LAME3.100", "vbr", 18500)
+        assert audio.mp3_has_length_header(covered) and audio.probe(covered).backend == "soundfile"
+        assert audio.mp3_frame_bitrates(audio.probe(covered)) == audio.mp3_frame_bitrates(audio.probe(bare))
+        np.testing.assert_array_equal(audio.read(covered)[0], audio.read(bare)[0])
+    assert audio.mp3_lame_tag(_bytes(tmp_path / "only.mp3", _id3v2(100))) is None  # a tag and no audio
+
+
 @pytest.mark.skipif(shutil.which("lame") is None, reason="needs the lame program (.ci/apt-packages.txt)")
 @pytest.mark.parametrize(("options", "tag"), [(["-V", "2"], ("vbr", 18500)), (["--abr", "96"], ("abr", 15100)),
                                               (["-b", "320"], ("cbr", 20500)), (["-b", "48"], None)])
