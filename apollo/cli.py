@@ -158,7 +158,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         restorer = StreamingRestorer(args.checkpoint, device=resolve_device(args.device), channels=args.channels,
-                                     compile=args.compile)
+                                     compile=args.compile, bitrate=args.bitrate)
     except ValueError as err:
         return _fail(str(err), 2)
     rate = restorer.sample_rate
@@ -166,7 +166,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         return _fail(f"--rate {args.rate}: the model restores {rate} Hz audio and apollo stream does not resample; "
                      f"convert the stream first, e.g. ffmpeg -i IN -ar {rate} -ac {args.channels} -f f32le -", 2)
     if not args.quiet:
-        print_stderr(f"apollo stream: {args.checkpoint}, {rate} Hz, {args.channels} channel(s) of float32 "
+        told = f", told {args.bitrate:g} kbps" if args.bitrate and restorer.model.config.bitrate_classes else ""
+        print_stderr(f"apollo stream: {args.checkpoint}{told}, {rate} Hz, {args.channels} channel(s) of float32 "
                      f"little-endian PCM; latency {restorer.latency} samples ({restorer.latency_ms:.1f} ms)"
                      + (", trimmed from the output (--align)" if args.align else ""))
     frame_bytes = 4 * args.channels
@@ -710,6 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--rate", type=int, default=44100,
                         help="sample rate of the input; must be the model's (default: 44100)")
     stream.add_argument("--channels", type=int, default=2, help="interleaved channels (default: 2)")
+    stream.add_argument("--bitrate", type=_kbps, metavar="KBPS",
+                        help="the MP3 bitrate the stream was decoded from (an internet radio stream states it), "
+                             "told to models trained with it (the built-in stream model); default: unknown")
     stream.add_argument("--block-ms", type=_positive_ms, default=10.0, metavar="MS",
                         help="most milliseconds of input read per step (default: 10); smaller blocks add no "
                              "latency, larger ones save overhead")

@@ -37,16 +37,20 @@ class StreamingRestorer:
     so it compiles once, ~30 s on a 2-core CPU, and then runs ~1.5x faster, docs/streaming.md).
     A live stream's peak is not known ahead, so a model's normalize_peak is not applied here:
     the stream is restored at the level it comes in (the built-in stream model has it off).
+    bitrate: the MP3 bitrate (kbps) the stream was decoded from, told to models trained with
+    bitrate_classes (the built-in stream model since v2); None: unknown, as WAV/FLAC input.
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Apollo = "stream", device: str | torch.device = "cpu",
-                 channels: int = 2, compile: bool = False) -> None:
+                 channels: int = 2, compile: bool = False, bitrate: float | None = None) -> None:
         model = checkpoint if isinstance(checkpoint, Apollo) else load_model(checkpoint, device)
         if not model.config.causal:
             name = "the model" if isinstance(checkpoint, Apollo) else repr(str(checkpoint))
             raise ValueError(f"{name} is not causal and cannot stream: use a causal model, e.g. the built-in 'stream'")
         if channels < 1:
             raise ValueError(f"channels must be at least 1, got {channels}")
+        if bitrate is not None and not bitrate > 0:
+            raise ValueError(f"bitrate must be positive kbps, got {bitrate}")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.channels = channels
@@ -56,6 +60,8 @@ class StreamingRestorer:
         self._window_size, self._hop, self._pad = config.window, config.hop, config.window // 2
         self._window = torch.hann_window(config.window, device=self.device)
         self._step = torch.compile(model.restore_spectrum, dynamic=False) if compile else model.restore_spectrum
+        self.bitrate = bitrate
+        self._bitrate = None if bitrate is None else torch.tensor([float(bitrate)], device=self.device)
         self._frames_per_step = 1 if compile else None  # a compiled step sees one input shape
         self.reset()
 
@@ -135,7 +141,7 @@ class StreamingRestorer:
         spec = torch.view_as_real(torch.fft.rfft(frames * self._window, dim=-1))  # (C, count, F, 2)
         parts = []
         for piece in spec.split(self._frames_per_step or count, dim=1):
-            out, self._history = self._step(piece, self.channels, history=self._history)
+            out, self._history = self._step(piece, self.channels, history=self._history, bitrate=self._bitrate)
             parts.append(out)
         out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         restored = torch.fft.irfft(torch.view_as_complex(out.float().contiguous()), n=size, dim=-1) * self._window

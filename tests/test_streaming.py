@@ -20,11 +20,12 @@ from apollo.model.band_sequence import TCNBlock
 from apollo.model.config import PRESETS, ApolloConfig
 
 
-def _causal(sample_rate: int = 44100, blocks: int = 2, seed: int = 0) -> apollo.Apollo:
+def _causal(sample_rate: int = 44100, blocks: int = 2, seed: int = 0,
+            bitrate_classes: tuple[int, ...] = ()) -> apollo.Apollo:
     """A small random causal generator whose output differs clearly from its input."""
     torch.manual_seed(seed)
     config = dataclasses.replace(PRESETS["tiny"], num_blocks=blocks, causal=True, residual=True,
-                                 sample_rate=sample_rate)
+                                 sample_rate=sample_rate, bitrate_classes=bitrate_classes)
     model = apollo.Apollo(config)
     with torch.no_grad():
         for param in model.parameters():
@@ -171,6 +172,35 @@ def test_the_built_in_stream_model_ships_small_and_streams_exactly():
     wav = np.stack([music, np.roll(music, 300)]).astype(np.float32)
     out = _stream(restorer, wav, np.random.default_rng(0).integers(1, 1000, size=100))
     assert np.abs(out[:, restorer.latency:] - _offline(model, wav)).max() < 1e-4
+
+
+def test_a_told_stream_is_restored_as_the_offline_restore_told_the_same_bitrate(tmp_path, monkeypatch):
+    # a stream decoded from an MP3 of a known bitrate (an internet radio stream states it) is told it,
+    # as apollo restore tells an MP3's; unknown (None) takes the embedding's row 0, as WAV/FLAC input
+    model = _causal(seed=3, bitrate_classes=(24, 64, 128))
+    wav = _noise(2, 6000, seed=4)
+    sizes = np.random.default_rng(5).integers(1, 700, size=100)
+    outs = {}
+    for kbps in (None, 24, 128):
+        restorer = StreamingRestorer(model, channels=2, bitrate=kbps)
+        out = _stream(restorer, wav, sizes)[:, restorer.latency:]
+        with torch.inference_mode():
+            told = model(torch.from_numpy(wav)[None], bitrate=None if kbps is None else torch.tensor([kbps]))[0]
+        assert np.abs(out - told.numpy()).max() < 1e-4
+        outs[kbps] = out
+    assert np.abs(outs[24] - outs[128]).max() > 1e-3 and np.abs(outs[None] - outs[24]).max() > 1e-3
+    with pytest.raises(ValueError, match="bitrate must be positive"):
+        StreamingRestorer(model, channels=2, bitrate=0)
+    path = tmp_path / "told.safetensors"
+    apollo.save_checkpoint(path, model.state_dict(), model.config)
+    data = np.ascontiguousarray(wav.T, "<f4").tobytes()
+    cli = _run_here(["--checkpoint", str(path), "--bitrate", "128", "--align"], data, monkeypatch)
+    assert cli.returncode == 0 and b"told 128 kbps" in cli.stderr
+    assert np.abs(np.frombuffer(cli.stdout, "<f4").reshape(-1, 2).T - outs[128]).max() < 1e-5  # other block sizes
+    with pytest.raises(SystemExit) as bad:  # argparse refuses it before any model loads
+        _run_here(["--checkpoint", str(path), "--bitrate", "500"], data, monkeypatch)
+    sys.stderr.flush()
+    assert bad.value.code == 2 and b"MP3 bitrates are 8-320" in sys.stderr.buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
