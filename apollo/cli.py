@@ -713,7 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--channels", type=int, default=2, help="interleaved channels (default: 2)")
     stream.add_argument("--bitrate", type=_kbps, metavar="KBPS",
                         help="the MP3 bitrate the stream was decoded from (an internet radio stream states it), "
-                             "told to models trained with it (the built-in stream model); default: unknown")
+                             "told to causal models trained with bitrate classes (the built-in stream model ignores "
+                             "it); default: unknown")
     stream.add_argument("--block-ms", type=_positive_ms, default=10.0, metavar="MS",
                         help="most milliseconds of input read per step (default: 10); smaller blocks add no "
                              "latency, larger ones save overhead")

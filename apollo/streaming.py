@@ -38,7 +38,7 @@ class StreamingRestorer:
     A live stream's peak is not known ahead, so a model's normalize_peak is not applied here:
     the stream is restored at the level it comes in (the built-in stream model has it off).
     bitrate: the MP3 bitrate (kbps) the stream was decoded from, told to models trained with
-    bitrate_classes (the built-in stream model since v2); None: unknown, as WAV/FLAC input.
+    bitrate_classes (the built-in stream model is not: it ignores it); None: unknown, as WAV/FLAC input.
     """
 
     def __init__(self, checkpoint: str | os.PathLike[str] | Apollo = "stream", device: str | torch.device = "cpu",
@@ -60,7 +60,6 @@ class StreamingRestorer:
         self._window_size, self._hop, self._pad = config.window, config.hop, config.window // 2
         self._window = torch.hann_window(config.window, device=self.device)
         self._step = torch.compile(model.restore_spectrum, dynamic=False) if compile else model.restore_spectrum
-        self.bitrate = bitrate
         self._bitrate = None if bitrate is None else torch.tensor([float(bitrate)], device=self.device)
         self._frames_per_step = 1 if compile else None  # a compiled step sees one input shape
         self.reset()
