@@ -197,7 +197,7 @@ class Restorer:
         for block in at_level(blocks(), gain):
             levels.add(block)
         source = None
-        if getattr(config, "dark_source_hz_told", ()):
+        if getattr(config, "reads_source_limit", False):
             source = at_own_rate(levels.limit(SOURCE_QUANTILE), input_rate or self.sample_rate, self.sample_rate,
                                  config.window)
         return gain, levels.limit(), source

@@ -125,8 +125,8 @@ def restore_stream(
     limit for models that keep the input band (FileBandLevels): every chunk then uses it.
     before_forward() runs before each forward pass (threads.CpuShare.update). bitrate: the input's
     nominal MP3 bitrate in kbps, for models told it (ApolloConfig.bitrate_classes); None: unknown.
-    source_limit (1,): the whole file's band limit in its loudest frames, for models with a
-    dark-source rule (ApolloConfig.dark_source_hz_told); dark_source_hz: that rule's frequency for
+    source_limit (1,): the whole file's band limit in its loudest frames, for models whose rules read
+    it (ApolloConfig.reads_source_limit); dark_source_hz: that rule's frequency for
     this file where its encoder states its own (Apollo.dark_rows; None: the model's for its bitrate).
     """
     if plan.segment == 0:

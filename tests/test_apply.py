@@ -248,11 +248,15 @@ def _lowpassed(wav: np.ndarray, hz: float) -> np.ndarray:
 @pytest.mark.parametrize("uses", [{"keep_input_band": True}, {"fill_gain_db": 6.0},
                                   {"fill_gain_db": 6.0, "correction_floor_db": -20.0},
                                   # told 48 kbps: the file (5 kHz) is not dark under 4.5 kHz, its first chunk (2 kHz) is
-                                  {"bitrate_classes": (24, 48), "dark_source_hz_told": (0.0, 4500.0)}])
+                                  {"bitrate_classes": (24, 48), "dark_source_hz_told": (0.0, 4500.0)},
+                                  # the file reaches 4.5 kHz and gets its told gain; its first chunk would not
+                                  {"bitrate_classes": (24, 48), "fill_gain_db_told": (0.0, 6.0),
+                                   "fill_gain_from_hz_told": (0.0, 4500.0)}])
 def test_band_limit_is_the_whole_files_so_chunks_equal_one_pass(level_checkpoints, tmp_path, uses):
-    # the first chunk ends at 2 kHz, the file at 5 kHz: a chunk's own limit would differ
+    # the first chunk (with its context) ends at 2 kHz in every frame, the file at 5 kHz in half of
+    # them: a chunk's own limit would differ
     wav = _music(9.0, seed=5)
-    wav = np.concatenate([_lowpassed(wav[:, : 3 * SR], 2000), _lowpassed(wav[:, 3 * SR:], 5000)], axis=1)
+    wav = np.concatenate([_lowpassed(wav[:, : 5 * SR], 2000), _lowpassed(wav[:, 5 * SR:], 5000)], axis=1)
     state, config = read_checkpoint(level_checkpoints[False])
     config = dataclasses.replace(config, **uses)
     bitrate = None

@@ -416,6 +416,43 @@ def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge
         ApolloConfig(**told, dark_source_hz_told=(9000.0, 0.0))
 
 
+def test_told_fill_gain_goes_only_to_inputs_whose_loudest_frames_reach_its_rows_frequency():
+    from apollo.model.band_limit import SOURCE_QUANTILE, input_band_limit
+
+    # the dark noise ends at 8 kHz in every frame; the bursts reach the top bin in its loudest frames
+    model, gated = _model_and_changed(TOLD, fill_gain_db_told=(6.0, 6.0), fill_gain_from_hz_told=(9000.0, 0.0))
+    config = model.config
+    rate = config.sample_rate
+    dark = 0.1 * _lowpassed_noise(2 * rate, 160, config.window)[0]
+    bursts = dark.clone()
+    for start in range(rate // 4, 2 * rate, rate // 2):
+        bursts[:, start:start + 441] += 0.05 * torch.randn(2, 441)
+    spec = model.stft(torch.stack([dark, bursts, dark, dark]).reshape(8, -1))  # 4 stereo items
+    assert input_band_limit(spec, 2, SOURCE_QUANTILE).tolist() == [160, 441, 160, 160]
+    bitrate = torch.tensor([24, 24, 128, 0])
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, channels=2, bitrate=bitrate)
+        got, _ = gated.restore_spectrum(spec, channels=2, bitrate=bitrate)
+        # the whole file's limit, given (as Restorer.whole_input gives it to every chunk), wins over the item's
+        given, _ = gated.restore_spectrum(spec, channels=2, bitrate=bitrate, source_limit=torch.tensor([441] * 4))
+    limit = 161  # the first bin above the band limit
+    written = plain[:, :, limit:] - spec[:, :, limit:]
+    assert written.abs().max() > 1e-3  # the test has teeth: something is written there
+    assert torch.equal(got[:2], plain[:2])  # 24 kbps, ends at 8 kHz, under its row's 9 kHz: no gain
+    for item in (1, 2):  # 24 kbps reaching the top bin, and 128 kbps (0 Hz: every input), get theirs
+        rows = slice(2 * item, 2 * item + 2)
+        assert torch.allclose(got[rows, :, limit:] - spec[rows, :, limit:], written[rows] * 10 ** (6 / 20), atol=1e-6)
+        assert torch.equal(got[rows, :, :limit], plain[rows, :, :limit])
+    assert torch.equal(got[6:], plain[6:])  # unknown bitrate: fill_gain_db, 0
+    assert torch.allclose(given[:2, :, limit:] - spec[:2, :, limit:], written[:2] * 10 ** (6 / 20), atol=1e-6)
+    assert gated.config.reads_source_limit and not model.config.reads_source_limit
+    assert ApolloConfig.from_dict(gated.config.to_dict()) == gated.config  # survives the file's JSON
+    with pytest.raises(ValueError, match="one frequency per fill_gain_db_told"):
+        ApolloConfig(residual=True, **TOLD, fill_gain_db_told=(3.0, 0.0), fill_gain_from_hz_told=(9000.0,))
+    with pytest.raises(ValueError, match=">= 0 Hz"):
+        ApolloConfig(residual=True, **TOLD, fill_gain_db_told=(3.0, 0.0), fill_gain_from_hz_told=(-1.0, 0.0))
+
+
 def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_the_90_percent_one_finds_no_cliff():
     # diabolicux at 96 kbps (docs/default-model.md, "Where the rule finds nothing to keep"): the loudest
     # frames end at 8.35 kHz, but the 90% levels have no cliff, so the limit the rule kept the input

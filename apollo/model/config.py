@@ -48,6 +48,12 @@ class ApolloConfig:
     # The fill falls short of the reference by different amounts at different bitrates (v8: 4-7 dB
     # under at 24-32 kbps, within 3 dB at 48; docs/default-model.md, "A louder fill per bitrate").
     fill_gain_db_told: tuple[float, ...] = ()
+    # Set (needs fill_gain_db_told): one frequency in Hz per entry of bitrate_classes (0: every input).
+    # A told input gets its row's fill gain only where its loudest frames (band_limit.SOURCE_QUANTILE)
+    # reach this frequency: music that ends well under the encoder's edge may have been dark before it
+    # was coded, and a louder fill over it is louder invention (docs/default-model.md, "A louder fill
+    # for bright inputs"). An input it holds back is restored as without the gain.
+    fill_gain_from_hz_told: tuple[float, ...] = ()
     # Set (needs bitrate_classes and residual): one frequency in Hz per entry of bitrate_classes (0:
     # none). A told input whose band limit in its loudest frames (band_limit.SOURCE_QUANTILE) lies
     # under it ended there at the source, well before the encoder's lowpass at that bitrate, so
@@ -98,6 +104,7 @@ class ApolloConfig:
                 object.__setattr__(self, field.name, float(value))
         object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
         object.__setattr__(self, "fill_gain_db_told", tuple(float(g) for g in self.fill_gain_db_told))
+        object.__setattr__(self, "fill_gain_from_hz_told", tuple(float(f) for f in self.fill_gain_from_hz_told))
         object.__setattr__(self, "dark_source_hz_told", tuple(float(f) for f in self.dark_source_hz_told))
         object.__setattr__(self, "hole_gain_db_told", tuple(float(g) for g in self.hole_gain_db_told))
         if any(k <= 0 for k in self.bitrate_classes) or list(self.bitrate_classes) != sorted(set(self.bitrate_classes)):
@@ -119,6 +126,12 @@ class ApolloConfig:
         if self.fill_gain_db_told and len(self.fill_gain_db_told) != len(self.bitrate_classes):
             raise ValueError(f"fill_gain_db_told needs one gain per bitrate_classes entry "
                              f"({len(self.bitrate_classes)}), got {len(self.fill_gain_db_told)}")
+        if self.fill_gain_from_hz_told and len(self.fill_gain_from_hz_told) != len(self.fill_gain_db_told):
+            raise ValueError(f"fill_gain_from_hz_told needs one frequency per fill_gain_db_told entry "
+                             f"({len(self.fill_gain_db_told)}), got {len(self.fill_gain_from_hz_told)}")
+        if any(f < 0 for f in self.fill_gain_from_hz_told):
+            raise ValueError(f"fill_gain_from_hz_told must be >= 0 Hz (0: every input), "
+                             f"got {self.fill_gain_from_hz_told}")
         if self.dark_source_hz_told and len(self.dark_source_hz_told) != len(self.bitrate_classes):
             raise ValueError(f"dark_source_hz_told needs one frequency per bitrate_classes entry "
                              f"({len(self.bitrate_classes)}), got {len(self.dark_source_hz_told)}")
@@ -159,6 +172,12 @@ class ApolloConfig:
     def uses_band_limit(self) -> bool:
         """Whether the model needs the input's band limit (model/band_limit.py)."""
         return self.keep_input_band or self.scales_fill or any(self.hole_gain_db_told)
+
+    @property
+    def reads_source_limit(self) -> bool:
+        """Whether a rule reads where a told input's loudest frames end (dark_source_hz_told,
+        fill_gain_from_hz_told): the whole file's, so chunks are restored alike."""
+        return any(self.dark_source_hz_told) or any(self.fill_gain_from_hz_told)
 
     @property
     def scales_fill(self) -> bool:

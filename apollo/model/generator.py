@@ -100,7 +100,7 @@ class Apollo(nn.Module):
         limit comes from `wav` itself. bitrate (batch,) is each item's nominal MP3 bitrate in
         kbps (0: unknown), for models with config.bitrate_classes; others ignore it. source_limit
         (batch,) is each item's band limit in its loudest frames (FileBandLevels.limit(SOURCE_QUANTILE)),
-        for models with config.dark_source_hz_told: pass the whole file's when `wav` is a chunk of it.
+        for models with config.reads_source_limit: pass the whole file's when `wav` is a chunk of it.
         dark_source_hz (batch,) replaces that rule's frequency for each item's row where the row has one
         (dark_rows): from the encoder's own lowpass, where its MP3 states it (Restorer.file_bitrate).
         """
@@ -147,7 +147,7 @@ class Apollo(nn.Module):
             mask = emptied_band_mask(spec, channels, band_limit)
             if self.config.scales_fill:
                 told = rows is not None and bool((rows > 0).any())  # row 0: unknown, which no rule reads
-                if source_limit is None and self.config.dark_source_hz_told and told:
+                if source_limit is None and self.config.reads_source_limit and told:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 dark = None  # (B*C,) on the CPU: the told items dark at the source
                 if rows is not None and source_limit is not None and self.config.dark_source_hz_told:
@@ -158,7 +158,7 @@ class Apollo(nn.Module):
                     swap = dark.to(mask.device)[:, None, None, None] & (mask.sum(dim=2, keepdim=True) == 0)
                     if swap.any():
                         mask = torch.where(swap, emptied_band_mask(spec, channels, source_limit), mask)
-                out = out * (1 + self.fill_gain(rows, dark, out) * mask)
+                out = out * (1 + self.fill_gain(rows, dark, out, source_limit) * mask)
             if any(self.config.hole_gain_db_told) and rows is not None:
                 holes = (1 - mask) * (out.square().sum(-1, keepdim=True) > spec.square().sum(-1, keepdim=True))
                 out = out * (1 + self.hole_gain(rows, out) * holes)
@@ -173,18 +173,25 @@ class Apollo(nn.Module):
         return out, after
 
     def fill_gain(self, rows: torch.Tensor | None, dark: torch.Tensor | None,
-                  out: torch.Tensor) -> torch.Tensor:
+                  out: torch.Tensor, source_limit: torch.Tensor | None = None) -> torch.Tensor:
         """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype.
 
         rows (B*C,): each item's bitrate row (None: not told); dark (B*C,): dark_rows' verdict for
-        each item (None: no dark-source rule applies). The gain is config.fill_gain_db_told's for
-        its row (row 0, unknown, gets config.fill_gain_db), and -1 (nothing written) where an item
-        is dark at the source. In float64 on the CPU before the cast, so a single gain scales
-        exactly as a Python float would."""
+        each item (None: no dark-source rule applies); source_limit (B = B*C / channels,): where each
+        item's loudest frames end (bins), read by config.fill_gain_from_hz_told. The gain is
+        config.fill_gain_db_told's for its row where the item reaches that row's frequency, 0 dB
+        where it does not (row 0, unknown, gets config.fill_gain_db), and -1 (nothing written) where
+        an item is dark at the source. In float64 on the CPU before the cast, so a single gain
+        scales exactly as a Python float would."""
         c = self.config
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
         per_row = rows is not None and bool(c.fill_gain_db_told)
-        change = 10 ** ((gains[rows.cpu()] if per_row else gains[:1].expand(out.shape[0])) / 20) - 1
+        db = gains[rows.cpu()] if per_row else gains[:1].expand(out.shape[0])
+        if per_row and any(c.fill_gain_from_hz_told) and source_limit is not None:
+            reach = torch.tensor((0.0, *c.fill_gain_from_hz_told), dtype=torch.float64)[rows.cpu()]
+            ends = source_limit.cpu().double().repeat_interleave(rows.shape[0] // source_limit.shape[0])
+            db = torch.where(ends * c.sample_rate / c.window < reach, torch.zeros_like(db), db)
+        change = 10 ** (db / 20) - 1
         if dark is not None:
             change = torch.where(dark, torch.full_like(change, -1.0), change)
         return change.to(out.device, out.dtype)[:, None, None, None]
