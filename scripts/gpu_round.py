@@ -54,9 +54,10 @@ EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline 
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
 RETURNED = "returned.txt"  # in the run folder: the kept generators a call has already sent back
 # the export settings of the default (normalize_peak, correction_floor_db since v5, dark_source_hz_told since
-# v10, hole_gain_db_told since v11): the rounds train without the last three
-# (configs/apollo-default-gpu-next.yaml), exports set them again
-SHIPPED_FIELDS = ("normalize_peak", "correction_floor_db", "dark_source_hz_told", "hole_gain_db_told")
+# v10, hole_gain_db_told since v11, fill_gain_db_told and fill_gain_from_hz_told since v12): the rounds train
+# without all but normalize_peak (configs/apollo-default-gpu-next.yaml), exports set them again
+SHIPPED_FIELDS = ("normalize_peak", "correction_floor_db", "dark_source_hz_told", "hole_gain_db_told",
+                  "fill_gain_db_told", "fill_gain_from_hz_told")
 
 
 def shipped_as() -> list[str]:

@@ -214,6 +214,7 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert grown.config.feature_dim == 8 and grown.config.num_blocks == 5
     assert grown.config.bitrate_classes == (24, 32, 48, 64, 96, 128) and grown.config.correction_floor_db is None
     assert grown.config.dark_source_hz_told == () and grown.config.hole_gain_db_told == ()  # trained without
+    assert grown.config.fill_gain_db_told == () and grown.config.fill_gain_from_hz_told == ()
     # the default's inference rules
     assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
     # every returned generator, exported as the default is shipped, ready to score
@@ -225,6 +226,8 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     shipped = apollo.load_model("default").config
     assert last.config.dark_source_hz_told == shipped.dark_source_hz_told
     assert last.config.hole_gain_db_told == shipped.hole_gain_db_told and any(shipped.hole_gain_db_told)
+    assert last.config.fill_gain_db_told == shipped.fill_gain_db_told and any(shipped.fill_gain_db_told)
+    assert last.config.fill_gain_from_hz_told == shipped.fill_gain_from_hz_told
     assert all(torch.equal(v, third.state_dict()[k]) for k, v in last.state_dict().items())
     with pytest.raises(ValueError, match="no generator parts or snapshots"):
         gpu_round.candidates(tmp_path / "corpus", tmp_path / "none", [])
