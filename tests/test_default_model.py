@@ -56,9 +56,10 @@ def test_default_weights_ship_small_and_load():
     assert config.dark_source_hz_told == (0, 0, 5870, 8430, 11555, 12629)
     # v11: told 24 or 32 kbps, what it writes into the codec's holes under the band limit is 3 dB louder
     assert config.hole_gain_db_told == (3, 3, 0, 0, 0, 0)
-    # v12: told 32 kbps, what it writes above the band limit is 3 dB louder where the loudest frames reach 4.86 kHz
-    assert config.fill_gain_db_told == (0, 3, 0, 0, 0, 0)
-    assert config.fill_gain_from_hz_told == (0, 4860, 0, 0, 0, 0)
+    # v12 / v13: told 32 / 24 kbps, what it writes above the band limit is 3 dB louder where the loudest
+    # frames reach 4.86 / 3.53 kHz (0.85 / 0.9 of the encoder's edge)
+    assert config.fill_gain_db_told == (3, 3, 0, 0, 0, 0)
+    assert config.fill_gain_from_hz_told == (3527, 4860, 0, 0, 0, 0)
     assert count_parameters(model) < 5_000_000
 
 
@@ -298,10 +299,12 @@ def test_readme_python_snippet_runs_as_written(tmp_path, monkeypatch):
     assert scope["out"].shape == (1, *scope["waveform"].T.shape)
 
 
-def test_default_model_fills_bright_music_louder_at_32_kbps_and_leaves_dark_music_as_v11(music, restorer, tmp_path):
-    # v12 (model.fill_gain_from_hz_told): told 32 kbps, an input whose loudest frames reach 0.85 of the
-    # encoder's edge gets 3 dB more above its band limit than v11 wrote; one that ends lower (music
-    # dark at the source, a 3-kHz lowpass here) gets what v11 wrote, to the bit
+@pytest.mark.parametrize("kbps", [24, 32])
+def test_default_model_fills_bright_music_louder_at_24_32_kbps_and_leaves_dark_music_as_v11(music, restorer,
+                                                                                           tmp_path, kbps):
+    # v12 / v13 (model.fill_gain_from_hz_told): told 32 / 24 kbps, an input whose loudest frames reach
+    # 0.85 / 0.9 of the encoder's edge gets 3 dB more above its band limit than v11 wrote; one that ends
+    # lower (music dark at the source: a 1.5-kHz lowpass here, under either edge) gets what v11 wrote, to the bit
     import dataclasses
 
     import apollo
@@ -311,13 +314,14 @@ def test_default_model_fills_bright_music_louder_at_32_kbps_and_leaves_dark_musi
     apollo.save_checkpoint(tmp_path / "v11.safetensors", model.state_dict(),
                            dataclasses.replace(model.config, fill_gain_db_told=(), fill_gain_from_hz_told=()))
     v11 = Restorer(tmp_path / "v11.safetensors", device="cpu")
-    bright = degrade.mp3(music, RATE, 32)
-    edge = degrade.codec_cutoff_hz(RATE, 32)
-    louder = _band_db(restorer.restore(bright, RATE, bitrate=32)[0], edge + 500, 16000)
-    as_v11 = _band_db(v11.restore(bright, RATE, bitrate=32)[0], edge + 500, 16000)
+    bright = degrade.mp3(music, RATE, kbps)
+    edge = degrade.codec_cutoff_hz(RATE, kbps)
+    louder = _band_db(restorer.restore(bright, RATE, bitrate=kbps)[0], edge + 500, 16000)
+    as_v11 = _band_db(v11.restore(bright, RATE, bitrate=kbps)[0], edge + 500, 16000)
     assert 2.5 < louder - as_v11 < 3.5
-    dark = degrade.mp3(darken(music, 3000, RATE), RATE, 32)
-    np.testing.assert_array_equal(restorer.restore(dark, RATE, bitrate=32)[0], v11.restore(dark, RATE, bitrate=32)[0])
-    for kbps in (24, 48):  # no gain at other bitrates
-        np.testing.assert_array_equal(restorer.restore(bright[:, : RATE], RATE, bitrate=kbps)[0],
-                                      v11.restore(bright[:, : RATE], RATE, bitrate=kbps)[0])
+    dark = degrade.mp3(darken(music, 1500, RATE), RATE, kbps)
+    np.testing.assert_array_equal(restorer.restore(dark, RATE, bitrate=kbps)[0],
+                                  v11.restore(dark, RATE, bitrate=kbps)[0])
+    for other in (48, None):  # no gain from 48 kbps up, nor for an input of unknown bitrate
+        np.testing.assert_array_equal(restorer.restore(bright[:, : RATE], RATE, bitrate=other)[0],
+                                      v11.restore(bright[:, : RATE], RATE, bitrate=other)[0])
