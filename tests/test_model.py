@@ -451,6 +451,8 @@ def test_told_fill_gain_goes_only_to_inputs_whose_loudest_frames_reach_its_rows_
         ApolloConfig(residual=True, **TOLD, fill_gain_db_told=(3.0, 0.0), fill_gain_from_hz_told=(9000.0,))
     with pytest.raises(ValueError, match=">= 0 Hz"):
         ApolloConfig(residual=True, **TOLD, fill_gain_db_told=(3.0, 0.0), fill_gain_from_hz_told=(-1.0, 0.0))
+    with pytest.raises(ValueError, match="needs fill_gain_db_told"):
+        ApolloConfig(residual=True, **TOLD, fill_gain_from_hz_told=(9000.0, 0.0))
 
 
 def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_the_90_percent_one_finds_no_cliff():

@@ -126,6 +126,8 @@ class ApolloConfig:
         if self.fill_gain_db_told and len(self.fill_gain_db_told) != len(self.bitrate_classes):
             raise ValueError(f"fill_gain_db_told needs one gain per bitrate_classes entry "
                              f"({len(self.bitrate_classes)}), got {len(self.fill_gain_db_told)}")
+        if self.fill_gain_from_hz_told and not self.fill_gain_db_told:
+            raise ValueError("fill_gain_from_hz_told needs fill_gain_db_told (it says which inputs get those gains)")
         if self.fill_gain_from_hz_told and len(self.fill_gain_from_hz_told) != len(self.fill_gain_db_told):
             raise ValueError(f"fill_gain_from_hz_told needs one frequency per fill_gain_db_told entry "
                              f"({len(self.fill_gain_db_told)}), got {len(self.fill_gain_from_hz_told)}")
