@@ -378,21 +378,28 @@ def test_fill_gain_told_scales_each_item_by_its_own_bitrate():
     assert ApolloConfig.from_dict(per_bitrate.config.to_dict()) == per_bitrate.config  # survives the file's JSON
 
 
-def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge():
-    from apollo.model.band_limit import SOURCE_QUANTILE, input_band_limit
-
-    # noise that ends at bin 160 (8 kHz) in every frame, and the same with short full-band bursts in
-    # ~6% of its frames, as an encoder's holes leave bright music: the band limit of most frames is
-    # 8 kHz in both, that of the loudest frames only in the first, which alone is dark at the source
-    # the rule at 9 kHz for 24 kbps, 7 kHz for 128 kbps (where 8 kHz is not dark, and a 6-dB gain applies)
-    model, ruled = _model_and_changed(TOLD, dark_source_hz_told=(9000.0, 7000.0), fill_gain_db_told=(0, 6))
-    config, told = model.config, TOLD
+def _dark_and_bright_items(model) -> torch.Tensor:
+    """The spectrum of four stereo items: noise that ends at bin 160 (8 kHz) in every frame, the same
+    with short full-band bursts in ~6% of its frames (as an encoder's holes leave bright music), and
+    the first twice more. The band limit of most frames is 8 kHz in all; that of the loudest frames
+    (SOURCE_QUANTILE) is the top bin in the second."""
+    config = model.config
     rate = config.sample_rate
     dark = 0.1 * _lowpassed_noise(2 * rate, 160, config.window)[0]
     bursts = dark.clone()
     for start in range(rate // 4, 2 * rate, rate // 2):
         bursts[:, start:start + 441] += 0.05 * torch.randn(2, 441)
-    spec = model.stft(torch.stack([dark, bursts, dark, dark]).reshape(8, -1))  # 4 stereo items
+    return model.stft(torch.stack([dark, bursts, dark, dark]).reshape(8, -1))
+
+
+def test_dark_source_rule_writes_nothing_above_a_limit_far_under_the_codecs_edge():
+    from apollo.model.band_limit import SOURCE_QUANTILE, input_band_limit
+
+    # of _dark_and_bright_items only the first (and third and fourth) are dark at the source, for
+    # the rule at 9 kHz for 24 kbps, 7 kHz for 128 kbps (where 8 kHz is not dark, and a 6-dB gain applies)
+    model, ruled = _model_and_changed(TOLD, dark_source_hz_told=(9000.0, 7000.0), fill_gain_db_told=(0, 6))
+    told = TOLD
+    spec = _dark_and_bright_items(model)
     assert input_band_limit(spec, 2).tolist() == [160] * 4
     assert input_band_limit(spec, 2, SOURCE_QUANTILE).tolist() == [160, 441, 160, 160]
     limit = 161  # the first bin above the limit
@@ -421,13 +428,7 @@ def test_told_fill_gain_goes_only_to_inputs_whose_loudest_frames_reach_its_rows_
 
     # the dark noise ends at 8 kHz in every frame; the bursts reach the top bin in its loudest frames
     model, gated = _model_and_changed(TOLD, fill_gain_db_told=(6.0, 6.0), fill_gain_from_hz_told=(9000.0, 0.0))
-    config = model.config
-    rate = config.sample_rate
-    dark = 0.1 * _lowpassed_noise(2 * rate, 160, config.window)[0]
-    bursts = dark.clone()
-    for start in range(rate // 4, 2 * rate, rate // 2):
-        bursts[:, start:start + 441] += 0.05 * torch.randn(2, 441)
-    spec = model.stft(torch.stack([dark, bursts, dark, dark]).reshape(8, -1))  # 4 stereo items
+    spec = _dark_and_bright_items(model)
     assert input_band_limit(spec, 2, SOURCE_QUANTILE).tolist() == [160, 441, 160, 160]
     bitrate = torch.tensor([24, 24, 128, 0])
     with torch.inference_mode():
