@@ -149,16 +149,17 @@ class Apollo(nn.Module):
                 told = rows is not None and bool((rows > 0).any())  # row 0: unknown, which no rule reads
                 if source_limit is None and self.config.reads_source_limit and told:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
+                ends = None if source_limit is None else source_limit.repeat_interleave(channels)  # (B*C,)
                 dark = None  # (B*C,) on the CPU: the told items dark at the source
-                if rows is not None and source_limit is not None and self.config.dark_source_hz_told:
+                if rows is not None and ends is not None and self.config.dark_source_hz_told:
                     own = None if dark_source_hz is None else dark_source_hz.repeat_interleave(channels)
-                    dark = self.dark_rows(rows, source_limit.repeat_interleave(channels), own)
+                    dark = self.dark_rows(rows, ends, own)
                     # one whose 90% levels have no cliff (the limit is the top bin, nothing lies above
                     # it) keeps the input above its loudest frames' limit
                     swap = dark.to(mask.device)[:, None, None, None] & (mask.sum(dim=2, keepdim=True) == 0)
                     if swap.any():
                         mask = torch.where(swap, emptied_band_mask(spec, channels, source_limit), mask)
-                out = out * (1 + self.fill_gain(rows, dark, out, source_limit) * mask)
+                out = out * (1 + self.fill_gain(rows, dark, out, ends) * mask)
             if any(self.config.hole_gain_db_told) and rows is not None:
                 holes = (1 - mask) * (out.square().sum(-1, keepdim=True) > spec.square().sum(-1, keepdim=True))
                 out = out * (1 + self.hole_gain(rows, out) * holes)
@@ -173,12 +174,12 @@ class Apollo(nn.Module):
         return out, after
 
     def fill_gain(self, rows: torch.Tensor | None, dark: torch.Tensor | None,
-                  out: torch.Tensor, source_limit: torch.Tensor | None = None) -> torch.Tensor:
+                  out: torch.Tensor, ends: torch.Tensor | None = None) -> torch.Tensor:
         """What is written above the band limit is scaled by 1 + this: (B*C, 1, 1, 1) in out's dtype.
 
         rows (B*C,): each item's bitrate row (None: not told); dark (B*C,): dark_rows' verdict for
-        each item (None: no dark-source rule applies); source_limit (B = B*C / channels,): where each
-        item's loudest frames end (bins), read by config.fill_gain_from_hz_told. The gain is
+        each item (None: no dark-source rule applies); ends (B*C,): where each item's loudest frames
+        end (bins), read by config.fill_gain_from_hz_told. The gain is
         config.fill_gain_db_told's for its row where the item reaches that row's frequency, 0 dB
         where it does not (row 0, unknown, gets config.fill_gain_db), and -1 (nothing written) where
         an item is dark at the source. In float64 on the CPU before the cast, so a single gain
@@ -187,10 +188,9 @@ class Apollo(nn.Module):
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
         per_row = rows is not None and bool(c.fill_gain_db_told)
         db = gains[rows.cpu()] if per_row else gains[:1].expand(out.shape[0])
-        if per_row and any(c.fill_gain_from_hz_told) and source_limit is not None:
-            reach = torch.tensor((0.0, *c.fill_gain_from_hz_told), dtype=torch.float64)[rows.cpu()]
-            ends = source_limit.cpu().double().repeat_interleave(rows.shape[0] // source_limit.shape[0])
-            db = torch.where(ends * c.sample_rate / c.window < reach, torch.zeros_like(db), db)
+        if per_row and any(c.fill_gain_from_hz_told) and ends is not None:
+            held_back = self.ends_under(ends, self.row_hz(rows, c.fill_gain_from_hz_told))
+            db = torch.where(held_back, torch.zeros_like(db), db)
         change = 10 ** (db / 20) - 1
         if dark is not None:
             change = torch.where(dark, torch.full_like(change, -1.0), change)
@@ -203,12 +203,24 @@ class Apollo(nn.Module):
 
         dark_source_hz (B*C,), where given and finite, replaces the frequency of an item whose row has
         one (a row at 0 Hz, no rule, stays without)."""
-        c = self.config
-        edges = torch.tensor((0.0, *c.dark_source_hz_told), dtype=torch.float64)[rows.cpu()]
+        edges = self.row_hz(rows, self.config.dark_source_hz_told)
         if dark_source_hz is not None:
             own = dark_source_hz.cpu().double()
             edges = torch.where((edges > 0) & own.isfinite(), own, edges)
-        return source_limit.cpu().double() * c.sample_rate / c.window < edges
+        return self.ends_under(source_limit, edges)
+
+    @staticmethod
+    def row_hz(rows: torch.Tensor, frequencies: tuple[float, ...]) -> torch.Tensor:
+        """(B*C,) float64 on the CPU: each item's frequency of a per-bitrate rule (one per entry of
+        config.bitrate_classes), 0 for row 0 (unknown)."""
+        return torch.tensor((0.0, *frequencies), dtype=torch.float64)[rows.cpu()]
+
+    def ends_under(self, source_limit: torch.Tensor, hz: torch.Tensor) -> torch.Tensor:
+        """(B*C,) bool on the CPU: whether each item's loudest frames' limit (bins) lies under its
+        frequency `hz` (row_hz; 0: never). The one comparison both the dark-source rule and the fill
+        gain's gate make."""
+        c = self.config
+        return source_limit.cpu().double() * c.sample_rate / c.window < hz
 
     def hole_gain(self, rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """What is written in the codec's holes under the band limit is scaled by 1 + this: (B*C, 1, 1,
