@@ -159,6 +159,59 @@ def test_band_envelope_loss_sees_levels_over_time_not_fine_structure():
     assert losses.band_envelope_loss(loud, ref).item() == pytest.approx(0.5, abs=0.05)
 
 
+def _bands_of(noise: torch.Tensor, rate: int, split_hz: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`noise` split at `split_hz` into its low and high parts (brick-wall, by FFT)."""
+    spec = torch.fft.rfft(noise)
+    high = torch.fft.rfftfreq(noise.shape[-1], 1 / rate) >= split_hz
+    return (torch.fft.irfft(spec * ~high, noise.shape[-1]), torch.fft.irfft(spec * high, noise.shape[-1]))
+
+
+def test_nsim_loss_charges_a_fill_that_does_not_follow_the_reference():
+    rate = 44100
+    torch.manual_seed(0)
+    low, high = _bands_of(torch.randn(1, 2, 2 * rate), rate, 6000.0)
+    bursts = (torch.arange(2 * rate) // 8820 % 2).float()  # 100 ms on, 100 ms off: hi-hats
+    reference = low + high * bursts
+    assert losses.nsim_loss(reference, reference, rate).item() == pytest.approx(0.0, abs=1e-5)
+    _, other = _bands_of(torch.randn(1, 2, 2 * rate), rate, 6000.0)  # a fill of another draw
+    following = losses.nsim_loss(low + other * bursts, reference, rate).item()
+    steady = losses.nsim_loss(low + other * 0.5**0.5, reference, rate).item()  # the bursts' mean power
+    quieter = losses.nsim_loss(low + 0.5 * other * bursts, reference, rate).item()
+    none = losses.nsim_loss(low, reference, rate).item()
+    # the band's level frame by frame is what counts, not its fine structure: a fill of other noise
+    # that follows the bursts costs next to nothing, 6 dB quieter a little, steady at the same mean
+    # power far more, and no fill most
+    assert following < 0.005 < quieter < 0.05 < steady < none
+    estimate = (low + 0.5 * other * bursts).requires_grad_()
+    losses.nsim_loss(estimate, reference, rate).backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+    # silence is floored as ViSQOL floors it, not log(0)
+    assert math.isfinite(losses.nsim_loss(torch.zeros_like(reference), reference, rate).item())
+
+
+def test_erb_filterbank_covers_50_hz_to_nyquist_in_rising_bands():
+    bank = losses.erb_filterbank(2049, 44100)
+    assert bank.shape == (losses.NSIM_BANDS, 2049)
+    assert bank.min() >= 0 and bank.max() <= 1
+    freqs = torch.linspace(0, 22050, 2049)
+    centres = freqs[bank.argmax(dim=1)]
+    assert (centres.diff() >= 0).all() and 50 < centres[0] < 200 and centres[-1] > 18000
+    assert (bank.sum(dim=1) > 0).all()  # no empty band at this resolution
+    widths = (bank > 0).sum(dim=1)
+    assert widths[-1] > 10 * widths[0]  # ERB bands widen with frequency
+
+
+def test_trainer_adds_the_nsim_term_at_its_weight(tmp_path):
+    rate = 44100
+    torch.manual_seed(0)
+    reference = torch.randn(2, 2, rate)
+    low, _ = _bands_of(reference, rate, 4000.0)
+    trainer = Trainer(load_config(SMOKE, {"loss.nsim": 2.0}), tmp_path, progress=False)
+    got = trainer.reconstruction(low, reference, low).item()
+    expected = (losses.reconstruction_loss(low, reference) + 2.0 * losses.nsim_loss(low, reference, rate)).item()
+    assert got == pytest.approx(expected) and got > losses.reconstruction_loss(low, reference).item() + 0.1
+
+
 def test_shortfall_loss_charges_only_a_restoration_far_too_quiet():
     torch.manual_seed(0)
     ref = torch.randn(1, 2, 8192)

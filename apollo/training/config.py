@@ -87,6 +87,7 @@ class LossConfig:
     log_magnitude: float = 0.0  # not in the paper: losses.log_magnitude_loss, added to Eq. 4
     band_envelope: float = 0.0  # not in the paper: losses.band_envelope_loss, added to Eq. 4
     shortfall: float = 0.0  # not in the paper: losses.shortfall_loss, added to Eq. 4
+    nsim: float = 0.0  # not in the paper: losses.nsim_loss (ViSQOL's similarity, as a loss), added to Eq. 4
     # the shortfall term only under the input's band edge (metrics.cutoff_hz of the degraded
     # example): the codec's holes in the band it kept, not the band it cut
     shortfall_kept_band: bool = False

@@ -238,7 +238,7 @@ class Trainer:
 
     def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor,
                        told: torch.Tensor | None = None, edges: BandEdges | None = None) -> torch.Tensor:
-        """Eq. 4, plus the log-magnitude, band-envelope and shortfall terms where the recipe weighs
+        """Eq. 4, plus the log-magnitude, band-envelope, NSIM and shortfall terms where the recipe weighs
         them (each window's spectra computed once for all of them); `degraded` is the model's input,
         whose band edge can bound the shortfall term (shortfall_edges) and the anchor term. `edges`
         are those of `degraded` and `target` where the data workers found them (else found here).
@@ -251,6 +251,8 @@ class Trainer:
             rec = rec + loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
         if loss.band_envelope:
             rec = rec + loss.band_envelope * losses.band_envelope_loss(estimate, target)
+        if loss.nsim:
+            rec = rec + loss.nsim * losses.nsim_loss(estimate.wav, target.wav, self.model_config.sample_rate)
         kept, reference = edges if edges is not None else self.find_edges(degraded, target.wav)
         if loss.shortfall:
             edge = self.shortfall_edges(kept, reference)
