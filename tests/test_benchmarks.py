@@ -59,6 +59,31 @@ def test_gain_probe_measures_the_level_an_encoding_gives_back():
         probe.coded(wav, "aac128")
 
 
+def test_nsim_probe_counts_the_pairs_it_orders_as_visqol_does():
+    from apollo.model.config import ApolloConfig
+
+    probe = load_script("benchmarks/nsim_probe.py")
+
+    def row(excerpt: str, system: str, visqol: float, loss: float) -> dict:
+        return {"excerpt": excerpt, "bitrate": 24, "system": system, "visqol": visqol, "nsim_loss": loss}
+
+    rows = [row("a", "mp3", 2.0, 0.4), row("a", "shipped", 3.0, 0.2), row("a", "louder", 3.01, 0.1),
+            row("b", "mp3", 2.0, 0.3), row("b", "shipped", 3.0, 0.35)]
+    # a: mp3-shipped and mp3-louder agree, shipped-louder is within 0.02 and left out; b: disagrees
+    assert probe.agreements(rows) == [True, True, False]
+
+    class Told:
+        def __init__(self, config: ApolloConfig) -> None:
+            self.model = type("M", (), {"config": config})()
+
+    shipped = ApolloConfig(bitrate_classes=(24, 32), residual=True, fill_gain_db_told=(3.0, 0.0),
+                           fill_gain_from_hz_told=(3500.0, 0.0))
+    made = probe.variants(Told(shipped))
+    assert made["shipped"] is shipped
+    assert made["louder"].fill_gain_db_told == (9.0, 6.0) and made["louder"].fill_gain_from_hz_told == ()
+    assert made["quieter"].fill_gain_db_told == (-3.0, -6.0)
+
+
 def test_source_edges_rolloff_tells_a_cliff_from_a_fade():
     import pytest
     import torch
