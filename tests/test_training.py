@@ -189,6 +189,22 @@ def test_nsim_loss_charges_a_fill_that_does_not_follow_the_reference():
     assert math.isfinite(losses.nsim_loss(torch.zeros_like(reference), reference, rate).item())
 
 
+@pytest.mark.parametrize("loss", ["nsim_loss", "band_envelope_loss"])
+def test_level_losses_keep_float32_inside_the_trainers_bf16_autocast(loss):
+    # the trainer computes its losses inside the generator's autocast (bf16 on a GPU); in bf16 NSIM's
+    # variances of dB levels keep no digit (0.11 came out 1.59 before these losses turned it off)
+    rate = 44100
+    torch.manual_seed(0)
+    reference = 0.1 * torch.randn(2, 2, rate)
+    estimate = reference + 0.05 * torch.randn_like(reference)
+    kwargs = {"sample_rate": rate} if loss == "nsim_loss" else {}
+    exact = getattr(losses, loss)(estimate, reference, **kwargs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = getattr(losses, loss)(estimate, reference, **kwargs)
+    assert inside.dtype == torch.float32
+    assert inside.item() == pytest.approx(exact.item(), rel=1e-6)
+
+
 def test_erb_filterbank_covers_50_hz_to_nyquist_in_rising_bands():
     bank = losses.erb_filterbank(2049, 44100)
     assert bank.shape == (losses.NSIM_BANDS, 2049)
