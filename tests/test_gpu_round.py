@@ -185,6 +185,12 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert recipe.model.num_blocks == 5 and recipe.loss.anchor_model == "default" and recipe.loss.anchor_uncut_only
     assert recipe.loss.gan_from_step == 0 and recipe.loss.discriminator_only_steps == 100
     assert recipe.loss.adversarial == 0.1 and recipe.optim.batch_size == 32 and recipe.schedule.keep_every == 50
+    # it starts from the nsim-tuned generator kept in git (docs/gpu.md, "The start, measured on the CPU"):
+    # the default's size and bitrate rows, trained without the inference-only fields the export sets again
+    start_config = apollo.load_model(recipe.init_from).config
+    assert recipe.init_from == "checkpoints/nsim1-step500/generator.safetensors"
+    assert start_config.num_blocks == 3 and start_config.bitrate_classes == (24, 32, 48, 64, 96, 128)
+    assert start_config.hole_gain_db_told == () and start_config.correction_floor_db is None
     corpus = _corpus(tmp_path / "corpus", {"a": [12, 12], "b": [12, 12]})
     torch.manual_seed(1)
     start = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8, residual=True))  # as the default is
