@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
 
 WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)  # Sec. III-B: the multi-resolution STFT windows
 ENVELOPE_BANDS = 22  # band_envelope_loss splits each spectrum into this many equal bands (~1 kHz at 44.1 kHz)
 SHORTFALL_WINDOWS = (512, 1024, 2048)  # shortfall_loss: the diagnostics count holes at 2048
-
-
-def _in_float32(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Runs a loss with autocast off. The trainer computes its losses inside the generator's bf16
-    autocast, which would run these losses' einsums and convolutions in bf16: NSIM's variances of
-    dB levels (E[x^2] - E[x]^2 with x up to ~100) keep no digit there (0.11 came out 1.59)."""
-    @functools.wraps(loss)
-    def run(*args, **kwargs) -> torch.Tensor:
-        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
-            return loss(*args, **kwargs)
-    return run
 
 
 def discriminator_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
@@ -99,7 +85,6 @@ def log_magnitude_loss(estimate: Audio, reference: Audio, windows: tuple[int, ..
     return torch.stack(terms).mean()
 
 
-@_in_float32
 def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = (256, 512, 1024),
                        bands: int = ENVELOPE_BANDS, floor: float = 1e-5) -> torch.Tensor:
     """Mean over windows, bands and frames of |log10 RMS_est - log10 RMS_ref| of each band's magnitude.
@@ -211,7 +196,6 @@ def _band_levels(wav: torch.Tensor, sample_rate: int, window: int) -> torch.Tens
     return (5 * torch.log10(mean_square + 1e-30)).clamp_min(-NSIM_FLOOR_DB)[:, None]
 
 
-@_in_float32
 def nsim_loss(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int,
               window: int = NSIM_WINDOW) -> torch.Tensor:
     """1 - mean NSIM of the two (batch, channels, time) waveforms' gammatone-like spectrograms.
