@@ -77,7 +77,8 @@ def main() -> None:
                             "kept+fill": splice(model, a, b, limit), "fill+kept": splice(model, b, a, limit)}
             for variant, y in variants.items():
                 est, _ = metrics.align(excerpt.audio, y, max_lag=2048)
-                row = {"excerpt": excerpt.name, "kbps": kbps, "variant": variant, "limit_hz": limit * RATE / model.config.window}
+                row = {"excerpt": excerpt.name, "kbps": kbps, "variant": variant,
+                       "limit_hz": limit * RATE / model.config.window}
                 row.update(metrics.score(excerpt.audio, est, RATE, degraded=coded))
                 row.update(diagnose(excerpt.audio, est, RATE, row["cutoff_hz"]))
                 rows.append(rounded(row))

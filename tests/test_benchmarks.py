@@ -138,3 +138,25 @@ def test_lame_tag_aligns_a_decoded_file_by_its_lag(monkeypatch):
         assert back.shape == ref.shape
         inner = slice(400, 18000)
         np.testing.assert_array_equal(back[:, inner], ref[:, inner])
+
+
+def test_kept_band_probe_splices_two_restorations_at_the_band_limit(monkeypatch):
+    import numpy as np
+
+    import apollo
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # kept_band_probe imports probe_report beside it
+    probe = load_script("benchmarks/kept_band_probe.py")
+    model = apollo.load_model("tiny-test")
+    rate, window = model.config.sample_rate, model.config.window
+    t = np.arange(rate // 2) / rate
+    low, high = np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 9000 * t)
+    under = np.stack([low + 0.5 * high, low]).astype(np.float32)   # its high tone must go
+    above = np.stack([0.3 * low + high, high]).astype(np.float32)  # its low tone must go
+    limit = round(5000 * window / rate)
+    inner = slice(window, -window)  # away from the STFT's edges
+    # one restoration with itself comes back as it went in
+    np.testing.assert_allclose(probe.splice(model, under, under, limit)[:, inner], under[:, inner], atol=1e-4)
+    spliced = probe.splice(model, under, above, limit)
+    assert spliced.shape == under.shape
+    np.testing.assert_allclose(spliced[:, inner], np.stack([low + high, low + high])[:, inner], atol=1e-3)
