@@ -2,7 +2,7 @@
 
     python benchmarks/kept_band_probe.py --data corpus/real2 --kept default \
         --fill runs/candidates/nsimgan/nsimgan0-step100.safetensors --bitrates 24,32 \
-        --out docs/evaluations/kept-band-probe.json
+        --out docs/evaluations/kept-band-probe-nsimgan0-step100.json
 
 Every GAN continuation of the default so far took the hop-rate comb out of the fill and lost ViSQOL,
 most at 32 kbps, where it also rewrote the band the codec kept (LSD under the cutoff +1 dB, 2-6 kHz
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset folder; its validation split is used")
     parser.add_argument("--kept", default="default", help="the generator whose kept band is spliced in")
-    parser.add_argument("--fill", required=True, help="the generator whose fill above the band limit is")
+    parser.add_argument("--fill", required=True, help="the generator whose fill above the band limit is spliced in")
     parser.add_argument("--bitrates", default="24,32")
     parser.add_argument("--match", default=None, help="only the tracks whose name contains this")
     parser.add_argument("--out", required=True, help="JSON to write")
