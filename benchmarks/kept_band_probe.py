@@ -26,11 +26,10 @@ import argparse
 
 import numpy as np
 import torch
-from probe_report import rounded, summarise, write_report
+from probe_report import scored_row, summarise, write_report
 
-from apollo import degrade, metrics
+from apollo import degrade
 from apollo.api import Restorer
-from apollo.diagnostics import diagnose
 from apollo.evaluate import make_excerpts
 from apollo.model.band_limit import input_band_limit
 
@@ -76,12 +75,9 @@ def main() -> None:
                 variants = {"kept": splice(model, a, a, limit), "fill": splice(model, b, b, limit),
                             "kept+fill": splice(model, a, b, limit), "fill+kept": splice(model, b, a, limit)}
             for variant, y in variants.items():
-                est, _ = metrics.align(excerpt.audio, y, max_lag=2048)
-                row = {"excerpt": excerpt.name, "kbps": kbps, "variant": variant,
-                       "limit_hz": limit * RATE / model.config.window}
-                row.update(metrics.score(excerpt.audio, est, RATE, degraded=coded))
-                row.update(diagnose(excerpt.audio, est, RATE, row["cutoff_hz"]))
-                rows.append(rounded(row))
+                row = scored_row(excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
+                                 variant=variant, limit_hz=limit * RATE / model.config.window)
+                rows.append(row)
                 print(excerpt.name.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}",
                       f"comb={row['hop_comb']:.2f}", flush=True)
     command = (f"python benchmarks/kept_band_probe.py --data {args.data} --kept {args.kept} --fill {args.fill} "

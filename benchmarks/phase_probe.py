@@ -30,11 +30,10 @@ import argparse
 
 import numpy as np
 import torch
-from probe_report import rounded, summarise, write_report
+from probe_report import scored_row, summarise, write_report
 
-from apollo import degrade, metrics
+from apollo import degrade
 from apollo.api import level_gain
-from apollo.diagnostics import diagnose
 from apollo.evaluate import make_excerpts
 from apollo.model.band_limit import input_band_limit
 from apollo.pretrained import load_model
@@ -113,11 +112,9 @@ def main() -> None:
                     new = torch.stack([rephase(s, o, limit, variant, window, hop, seed=c)
                                        for c, (s, o) in enumerate(zip(spec_c, out_c))])
                     y = model.istft(torch.view_as_real(new), x.shape[1]).numpy() / gain
-                    est, _ = metrics.align(excerpt.audio, y, max_lag=2048)
-                    row = {"excerpt": excerpt.name, "kbps": kbps, "variant": variant, "limit_hz": limit * RATE / window}
-                    row.update(metrics.score(excerpt.audio, est, RATE, degraded=coded))
-                    row.update(diagnose(excerpt.audio, est, RATE, row["cutoff_hz"]))
-                    rows.append(rounded(row))
+                    row = scored_row(excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
+                                     variant=variant, limit_hz=limit * RATE / window)
+                    rows.append(row)
                     print(excerpt.name.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}",
                           f"comb={row['hop_comb']:.2f}", flush=True)
     command = (f"python benchmarks/phase_probe.py --data {args.data} --checkpoint {args.checkpoint} "

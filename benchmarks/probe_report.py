@@ -15,6 +15,19 @@ def rounded(row: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
+def scored_row(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded: np.ndarray,
+               **fields: Any) -> dict[str, Any]:
+    """`fields` with apollo evaluate's metrics and diagnostics of `estimate` (aligned to `reference`
+    first), rounded as the reports store them."""
+    from apollo import metrics
+    from apollo.diagnostics import diagnose
+
+    est, _ = metrics.align(reference, estimate, max_lag=2048)
+    row = {**fields, **metrics.score(reference, est, rate, degraded=degraded)}
+    row.update(diagnose(reference, est, rate, row["cutoff_hz"]))
+    return rounded(row)
+
+
 def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
               keys: Iterable[str]) -> dict[str, dict[str, float]]:
     """Mean of each key over the rows of each group (3 decimals), groups in first-seen order; a key
