@@ -112,13 +112,22 @@ def _job(args: tuple) -> list[dict]:
     for system, estimate in systems.items():
         if system in done:
             continue
-        est, _ = metrics.align(ref, estimate, max_lag=2048)
         row = {"excerpt": excerpt.name, "group": excerpt.group, "bitrate": bitrate, "system": system,
                "checkpoint_sha256": hashes.get(system, "")}
-        row.update(metrics.score(ref, est, rate, degraded=coded, with_visqol=with_visqol))
-        row.update(diagnose(ref, est, rate, row["cutoff_hz"]))
+        row.update(score_restoration(ref, estimate, rate, coded, with_visqol=with_visqol))
         rows.append(row)
     return rows
+
+
+def score_restoration(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded: np.ndarray,
+                      with_visqol: bool = True) -> dict[str, float]:
+    """Every metric and diagnostic of one restoration, aligned to `reference` first (the codec's
+    delay and the model's are not errors); `degraded` gives the cutoff the band metrics split at.
+    The one scoring rule of this module's rows and of the benchmarks' probes."""
+    est, _ = metrics.align(reference, estimate, max_lag=2048)
+    row = metrics.score(reference, est, rate, degraded=degraded, with_visqol=with_visqol)
+    row.update(diagnose(reference, est, rate, row["cutoff_hz"]))
+    return row
 
 
 def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,

@@ -17,15 +17,11 @@ def rounded(row: dict[str, Any]) -> dict[str, Any]:
 
 def scored_row(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded: np.ndarray,
                **fields: Any) -> dict[str, Any]:
-    """`fields` with apollo evaluate's metrics and diagnostics of `estimate` (aligned to `reference`
-    first), rounded as the reports store them."""
-    from apollo import metrics
-    from apollo.diagnostics import diagnose
+    """`fields` with apollo evaluate's metrics and diagnostics of `estimate` (evaluate.score_restoration),
+    rounded as the reports store them."""
+    from apollo.evaluate import score_restoration
 
-    est, _ = metrics.align(reference, estimate, max_lag=2048)
-    row = {**fields, **metrics.score(reference, est, rate, degraded=degraded)}
-    row.update(diagnose(reference, est, rate, row["cutoff_hz"]))
-    return rounded(row)
+    return rounded({**fields, **score_restoration(reference, estimate, rate, degraded)})
 
 
 def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
