@@ -26,7 +26,7 @@ import argparse
 
 import numpy as np
 import torch
-from probe_report import scored_row, summarise, write_report
+from probe_report import record_variant, summarise, write_report
 
 from apollo import degrade
 from apollo.api import Restorer
@@ -75,11 +75,8 @@ def main() -> None:
                 variants = {"kept": splice(model, a, a, limit), "fill": splice(model, b, b, limit),
                             "kept+fill": splice(model, a, b, limit), "fill+kept": splice(model, b, a, limit)}
             for variant, y in variants.items():
-                row = scored_row(excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
-                                 variant=variant, limit_hz=limit * RATE / model.config.window)
-                rows.append(row)
-                print(excerpt.name.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}",
-                      f"comb={row['hop_comb']:.2f}", flush=True)
+                record_variant(rows, excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
+                               variant=variant, limit_hz=limit * RATE / model.config.window)
     command = (f"python benchmarks/kept_band_probe.py --data {args.data} --kept {args.kept} --fill {args.fill} "
                f"--bitrates {args.bitrates}{f' --match {args.match}' if args.match else ''} --out {args.out}")
     write_report(args.out, command, rows, summarise(rows, lambda r: f"{r['kbps']}/{r['variant']}", KEYS))

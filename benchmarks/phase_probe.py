@@ -30,7 +30,7 @@ import argparse
 
 import numpy as np
 import torch
-from probe_report import scored_row, summarise, write_report
+from probe_report import record_variant, summarise, write_report
 
 from apollo import degrade
 from apollo.api import level_gain
@@ -112,11 +112,8 @@ def main() -> None:
                     new = torch.stack([rephase(s, o, limit, variant, window, hop, seed=c)
                                        for c, (s, o) in enumerate(zip(spec_c, out_c))])
                     y = model.istft(torch.view_as_real(new), x.shape[1]).numpy() / gain
-                    row = scored_row(excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
-                                     variant=variant, limit_hz=limit * RATE / window)
-                    rows.append(row)
-                    print(excerpt.name.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}",
-                          f"comb={row['hop_comb']:.2f}", flush=True)
+                    record_variant(rows, excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
+                                   variant=variant, limit_hz=limit * RATE / window)
     command = (f"python benchmarks/phase_probe.py --data {args.data} --checkpoint {args.checkpoint} "
                f"--bitrates {args.bitrates} --variants {args.variants} --out {args.out}")
     write_report(args.out, command, rows, summarise(rows, lambda r: f"{r['kbps']}/{r['variant']}", KEYS))

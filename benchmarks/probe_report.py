@@ -24,6 +24,16 @@ def scored_row(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded:
     return rounded({**fields, **score_restoration(reference, estimate, rate, degraded)})
 
 
+def record_variant(rows: list[dict[str, Any]], reference: np.ndarray, estimate: np.ndarray, rate: int,
+                   degraded: np.ndarray, *, excerpt: str, kbps: int, variant: str, **fields: Any) -> None:
+    """Appends the scored_row of one variant of one excerpt to `rows` and prints its progress line
+    (the track, the bitrate, the variant, its ViSQOL and hop comb)."""
+    row = scored_row(reference, estimate, rate, degraded, excerpt=excerpt, kbps=kbps, variant=variant, **fields)
+    rows.append(row)
+    print(excerpt.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}", f"comb={row['hop_comb']:.2f}",
+          flush=True)
+
+
 def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
               keys: Iterable[str]) -> dict[str, dict[str, float]]:
     """Mean of each key over the rows of each group (3 decimals), groups in first-seen order; a key

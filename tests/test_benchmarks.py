@@ -160,3 +160,32 @@ def test_kept_band_probe_splices_two_restorations_at_the_band_limit(monkeypatch)
     spliced = probe.splice(model, under, above, limit)
     assert spliced.shape == under.shape
     np.testing.assert_allclose(spliced[:, inner], np.stack([low + high, low + high])[:, inner], atol=1e-3)
+
+
+def test_probe_variants_are_scored_by_evaluates_rule_and_recorded_in_order(monkeypatch, capsys):
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    report = load_script("benchmarks/probe_report.py")
+    rate = 16000
+    t = np.arange(rate) / rate
+    reference = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    delayed = np.roll(reference, 37, axis=1)  # a model's delay: aligned away before scoring
+    seen = []
+    from apollo.evaluate import score_restoration
+
+    def score(ref, est, r, degraded, with_visqol=True):  # evaluate's rule; ViSQOL fixed: slow, and the line printed is checked
+        seen.append(est.shape)
+        return {**score_restoration(ref, est, r, degraded, with_visqol=False), "visqol": 4.25}
+
+    monkeypatch.setattr("apollo.evaluate.score_restoration", score)
+    rows: list = []
+    for variant, estimate in (("same", reference), ("late", delayed)):
+        report.record_variant(rows, reference, estimate, rate, reference, excerpt="valid/track/x/0.wav", kbps=24,
+                              variant=variant, limit_hz=3000.0)
+    assert [r["variant"] for r in rows] == ["same", "late"] and seen == [(2, rate)] * 2
+    assert rows[0]["limit_hz"] == 3000.0 and rows[0]["kbps"] == 24
+    assert rows[0]["si_snr"] > 60 and rows[1]["si_snr"] > 20  # the delay was aligned away
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["track 24 same visqol=4.250 comb=" + f"{rows[0]['hop_comb']:.2f}",
+                   "track 24 late visqol=4.250 comb=" + f"{rows[1]['hop_comb']:.2f}"]
