@@ -174,7 +174,8 @@ def test_probe_variants_are_scored_by_evaluates_rule_and_recorded_in_order(monke
     seen = []
     from apollo.evaluate import score_restoration
 
-    def score(ref, est, r, degraded, with_visqol=True):  # evaluate's rule; ViSQOL fixed: slow, and the line printed is checked
+    # evaluate's rule, with ViSQOL (slow) fixed so that the printed line can be checked
+    def score(ref, est, r, degraded, with_visqol=True):
         seen.append(est.shape)
         return {**score_restoration(ref, est, r, degraded, with_visqol=False), "visqol": 4.25}
 
