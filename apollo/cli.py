@@ -356,11 +356,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     est, lag = metrics.align(ref, est, max_lag=int(0.1 * ref_info.sample_rate))
     if degraded is not None:
         degraded = resample(degraded, d_info.sample_rate, ref_info.sample_rate)
-    from .diagnostics import diagnose
+    from .evaluate import score_aligned
 
-    result = {"lag_fixed_samples": lag, **metrics.score(ref, est, ref_info.sample_rate, degraded=degraded,
-                                                         with_visqol=not args.no_visqol)}
-    result.update(diagnose(ref, est, ref_info.sample_rate, result["cutoff_hz"]))
+    result = {"lag_fixed_samples": lag,
+              **score_aligned(ref, est, ref_info.sample_rate, degraded, with_visqol=not args.no_visqol)}
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -119,15 +119,22 @@ def _job(args: tuple) -> list[dict]:
     return rows
 
 
+def score_aligned(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded: np.ndarray | None,
+                  with_visqol: bool = True) -> dict[str, float]:
+    """Every metric and diagnostic of an `estimate` already aligned to `reference`; `degraded` gives
+    the cutoff the band metrics split at. The one scoring rule of this module's rows, of
+    `apollo evaluate --reference` and of the benchmarks' probes."""
+    row = metrics.score(reference, estimate, rate, degraded=degraded, with_visqol=with_visqol)
+    row.update(diagnose(reference, estimate, rate, row["cutoff_hz"]))
+    return row
+
+
 def score_restoration(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded: np.ndarray,
                       with_visqol: bool = True) -> dict[str, float]:
-    """Every metric and diagnostic of one restoration, aligned to `reference` first (the codec's
-    delay and the model's are not errors); `degraded` gives the cutoff the band metrics split at.
-    The one scoring rule of this module's rows and of the benchmarks' probes."""
+    """score_aligned of one restoration, aligned to `reference` first (the codec's delay and the
+    model's are not errors; up to 2048 samples)."""
     est, _ = metrics.align(reference, estimate, max_lag=2048)
-    row = metrics.score(reference, est, rate, degraded=degraded, with_visqol=with_visqol)
-    row.update(diagnose(reference, est, rate, row["cutoff_hz"]))
-    return row
+    return score_aligned(reference, est, rate, degraded, with_visqol=with_visqol)
 
 
 def evaluate_dataset(data: str | Path, checkpoints: list[str], out: str | Path,

@@ -15,20 +15,15 @@ def rounded(row: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
-def scored_row(reference: np.ndarray, estimate: np.ndarray, rate: int, degraded: np.ndarray,
-               **fields: Any) -> dict[str, Any]:
-    """`fields` with apollo evaluate's metrics and diagnostics of `estimate` (evaluate.score_restoration),
-    rounded as the reports store them."""
-    from apollo.evaluate import score_restoration
-
-    return rounded({**fields, **score_restoration(reference, estimate, rate, degraded)})
-
-
 def record_variant(rows: list[dict[str, Any]], reference: np.ndarray, estimate: np.ndarray, rate: int,
                    degraded: np.ndarray, *, excerpt: str, kbps: int, variant: str, **fields: Any) -> None:
-    """Appends the scored_row of one variant of one excerpt to `rows` and prints its progress line
-    (the track, the bitrate, the variant, its ViSQOL and hop comb)."""
-    row = scored_row(reference, estimate, rate, degraded, excerpt=excerpt, kbps=kbps, variant=variant, **fields)
+    """Appends one variant of one excerpt to `rows`: its fields with apollo evaluate's metrics and
+    diagnostics (evaluate.score_restoration), rounded as the reports store them; and prints its
+    progress line (the track, the bitrate, the variant, its ViSQOL and hop comb)."""
+    from apollo.evaluate import score_restoration
+
+    row = rounded({"excerpt": excerpt, "kbps": kbps, "variant": variant, **fields,
+                   **score_restoration(reference, estimate, rate, degraded)})
     rows.append(row)
     print(excerpt.split("/")[-3], kbps, variant, f"visqol={row['visqol']:.3f}", f"comb={row['hop_comb']:.2f}",
           flush=True)
