@@ -218,15 +218,13 @@ def test_finetune_adds_the_embedding_at_zero_and_learns_it_at_its_own_rate(tmp_p
     told = trainer.told_bitrates(torch.full((400,), 64))
     assert torch.equal(told, trainer.told_bitrates(torch.full((400,), 64)))
     assert 0.15 < (told == 0).float().mean() < 0.35 and set(told.tolist()) == {0, 64}
-    # by default darkened sources are withheld as often as the rest; told to keep them out of the
-    # "unknown" row, the trainer tells them all and withholds the same undarkened examples as before
-    darkened = torch.arange(400) % 2 == 0
-    assert torch.equal(trainer.told_bitrates(torch.full((400,), 64), darkened), told)
-    trainer.cfg.data.withhold_dark_sources = False
-    kept_out = trainer.told_bitrates(torch.full((400,), 64), darkened)
-    assert not (kept_out[darkened] == 0).any()
-    assert torch.equal(kept_out[~darkened], told[~darkened]) and (kept_out[~darkened] == 0).any()
-    trainer.cfg.data.withhold_dark_sources = True
+    # examples flagged always told (dark sources kept out of the "unknown" row) are all told, and the
+    # same other examples are withheld as before; none flagged, the draw is as without flags
+    assert torch.equal(trainer.told_bitrates(torch.full((400,), 64), torch.zeros(400, dtype=torch.bool)), told)
+    always = torch.arange(400) % 2 == 0
+    kept_out = trainer.told_bitrates(torch.full((400,), 64), always)
+    assert not (kept_out[always] == 0).any()
+    assert torch.equal(kept_out[~always], told[~always]) and (kept_out[~always] == 0).any()
     trainer.fit()
     tuned = apollo.load_model(tmp_path / "run" / "generator-last.safetensors")
     assert tuned.config.bitrate_classes == CLASSES and tuned.bitrate_embedding.abs().max() > 0.01

@@ -18,6 +18,7 @@ from apollo.data.cache import Cache, prepare
 from apollo.data.examples import DarkSource, ExampleConfig, TrainingExamples
 from apollo.data.readers import cliff_frequency, read_tracks
 from apollo.data.silence import active_windows
+from apollo.training.config import DataConfig
 
 SR = 44100
 
@@ -221,10 +222,10 @@ def test_darken_probability_lowpasses_that_share_of_targets(musdb, tmp_path):
         power = np.abs(np.fft.rfft(x.numpy().mean(0))) ** 2
         return float(power[np.fft.rfftfreq(x.shape[-1], 1 / SR) > 4 * corner].sum() / power.sum())
 
-    _, white, _, plain_dark = plain[index]
-    _, darkened, _, dark_dark = dark[index]
-    assert not plain_dark and dark_dark  # each item says whether its source was darkened
-    assert all(dark[i][3] == (b["darken_hz"] is not None) for i, (_, b) in enumerate(draws[:8]))
+    _, white, _, plain_told = plain[index]
+    _, darkened, _, dark_told = dark[index]
+    # a dark source is withheld from the trainer's "unknown" row as often as any example by default
+    assert plain_told is False and dark_told is False and draws[index][1]["always_told"] is False
     assert high_share(white) > 0.3  # white-noise stems
     assert high_share(darkened) < 1e-4  # 4th order: -48 dB two octaves up
     with pytest.raises(ValueError, match="darken probability"):
@@ -269,6 +270,19 @@ def test_two_dark_sources_mix_low_corners_everywhere_with_high_corners_where_the
     assert 0.45 < sum(b["darken_hz"] is not None for b in at_128) / len(at_128) < 0.75  # 0.2 + 0.4
     at_24 = [b for _, b in draws if b["bitrate"] == 24]
     assert 0.1 < sum(b["darken_hz"] is not None for b in at_24) / len(at_24) < 0.3  # the low source only
+    # one source never withheld: its examples, and only those, are flagged for the trainer to tell
+    kept_told = TrainingExamples(tmp_path / "cache", dataclasses.replace(
+        config, dark_sources=(low, dataclasses.replace(high, withheld=False))), seed=1, length=8)
+    flagged = [kept_told.draw(i) for i in range(600)]
+    assert all(f["always_told"] == (a["darken_hz"] is None and b["darken_hz"] is not None)
+               for f, (a, b) in zip(flagged, draws))
+    first = next(i for i, f in enumerate(flagged) if f["always_told"])
+    assert kept_told[first][3] is True and kept_told[0][3] is flagged[0]["always_told"]
+    # the run-wide switch (data.withhold_dark_sources false) tells every dark source; true keeps each one's own
+    data = DataConfig(darken_probability=0.2, more_dark_sources=(high, dataclasses.replace(low, withheld=False)))
+    assert [d.withheld for d in data.examples().dark_sources] == [True, True, False]
+    data.withhold_dark_sources = False
+    assert [d.withheld for d in data.examples().dark_sources] == [False, False, False]
     # a bitrate list keeps a source to those bitrates, whatever room the others have
     only_24 = dataclasses.replace(config, dark_sources=(dataclasses.replace(low, probability=1.0, bitrates=(24,)),))
     limited = TrainingExamples(tmp_path / "cache", only_24, seed=1, length=8)

@@ -57,6 +57,9 @@ class DarkSource:
     octaves: float = 0.0
     # the bitrates (kbps) this kind of example is drawn at; empty: all of them
     bitrates: tuple[int, ...] = ()
+    # False: a model told bitrates is always told this source's bitrate, so its "unknown" row
+    # (WAV/FLAC input) never learns this kind's restraint, which stays with the told rows
+    withheld: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.probability <= 1:
@@ -121,8 +124,9 @@ class TrainingExamples(Dataset):
 
     So every example, in every worker, has its own bitrate, stems and gains (the released
     code froze the bitrate per worker), and a resumed run sees the same examples again.
-    Each item is (degraded, target, bitrate, darkened): (2, samples) float tensors peak-normalised
-    together, the kbps, and whether the source was lowpassed (a dark source, `darken`).
+    Each item is (degraded, target, bitrate, always_told): (2, samples) float tensors peak-normalised
+    together, the kbps, and whether the source was lowpassed by a dark source that is never
+    withheld (`DarkSource.withheld` false: the trainer tells this example its bitrate).
     """
 
     def __init__(self, cache: str | Path | Cache, config: ExampleConfig = ExampleConfig(), split: str | None = "train",
@@ -191,7 +195,8 @@ class TrainingExamples(Dataset):
             corners = source.corners(self.cache.sample_rate, bitrate)
             if corners is not None:
                 corner = float(np.exp(rng.uniform(np.log(corners[0]), np.log(corners[1]))))
-        return {"parts": parts, "bitrate": bitrate, "darken_hz": corner}
+        always_told = corner is not None and not source.withheld
+        return {"parts": parts, "bitrate": bitrate, "darken_hz": corner, "always_told": always_told}
 
     def _dark_source(self, rng: np.random.Generator) -> DarkSource | None:
         """One uniform draw picks a dark source by its probability, or none (no draw at all
@@ -223,4 +228,4 @@ class TrainingExamples(Dataset):
                 break
         degraded, target = coded_pair(clean, self.cache.sample_rate, choice["bitrate"],
                                       level_neutral=self.config.level_neutral)
-        return degraded, target, choice["bitrate"], choice["darken_hz"] is not None
+        return degraded, target, choice["bitrate"], choice["always_told"]

@@ -47,17 +47,20 @@ class DataConfig:
     bitrate_withheld: float = 0.2
     # false: examples darkened at the source (darken_probability, more_dark_sources) are always told
     # their bitrate, so the "unknown" row learns from undarkened music only and the restraint dark
-    # sources teach stays with the told rows (the same draws withhold the same undarkened examples)
+    # sources teach stays with the told rows (the same draws withhold the same undarkened examples).
+    # One source of more_dark_sources can say so alone with its own `withheld: false`
     withhold_dark_sources: bool = True
     workers: int = 2
 
     def examples(self) -> ExampleConfig:
         """The draws of a cache's training examples that this section asks for."""
         dark = DarkSource(self.darken_probability, tuple(self.darken_hz), self.darken_octaves)
+        sources = tuple(dataclasses.replace(s, withheld=s.withheld and self.withhold_dark_sources)
+                        for s in (dark, *self.more_dark_sources))
         return ExampleConfig(segment=self.segment, bitrates=tuple(self.bitrates),
                              examples_per_epoch=self.examples_per_epoch,
                              single_stem_probability=self.single_stem_probability,
-                             dark_sources=(dark, *self.more_dark_sources), level_neutral=self.level_neutral,
+                             dark_sources=sources, level_neutral=self.level_neutral,
                              cache_shares=tuple(self.cache_shares))
 
 

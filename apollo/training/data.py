@@ -79,7 +79,7 @@ class SyntheticExamples(Dataset):
         return out.astype(np.float32)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-        """(degraded, target, bitrate, darkened) as TrainingExamples gives them; never darkened."""
+        """(degraded, target, bitrate, always_told) as TrainingExamples gives them; never darkened or told."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         clean = self.clean(rng)
         clean /= max(np.abs(clean).max(), 1e-6)

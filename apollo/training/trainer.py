@@ -72,8 +72,8 @@ class CollateWithEdges:
     reference: bool
 
     def __call__(self, items: list) -> tuple:
-        degraded, target, bitrate, darkened = default_collate(items)
-        return degraded, target, bitrate, darkened, find_edges(degraded, target, self.sample_rate, self.kept,
+        degraded, target, bitrate, always_told = default_collate(items)
+        return degraded, target, bitrate, always_told, find_edges(degraded, target, self.sample_rate, self.kept,
                                                                self.reference)
 
 
@@ -306,26 +306,27 @@ class Trainer:
         """Each example's band edge at the model's rate (band_edges)."""
         return band_edges(audio, self.model_config.sample_rate)
 
-    def told_bitrates(self, bitrate: torch.Tensor, darkened: torch.Tensor | None = None) -> torch.Tensor | None:
+    def told_bitrates(self, bitrate: torch.Tensor, always_told: torch.Tensor | None = None) -> torch.Tensor | None:
         """What the generator is told of each example's bitrate (kbps): None for a model not told
         bitrates; else the bitrates with data.bitrate_withheld of them 0 (unknown), drawn from
-        (seed, step) so that a resumed run withholds the same. With data.withhold_dark_sources off,
-        the examples `darkened` at the source are told theirs whatever the draw."""
+        (seed, step) so that a resumed run withholds the same. The examples flagged `always_told`
+        (dark sources that are not withheld: DarkSource.withheld, data.withhold_dark_sources) are
+        told theirs whatever the draw."""
         if not self.model_config.bitrate_classes:
             return None
         draw = torch.rand(len(bitrate), generator=torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step))
         withheld = draw < self.cfg.data.bitrate_withheld
-        if darkened is not None and not self.cfg.data.withhold_dark_sources:
-            withheld &= ~torch.as_tensor(darkened, dtype=torch.bool).cpu()
+        if always_told is not None:
+            withheld &= ~torch.as_tensor(always_told, dtype=torch.bool).cpu()
         return torch.where(withheld, 0, bitrate.long().cpu()).to(self.device)
 
     def train_step(self, degraded: torch.Tensor, target: torch.Tensor, bitrate: torch.Tensor | None = None,
-                   darkened: torch.Tensor | None = None, edges: BandEdges | None = None) -> dict[str, float]:
+                   always_told: torch.Tensor | None = None, edges: BandEdges | None = None) -> dict[str, float]:
         """One step of both players; `edges` are the batch's band edges where the loader found them."""
         cfg = self.cfg
         degraded = degraded.to(self.device, non_blocking=True)
         target = target.to(self.device, non_blocking=True)
-        told = None if bitrate is None else self.told_bitrates(torch.as_tensor(bitrate), darkened)
+        told = None if bitrate is None else self.told_bitrates(torch.as_tensor(bitrate), always_told)
         still = self.discriminator_only()
         with torch.set_grad_enabled(not still):
             with self.autocast():
@@ -412,8 +413,8 @@ class Trainer:
         deadline = None if time_limit is None else time.monotonic() + time_limit
         out_of_time = False
         while self.epoch < sched.epochs and not self.stopped and not self._done() and not out_of_time:
-            for degraded, target, bitrate, darkened, *edges in self._loader():
-                stats = self.train_step(degraded, target, bitrate, darkened, *edges)
+            for degraded, target, bitrate, always_told, *edges in self._loader():
+                stats = self.train_step(degraded, target, bitrate, always_told, *edges)
                 self.step += 1
                 self.step_in_epoch += 1
                 bar.update()
