@@ -101,7 +101,7 @@ def test_a_whole_round_on_the_cpu(tmp_path):
     assert summary["config"]["data"]["darken_probability"] == 0.5 and summary["config"]["data"]["darken_octaves"] == 1
     assert summary["config"]["data"]["level_neutral"] is True
     assert summary["config"]["data"]["more_dark_sources"] == [{"probability": 0.3, "hz": [6000, 12000], "octaves": 0.5,
-                                                               "bitrates": []}]
+                                                               "bitrates": [], "withheld": True}]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["discriminator.safetensors", "generator-part0.safetensors", "log.txt", "metrics.csv",
                      "summary.json"]

@@ -519,7 +519,9 @@ def test_more_dark_sources_are_typed_records_from_yaml_or_set():
     assert config.data.more_dark_sources == (DarkSource(probability=0.3, hz=(6000.0, 12000.0), octaves=0.5,
                                                         bitrates=(128,)),)
     assert config.to_dict()["data"]["more_dark_sources"] == ({"probability": 0.3, "hz": (6000.0, 12000.0),
-                                                              "octaves": 0.5, "bitrates": (128,)},)
+                                                              "octaves": 0.5, "bitrates": (128,), "withheld": True},)
+    kept_told = load_config(SMOKE, parse_overrides([item.replace("[128]}", "[128], withheld: false}")]))
+    assert kept_told.data.more_dark_sources[0].withheld is False
     for bad, message in (([{"prob": 0.3}], r"unknown keys in data.more_dark_sources: \['prob'\]"),
                          ([{"hz": [6000]}], "data.more_dark_sources.hz: expected a list"),
                          ([{"probability": 2}], "darken probability must be in"),
