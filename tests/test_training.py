@@ -159,6 +159,29 @@ def test_band_envelope_loss_sees_levels_over_time_not_fine_structure():
     assert losses.band_envelope_loss(loud, ref).item() == pytest.approx(0.5, abs=0.05)
 
 
+def test_band_envelope_term_can_charge_only_the_untold_examples(tmp_path):
+    torch.manual_seed(0)
+    estimate, target = torch.randn(2, 2, 8192) * 0.1, torch.randn(2, 2, 8192)
+    both = losses.band_envelope_loss(estimate, target)
+    assert losses.band_envelope_loss(estimate, target, weight=torch.ones(2)).item() == pytest.approx(both.item())
+    # an example weighed 0 is left out, and the mean stays over the batch: each channel of the other counts
+    first = losses.band_envelope_loss(estimate[:1], target[:1]).item()
+    assert first > 0.5
+    assert losses.band_envelope_loss(estimate, target, weight=torch.tensor([1.0, 0.0])).item() == pytest.approx(
+        first / 2, rel=1e-5)
+    recipe = {"model.bitrate_classes": [24, 128], "loss.band_envelope": 1.0, "loss.band_envelope_untold_only": True}
+    trainer = Trainer(load_config(SMOKE, recipe), tmp_path / "run", progress=False)
+    plain = losses.reconstruction_loss(estimate, target).item()
+    second = losses.band_envelope_loss(estimate[1:], target[1:]).item()
+    got = trainer.reconstruction(estimate, target, estimate, torch.tensor([24, 0])).item()
+    assert got == pytest.approx(plain + second / 2, rel=1e-5)
+    assert trainer.reconstruction(estimate, target, estimate, torch.tensor([24, 128])).item() == pytest.approx(plain)
+    # a model not told bitrates has no "unknown" row to hold
+    with pytest.raises(ValueError, match="bitrate_classes"):
+        Trainer(load_config(SMOKE, {"loss.band_envelope": 1.0, "loss.band_envelope_untold_only": True}),
+                tmp_path / "plain", progress=False)
+
+
 def _bands_of(noise: torch.Tensor, rate: int, split_hz: float) -> tuple[torch.Tensor, torch.Tensor]:
     """`noise` split at `split_hz` into its low and high parts (brick-wall, by FFT)."""
     spec = torch.fft.rfft(noise)

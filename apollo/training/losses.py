@@ -86,8 +86,12 @@ def log_magnitude_loss(estimate: Audio, reference: Audio, windows: tuple[int, ..
 
 
 def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] = (256, 512, 1024),
-                       bands: int = ENVELOPE_BANDS, floor: float = 1e-5) -> torch.Tensor:
+                       bands: int = ENVELOPE_BANDS, floor: float = 1e-5,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over windows, bands and frames of |log10 RMS_est - log10 RMS_ref| of each band's magnitude.
+
+    `weight` (batch,) scales each example's share of the mean (its channels alike); 0 leaves an
+    example out, and the mean stays over the whole batch, so an example counts as much as without it.
 
     Not in the paper. Per-bin losses (Eq. 4, log_magnitude_loss) are dominated by the fine structure
     of a noise-like high band, which no generator can predict; summed over a ~1 kHz band that noise
@@ -102,7 +106,10 @@ def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ..
         average = torch.nn.functional.one_hot(band_of_bin, bands).float()  # (bins, bands)
         average = average / average.sum(0)
         est, ref = torch.einsum("kb,nkt->nbt", average, est), torch.einsum("kb,nkt->nbt", average, ref)
-        terms.append(0.5 * (torch.log10(est + floor**2) - torch.log10(ref + floor**2)).abs().mean())
+        error = 0.5 * (torch.log10(est + floor**2) - torch.log10(ref + floor**2)).abs()
+        if weight is not None:  # (batch * channels, ...) from (batch, channels, ...): channels vary fastest
+            error = error * weight.to(error).repeat_interleave(len(error) // len(weight))[:, None, None]
+        terms.append(error.mean())
     return torch.stack(terms).mean()
 
 

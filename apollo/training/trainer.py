@@ -179,6 +179,8 @@ class Trainer:
                 raise ValueError(f"loss.anchor_model {config.loss.anchor_model} is at "
                                  f"{self.anchor_model.config.sample_rate} Hz, the model at "
                                  f"{self.model_config.sample_rate} Hz")
+        if config.loss.band_envelope_untold_only and not self.model_config.bitrate_classes:
+            raise ValueError("loss.band_envelope_untold_only needs a model told bitrates (model.bitrate_classes)")
 
         self.train_set, self.valid_set = self._datasets()
         self.sampler = ResumableSampler(len(self.train_set), config.seed, self.rank, self.world)
@@ -250,7 +252,8 @@ class Trainer:
         if loss.log_magnitude:
             rec = rec + loss.log_magnitude * losses.log_magnitude_loss(estimate, target)
         if loss.band_envelope:
-            rec = rec + loss.band_envelope * losses.band_envelope_loss(estimate, target)
+            rec = rec + loss.band_envelope * losses.band_envelope_loss(estimate, target,
+                                                                       weight=self.envelope_weight(told))
         if loss.nsim:
             rec = rec + loss.nsim * losses.nsim_loss(estimate.wav, target.wav, self.model_config.sample_rate)
         kept, reference = edges if edges is not None else self.find_edges(degraded, target.wav)
@@ -263,6 +266,13 @@ class Trainer:
                 held = self.anchor_model(degraded.to(self.device), None, told).float()
             rec = rec + loss.anchor * losses.anchor_loss(estimate, held, self.anchor_edges(kept, reference))
         return rec
+
+    def envelope_weight(self, told: torch.Tensor | None) -> torch.Tensor | None:
+        """Each example's share of the band-envelope term: with loss.band_envelope_untold_only, 1 where
+        the generator was not told the bitrate (`told` 0) and 0 where it was; else None (all alike)."""
+        if not self.cfg.loss.band_envelope_untold_only or told is None:
+            return None
+        return (told == 0).float()
 
     def edges_needed(self) -> tuple[bool, bool]:
         """Whether the weighed terms look at the inputs' band edges, and at the references'."""
