@@ -90,8 +90,8 @@ class LossConfig:
     log_magnitude: float = 0.0  # not in the paper: losses.log_magnitude_loss, added to Eq. 4
     band_envelope: float = 0.0  # not in the paper: losses.band_envelope_loss, added to Eq. 4
     # the band-envelope term only on examples the generator is not told the bitrate of (the
-    # "unknown" row): it holds that row's fill level up without pulling the told rows' fill over
-    # told dark sources, which at a low bitrate look like bright music (docs/default-model.md)
+    # "unknown" row), to hold that row's fill level without charging the told rows (docs/default-model.md,
+    # "The band-envelope term on the "unknown" row only")
     band_envelope_untold_only: bool = False
     shortfall: float = 0.0  # not in the paper: losses.shortfall_loss, added to Eq. 4
     nsim: float = 0.0  # not in the paper: losses.nsim_loss (ViSQOL's similarity, as a loss), added to Eq. 4
