@@ -107,8 +107,8 @@ def band_envelope_loss(estimate: Audio, reference: Audio, windows: tuple[int, ..
         average = average / average.sum(0)
         est, ref = torch.einsum("kb,nkt->nbt", average, est), torch.einsum("kb,nkt->nbt", average, ref)
         error = 0.5 * (torch.log10(est + floor**2) - torch.log10(ref + floor**2)).abs()
-        if weight is not None:  # (batch * channels, ...) from (batch, channels, ...): channels vary fastest
-            error = error * weight.to(error).repeat_interleave(len(error) // len(weight))[:, None, None]
+        if weight is not None:
+            error = error * _rows(weight.to(error), error)[:, None, None]
         terms.append(error.mean())
     return torch.stack(terms).mean()
 
@@ -144,10 +144,16 @@ def shortfall_loss(estimate: Audio, reference: Audio, windows: tuple[int, ...] =
     return torch.stack(terms).mean()
 
 
+def _rows(per_example: torch.Tensor, spectra: torch.Tensor) -> torch.Tensor:
+    """Each example's value repeated for its channels: (batch * channels,), the rows of `spectra` as
+    magnitude() lays them out (channels vary fastest)."""
+    return per_example.to(spectra.device).repeat_interleave(spectra.shape[0] // per_example.shape[0])
+
+
 def _under_edge(edge: torch.Tensor, spectra: torch.Tensor, window: int) -> torch.Tensor:
     """1 for the bins at or under each example's edge (a fraction of Nyquist), else 0:
     (batch * channels, bins, 1) for `spectra` of (batch * channels, bins, frames) at `window`."""
-    rows = edge.to(spectra.device).repeat_interleave(spectra.shape[0] // edge.shape[0])
+    rows = _rows(edge, spectra)
     fraction = torch.arange(spectra.shape[1], device=spectra.device) / (window // 2)
     return (fraction[None, :] <= rows[:, None]).float()[:, :, None]
 
