@@ -411,9 +411,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import yaml
-
-    from .training import Trainer, load_config, parse_overrides
+    from .training import Trainer, dump_config, load_config, parse_overrides
 
     try:
         overrides = parse_overrides(args.set or [])
@@ -432,7 +430,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as err:
         return _fail(str(err), 2)
     if trainer.rank == 0:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (run_dir / "config.yaml").write_text(dump_config(config))
     result = trainer.fit(time_limit=args.time_limit)
     if trainer.rank == 0 and not args.quiet:
         why = " at the time limit" if result["out_of_time"] else ""
@@ -746,7 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     web.set_defaults(func=_cmd_web)
 
     train = sub.add_parser("train", help="train a generator with the paper's GAN recipe (torchrun for many GPUs)")
-    train.add_argument("--config", required=True, help="YAML recipe, e.g. configs/apollo-paper.yaml")
+    train.add_argument("--config", required=True,
+                       help="YAML recipe, e.g. configs/apollo-paper.yaml, or a run's own config.yaml")
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, metrics, samples")
     train.add_argument("--resume", action="store_true", help="continue from run-dir/last.pt")
     train.add_argument("--threads", type=_thread_count, help="CPU threads for training, e.g. 1 to leave a core free "

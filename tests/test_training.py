@@ -21,7 +21,7 @@ from apollo.data.examples import DarkSource
 from apollo.model.config import ApolloConfig
 from apollo.model.generator import Apollo
 from apollo.states import CheckpointError, read_checkpoint
-from apollo.training import Trainer, export, load_config, losses, parse_overrides
+from apollo.training import Trainer, dump_config, export, load_config, losses, parse_overrides
 from apollo.training.discriminator import CHANNELS, WINDOWS, MultiResolutionDiscriminator, compress
 from apollo.training.trainer import _unwrap
 
@@ -644,6 +644,27 @@ def test_finetune_starts_from_checkpoint(tmp_path):
     got = _unwrap(trainer.generator).state_dict()
     assert all(torch.equal(got[k], v) for k, v in model.state_dict().items())
     assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(1e-4)  # a tenth of 1e-3
+
+
+def test_a_runs_config_yaml_reloads_to_the_same_recipe(tmp_path):
+    overrides = {"init_from": "init.safetensors", "model": {"residual": True, "keep_input_band": True},
+                 "data.more_dark_sources": [{"probability": 0.4, "hz": [8000, 12000], "octaves": 0.5,
+                                             "bitrates": [128]}],
+                 "schedule.max_steps": 7}
+    recipe = load_config(SMOKE, overrides)
+    kept = tmp_path / "config.yaml"
+    kept.write_text(dump_config(recipe))
+    assert load_config(kept) == recipe  # model_overrides too: not every key of the complete model section
+    assert load_config(kept).model_overrides == ("keep_input_band", "residual")
+    # a model key set over the kept file joins the recipe's keys; other keys change only themselves
+    again = load_config(kept, {"model.fill_gain_db": 3.0, "schedule.max_steps": 9})
+    assert again.model_overrides == ("fill_gain_db", "keep_input_band", "residual")
+    assert dataclasses.replace(again, model=recipe.model, model_overrides=recipe.model_overrides,
+                               schedule=recipe.schedule) == recipe
+    assert again.model.fill_gain_db == 3.0 and again.schedule.max_steps == 9
+    kept.write_text(dump_config(recipe).replace("- residual", "- no_such_key"))
+    with pytest.raises(ValueError, match="model_overrides"):
+        load_config(kept)
 
 
 def test_finetune_applies_the_recipes_model_keys(tmp_path):

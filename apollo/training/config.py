@@ -230,7 +230,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     sections = {"model": ApolloConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
                 "schedule": ScheduleConfig}
     unknown = set(raw) - set(sections) - {"init_from", "init_discriminator_from", "seed", "precision",
-                                          "activation_checkpointing"}
+                                          "activation_checkpointing", "model_overrides"}
     if unknown:
         raise ValueError(f"unknown top-level keys: {sorted(unknown)}")
     built = {name: _build(cls, raw.get(name), name) for name, cls in sections.items()}
@@ -239,7 +239,13 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
            if key in raw}
     if top.get("precision", "auto") not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision: expected auto, fp32 or bf16, got {top['precision']!r}")
-    return TrainConfig(**built, **top, model_overrides=tuple(sorted(raw.get("model") or {})))
+    # a run's config.yaml states the recipe's model keys itself (its model section is complete), so
+    # `--config RUN/config.yaml` rebuilds the same run; a recipe's are the keys its model section names
+    named = raw.get("model_overrides", sorted(raw.get("model") or {}))
+    fields = {f.name for f in dataclasses.fields(ApolloConfig)}
+    if not isinstance(named, (list, tuple)) or not set(named) <= fields:
+        raise ValueError(f"model_overrides: expected a list of model keys, got {named!r}")
+    return TrainConfig(**built, **top, model_overrides=tuple(sorted(named)))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -254,8 +260,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def dump_config(config: TrainConfig) -> str:
+    """The YAML a run keeps as config.yaml: load_config reads it back to the same recipe."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Reads a YAML recipe; overrides are dotted keys, e.g. {"schedule.max_steps": 20}."""
+    """Reads a YAML recipe, or a run's config.yaml; overrides are dotted keys, e.g. {"schedule.max_steps": 20}."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     for dotted, value in (overrides or {}).items():
         node = raw
@@ -263,4 +274,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
+        if parents == ["model"] and "model_overrides" in raw and leaf not in raw["model_overrides"]:
+            raw["model_overrides"] = [*raw["model_overrides"], leaf]  # a key set now is the recipe's too
     return config_from_dict(raw)
