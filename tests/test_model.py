@@ -456,6 +456,42 @@ def test_told_fill_gain_goes_only_to_inputs_whose_loudest_frames_reach_its_rows_
         ApolloConfig(residual=True, **TOLD, fill_gain_from_hz_told=(9000.0, 0.0))
 
 
+def test_unknown_fill_gain_goes_only_to_inputs_whose_loudest_frames_end_in_its_window():
+    # items end at 8 kHz, the top bin, 8 kHz, 8 kHz in their loudest frames; told rows keep their own gains
+    told = {**TOLD, "fill_gain_db_told": (6.0, 6.0)}
+    model, gated = _model_and_changed(told, fill_gain_db=3.0, fill_gain_window_hz=(7000.0, 9000.0))
+    _, above = _model_and_changed(told, fill_gain_db=3.0, fill_gain_window_hz=(9000.0, 12000.0))
+    spec = _dark_and_bright_items(model)
+    bitrate = torch.tensor([0, 0, 24, 0])
+    with torch.inference_mode():
+        plain, _ = model.restore_spectrum(spec, channels=2, bitrate=bitrate)
+        got, _ = gated.restore_spectrum(spec, channels=2, bitrate=bitrate)
+        missed, _ = above.restore_spectrum(spec, channels=2, bitrate=bitrate)
+        # the whole file's limit, given (Restorer.whole_input), wins over the item's own
+        given, _ = gated.restore_spectrum(spec, channels=2, bitrate=bitrate, source_limit=torch.tensor([441] * 4))
+        untold, _ = gated.restore_spectrum(spec, channels=2)  # nobody told: every item is unknown
+        plain_untold, _ = model.restore_spectrum(spec, channels=2)
+    limit = 161  # the first bin above the band limit
+    written = plain[:, :, limit:] - spec[:, :, limit:]
+    assert written.abs().max() > 1e-3  # the test has teeth: something is written there
+    for item in (0, 3):  # unknown, ending at 8 kHz, inside (7, 9) kHz: 3 dB louder above the limit
+        rows = slice(2 * item, 2 * item + 2)
+        assert torch.allclose(got[rows, :, limit:] - spec[rows, :, limit:], written[rows] * 10 ** (3 / 20), atol=1e-6)
+        assert torch.equal(got[rows, :, :limit], plain[rows, :, :limit])
+    assert torch.equal(got[2:6], plain[2:6])  # unknown reaching the top bin: no gain; told 24: its row's, unchanged
+    assert torch.equal(missed, plain)  # 8 kHz lies under a (9, 12) kHz window: no item gets it
+    assert torch.equal(given, plain)  # the file reaches the top bin
+    untold_written = plain_untold[4:6, :, limit:] - spec[4:6, :, limit:]  # the third item, now unknown: gained
+    assert torch.allclose(untold[4:6, :, limit:] - spec[4:6, :, limit:], untold_written * 10 ** (3 / 20), atol=1e-6)
+    assert gated.config.reads_source_limit and ApolloConfig.from_dict(gated.config.to_dict()) == gated.config
+    with pytest.raises(ValueError, match="from < under"):
+        ApolloConfig(residual=True, fill_gain_db=3.0, fill_gain_window_hz=(9000.0, 7000.0))
+    with pytest.raises(ValueError, match="from < under"):
+        ApolloConfig(residual=True, fill_gain_db=3.0, fill_gain_window_hz=(7000.0,))
+    with pytest.raises(ValueError, match="needs fill_gain_db"):
+        ApolloConfig(residual=True, fill_gain_window_hz=(7000.0, 9000.0))
+
+
 def test_dark_source_rule_keeps_the_input_above_the_loudest_frames_limit_when_the_90_percent_one_finds_no_cliff():
     # diabolicux at 96 kbps (docs/default-model.md, "Where the rule finds nothing to keep"): the loudest
     # frames end at 8.35 kHz, but the 90% levels have no cliff, so the limit the rule kept the input

@@ -54,6 +54,13 @@ class ApolloConfig:
     # was coded, and a louder fill over it is louder invention (docs/default-model.md, "A louder fill
     # for bright inputs"). An input it holds back is restored as without the gain.
     fill_gain_from_hz_told: tuple[float, ...] = ()
+    # Set (needs fill_gain_db): (from, under) in Hz. An input of unknown bitrate (any input, without
+    # fill_gain_db_told) gets fill_gain_db only where its loudest frames (band_limit.SOURCE_QUANTILE)
+    # end in [from, under): where a WAV decoded from a 24-48 kbps MP3 ends (the encoder's edge), not
+    # where music dull at the source coded at a high bitrate does (10-14 kHz), nor music dark under
+    # 3.5 kHz. An input it holds back is restored as without the gain (docs/default-model.md, "A
+    # louder fill where an unknown input ends low").
+    fill_gain_window_hz: tuple[float, ...] = ()
     # Set (needs bitrate_classes and residual): one frequency in Hz per entry of bitrate_classes (0:
     # none). A told input whose band limit in its loudest frames (band_limit.SOURCE_QUANTILE) lies
     # under it ended there at the source, well before the encoder's lowpass at that bitrate, so
@@ -105,6 +112,7 @@ class ApolloConfig:
         object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
         object.__setattr__(self, "fill_gain_db_told", tuple(float(g) for g in self.fill_gain_db_told))
         object.__setattr__(self, "fill_gain_from_hz_told", tuple(float(f) for f in self.fill_gain_from_hz_told))
+        object.__setattr__(self, "fill_gain_window_hz", tuple(float(f) for f in self.fill_gain_window_hz))
         object.__setattr__(self, "dark_source_hz_told", tuple(float(f) for f in self.dark_source_hz_told))
         object.__setattr__(self, "hole_gain_db_told", tuple(float(g) for g in self.hole_gain_db_told))
         if any(k <= 0 for k in self.bitrate_classes) or list(self.bitrate_classes) != sorted(set(self.bitrate_classes)):
@@ -134,6 +142,12 @@ class ApolloConfig:
         if any(f < 0 for f in self.fill_gain_from_hz_told):
             raise ValueError(f"fill_gain_from_hz_told must be >= 0 Hz (0: every input), "
                              f"got {self.fill_gain_from_hz_told}")
+        if self.fill_gain_window_hz:
+            if len(self.fill_gain_window_hz) != 2 or not 0 <= self.fill_gain_window_hz[0] < self.fill_gain_window_hz[1]:
+                raise ValueError(f"fill_gain_window_hz must be (from, under) in Hz with 0 <= from < under, "
+                                 f"got {self.fill_gain_window_hz}")
+            if not self.fill_gain_db:
+                raise ValueError("fill_gain_window_hz needs fill_gain_db (the gain it gates)")
         if self.dark_source_hz_told and len(self.dark_source_hz_told) != len(self.bitrate_classes):
             raise ValueError(f"dark_source_hz_told needs one frequency per bitrate_classes entry "
                              f"({len(self.bitrate_classes)}), got {len(self.dark_source_hz_told)}")
@@ -177,9 +191,9 @@ class ApolloConfig:
 
     @property
     def reads_source_limit(self) -> bool:
-        """Whether a rule reads where a told input's loudest frames end (dark_source_hz_told,
-        fill_gain_from_hz_told): the whole file's, so chunks are restored alike."""
-        return any(self.dark_source_hz_told) or any(self.fill_gain_from_hz_told)
+        """Whether a rule reads where an input's loudest frames end (dark_source_hz_told,
+        fill_gain_from_hz_told, fill_gain_window_hz): the whole file's, so chunks are restored alike."""
+        return any(self.dark_source_hz_told) or any(self.fill_gain_from_hz_told) or bool(self.fill_gain_window_hz)
 
     @property
     def scales_fill(self) -> bool:

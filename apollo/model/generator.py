@@ -146,8 +146,9 @@ class Apollo(nn.Module):
         if self.config.uses_band_limit:
             mask = emptied_band_mask(spec, channels, band_limit)
             if self.config.scales_fill:
-                told = rows is not None and bool((rows > 0).any())  # row 0: unknown, which no rule reads
-                if source_limit is None and self.config.reads_source_limit and told:
+                told = rows is not None and bool((rows > 0).any())  # row 0: unknown, read by one rule only
+                reads = told or bool(self.config.fill_gain_window_hz)
+                if source_limit is None and self.config.reads_source_limit and reads:
                     source_limit = input_band_limit(spec, channels, SOURCE_QUANTILE)
                 ends = None if source_limit is None else source_limit.repeat_interleave(channels)  # (B*C,)
                 dark = None  # (B*C,) on the CPU: the told items dark at the source
@@ -179,11 +180,12 @@ class Apollo(nn.Module):
 
         rows (B*C,): each item's bitrate row (None: not told); dark (B*C,): dark_rows' verdict for
         each item (None: no dark-source rule applies); ends (B*C,): where each item's loudest frames
-        end (bins), read by config.fill_gain_from_hz_told. The gain is
+        end (bins), read by config.fill_gain_from_hz_told and config.fill_gain_window_hz. The gain is
         config.fill_gain_db_told's for its row where the item reaches that row's frequency, 0 dB
-        where it does not (row 0, unknown, gets config.fill_gain_db), and -1 (nothing written) where
-        an item is dark at the source. In float64 on the CPU before the cast, so a single gain
-        scales exactly as a Python float would."""
+        where it does not (row 0, unknown, gets config.fill_gain_db, as every item does without
+        fill_gain_db_told: where config.fill_gain_window_hz is set, only where its end lies in that
+        window, else 0 dB), and -1 (nothing written) where an item is dark at the source. In float64
+        on the CPU before the cast, so a single gain scales exactly as a Python float would."""
         c = self.config
         gains = torch.tensor((c.fill_gain_db, *c.fill_gain_db_told), dtype=torch.float64)
         per_row = rows is not None and bool(c.fill_gain_db_told)
@@ -191,6 +193,11 @@ class Apollo(nn.Module):
         if per_row and any(c.fill_gain_from_hz_told) and ends is not None:
             held_back = self.ends_under(ends, self.row_hz(rows, c.fill_gain_from_hz_told))
             db = torch.where(held_back, torch.zeros_like(db), db)
+        if c.fill_gain_window_hz and ends is not None:  # the items that get fill_gain_db: gated by where they end
+            plain = rows.cpu() == 0 if per_row else torch.ones(out.shape[0], dtype=torch.bool)
+            low, high = (torch.full_like(db, hz) for hz in c.fill_gain_window_hz)
+            outside = self.ends_under(ends, low) | ~self.ends_under(ends, high)
+            db = torch.where(plain & outside, torch.zeros_like(db), db)
         change = 10 ** (db / 20) - 1
         if dark is not None:
             change = torch.where(dark, torch.full_like(change, -1.0), change)
