@@ -49,6 +49,7 @@ PART_BYTES = 15 * 2 ** 20
 MAX_FILES = 8  # what comes back from one call
 TRAVEL_BYTES = 64 * 2 ** 20  # what one call carries: the working tree git sees, and the pack
 TRAVEL_SPARE_BYTES = 2 ** 20  # kept free of that, for files the session adds after packing
+MIN_TRAIN_MB = 8.0  # the least training music a pack takes on its own: under it a round learns from a few tracks
 OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with this much time left
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
@@ -115,6 +116,11 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     weights += discriminator.stat().st_size // 2 if discriminator is not None else 0  # stored as float16
     fits = (TRAVEL_BYTES - TRAVEL_SPARE_BYTES - tree - weights - int(valid_mb * 2 ** 20)) / 2 ** 20
     if train_mb is None:
+        if fits < MIN_TRAIN_MB:  # a round on no music, or one refused at the door, costs a lent GPU's 15 minutes
+            raise ValueError(f"the working tree ({tree / 2 ** 20:.1f} MiB), wheels and weights leave "
+                             f"{max(fits, 0):.1f} MiB for training music in one 64-MiB device call, under the "
+                             f"{MIN_TRAIN_MB:g} a round "
+                             "needs: move a kept checkpoint out of the tree (checkpoints/README.md)")
         train_mb = fits
     if train_mb > fits:
         raise ValueError(f"--train-mb {train_mb:g} does not fit: one device call carries 64 MiB, and the working "

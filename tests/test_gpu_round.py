@@ -59,6 +59,10 @@ def test_a_pack_fits_one_device_call_beside_the_working_tree(tmp_path):
     assert info["train"] == 2 and info["travels_mb"] <= 63.0
     with pytest.raises(ValueError, match="does not fit"):
         gpu_round.pack(corpus, train_mb=3 * file_mb, valid_mb=0, dest=tmp_path / "pack", wheels=False, tree=tree)
+    # a tree that leaves less than MIN_TRAIN_MB is refused, not packed with no training music
+    full = 64 * 2 ** 20 - 2 ** 20 - int((gpu_round.MIN_TRAIN_MB - 0.5) * 2 ** 20)
+    with pytest.raises(ValueError, match="move a kept checkpoint"):
+        gpu_round.pack(corpus, train_mb=None, valid_mb=0, dest=tmp_path / "pack", wheels=False, tree=full)
     tracked = (gpu_round.ROOT / "README.md", gpu_round.ROOT / "scripts" / "gpu_round.py")
     assert gpu_round.tree_bytes() >= sum(p.stat().st_size for p in tracked)
 
