@@ -102,11 +102,13 @@ def tree_bytes(root: Path = ROOT) -> int:
 
 
 def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
-         wheels: bool = True, generator: Path | None = None, tree: int | None = None) -> dict:
+         wheels: bool = True, generator: Path | None = None, tree: int | None = None,
+         min_train_mb: float = MIN_TRAIN_MB) -> dict:
     """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music),
     and the generator (as is) and discriminator (float16) a round starts from, if given. train_mb
     None: as much training music as fits in one call beside the working tree (`tree` bytes,
-    tree_bytes() by default); a larger train_mb than fits is refused."""
+    tree_bytes() by default), refused where that is under min_train_mb; a larger train_mb than fits
+    is refused."""
     if wheels:
         fetch_wheels(dest / "wheels")
     # what travels besides the music, checked before an earlier pack is touched
@@ -116,10 +118,10 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     weights += discriminator.stat().st_size // 2 if discriminator is not None else 0  # stored as float16
     fits = (TRAVEL_BYTES - TRAVEL_SPARE_BYTES - tree - weights - int(valid_mb * 2 ** 20)) / 2 ** 20
     if train_mb is None:
-        if fits < MIN_TRAIN_MB:  # a round on no music, or one refused at the door, costs a lent GPU's 15 minutes
+        if fits < min_train_mb:  # a round on no music, or one refused at the door, costs a lent GPU's 15 minutes
             raise ValueError(f"the working tree ({tree / 2 ** 20:.1f} MiB), wheels and weights leave "
                              f"{max(fits, 0):.1f} MiB for training music in one 64-MiB device call, under the "
-                             f"{MIN_TRAIN_MB:g} a round "
+                             f"{min_train_mb:g} a round "
                              "needs: move a kept checkpoint out of the tree (checkpoints/README.md)")
         train_mb = fits
     if train_mb > fits:
