@@ -86,6 +86,24 @@ def holes(reference: np.ndarray, estimate: np.ndarray, rate: int, cutoff: float)
     return float(np.mean(est[active] < ref[active] - HOLE_DB))
 
 
+def input_holes(x: np.ndarray, rate: int, limit: float) -> float:
+    """Share of an input's cells in the HOLE_SPAN_HZ under `limit` more than HOLE_DB under their
+    bin's median level, in the frames and bins where the music plays (within ACTIVE_DB of the
+    loudest): the holes an MP3 encoder leaves under its lowpass, read without a reference. A low
+    bitrate leaves many in bright music, a high one few, and music dark at the source has none of
+    its own, so with where an input ends it says more about the bitrate than the end alone."""
+    freqs, level = _spectrogram_db(x, rate)
+    span = (freqs >= limit - HOLE_SPAN_HZ) & (freqs < limit)
+    if not span.any() or level.shape[-1] == 0:
+        return 0.0
+    frames = 10 * np.log10(np.mean(10 ** (level / 10), axis=0))  # each frame's whole level: a hole is no pause
+    level = level[span][:, frames > frames.max() - ACTIVE_DB]  # (bins, frames)
+    median = np.median(level, axis=1)
+    level = level[median > median.max() - ACTIVE_DB]
+    median = np.median(level, axis=1, keepdims=True)
+    return float(np.mean(level < median - HOLE_DB))
+
+
 def band_frame_power(x: np.ndarray, rate: int, bands: list[tuple[float, float]]) -> np.ndarray:
     """Each band's power per frame (len(bands), frames): 1024-sample frames, hop 256, mono."""
     from scipy.signal import stft

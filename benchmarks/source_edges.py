@@ -16,6 +16,11 @@ Each row also has `rolloff_db`: how far the level (at --quantile, channels avera
 octave under the limit (0.5-0.6 of it) to the top of the band (0.85-1.0 of it). An encoder's lowpass
 or its holes cut the music off where it stands; a source dark before the codec fades out before it
 ends, which may tell the two apart where the limit alone cannot (32-48 kbps).
+
+And `holes`: the share of cells in the 2 kHz under the limit far under their bin's median
+(diagnostics.input_holes, no reference needed): an encoder's holes, many at a low bitrate in bright
+music, few at a high one, which may tell a bright low-bitrate MP3 from a dark high-bitrate one that
+ends as low.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from probe_report import rounded, write_report
 
 from apollo import degrade, load_model
 from apollo.data.examples import darken
+from apollo.diagnostics import input_holes
 from apollo.evaluate import make_excerpts
 from apollo.model.band_limit import LEVEL_QUANTILE, input_levels, item_band_limit
 
@@ -68,22 +74,27 @@ def main() -> None:
                 limit = int(item_band_limit(levels, coded.shape[0])[0])
                 limit_hz = limit * RATE / model.config.window
                 rolloff = rolloff_db(levels.mean(0), limit)
+                holes = input_holes(coded.numpy(), RATE, limit_hz)
                 rows.append(rounded({"excerpt": excerpt.name, "corner": corner or "none", "kbps": kbps,
                                      "limit_hz": limit_hz, "fraction": limit_hz / edges[kbps],
-                                     "rolloff_db": rolloff}))
+                                     "rolloff_db": rolloff, "holes": holes}))
                 print(excerpt.name.split("/")[-3][:24], corner, kbps, f"{limit_hz:.0f} Hz",
-                      f"{limit_hz / edges[kbps]:.2f} of {edges[kbps]:.0f}", f"rolloff {rolloff:.1f} dB", flush=True)
+                      f"{limit_hz / edges[kbps]:.2f} of {edges[kbps]:.0f}", f"rolloff {rolloff:.1f} dB",
+                      f"holes {holes:.3f}", flush=True)
     summary = {}
     for corner in corners:
         for kbps in bitrates:
             chosen = [r for r in rows if r["corner"] == (corner or "none") and r["kbps"] == kbps]
             got = np.array([r["fraction"] for r in chosen])
             fall = np.array([r["rolloff_db"] for r in chosen])
+            holes = np.array([r["holes"] for r in chosen])
             summary[f"{corner or 'none'}/{kbps}"] = rounded(
                 {"codec_edge_hz": edges[kbps], "min": float(got.min()), "q25": float(np.quantile(got, 0.25)),
                  "median": float(np.median(got)), "q75": float(np.quantile(got, 0.75)), "max": float(got.max()),
                  "excerpts": len(got), "rolloff_db_min": float(fall.min()),
-                 "rolloff_db_median": float(np.median(fall)), "rolloff_db_max": float(fall.max())})
+                 "rolloff_db_median": float(np.median(fall)), "rolloff_db_max": float(fall.max()),
+                 "holes_min": float(holes.min()), "holes_median": float(np.median(holes)),
+                 "holes_max": float(holes.max())})
     command = (f"python benchmarks/source_edges.py --data {args.data} --split {args.split} --corners {args.corners} "
                f"--bitrates {args.bitrates} --quantile {args.quantile} --out {args.out}")
     write_report(args.out, command, rows, summary)

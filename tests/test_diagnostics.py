@@ -61,6 +61,18 @@ def test_holes_count_the_empty_cells_under_the_cutoff():
     assert 0.45 < share < 0.55
 
 
+def test_input_holes_count_cells_far_under_their_bins_median_without_a_reference():
+    ref = _lowpass(_noise(4.0), 8000)
+    assert diagnostics.input_holes(ref, RATE, limit=8000) < 0.02  # steady music up to its end: no holes
+    holed = ref.copy()
+    rng = np.random.default_rng(2)
+    blocks = rng.permutation(ref.shape[1] // 4096)[: ref.shape[1] // 4096 // 3]
+    for b in blocks:  # a third of 93-ms blocks with 6-8 kHz emptied, as an encoder's holes
+        holed[:, b * 4096:(b + 1) * 4096] = _lowpass(ref[:, b * 4096:(b + 1) * 4096], 5000)
+    assert 0.25 < diagnostics.input_holes(holed, RATE, limit=8000) < 0.42
+    assert diagnostics.input_holes(holed, RATE, limit=5000) < 0.05  # under 5 kHz nothing was emptied
+
+
 def test_transient_following_is_1_for_the_reference_and_low_for_steady_noise():
     rng = np.random.default_rng(1)
     ref = _noise(4.0) * 0.05
