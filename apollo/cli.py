@@ -75,6 +75,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 infos[job.src] = probe(job.src)
             except AudioError:
                 pass  # restore_file probes again and reports the error in its place
+    unknown = [src for src, info in infos.items() if info.container.upper() not in ("MPEG", "MP3")]
+    if restorer.told_bitrate and args.bitrate is None and unknown and not args.quiet:
+        # the dark-source rule and the per-bitrate fill need the bitrate, which only an MP3's frames carry
+        print_stderr(f"apollo: note: {unknown[0]}" + (f" and {len(unknown) - 1} more input(s)" if len(unknown) > 1
+                                                       else "") +
+                     " is not an MP3, so the model is not told its bitrate and may fill music dark at the source "
+                     "as if a codec had cut it; if it was decoded from a CBR MP3, --bitrate KBPS restores it as "
+                     "that MP3")
     overall = tqdm(total=round(sum(i.duration for i in infos.values()), 1), unit="s", desc="all files",
                    disable=not bars, position=0,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]")

@@ -101,16 +101,24 @@ def test_cli_restores_a_file_ending_short_of_a_whole_hop_at_its_level(music, tmp
     assert abs(level_db) < 1.0
 
 
-def test_cli_bitrate_tells_the_model_what_a_wav_was_decoded_from(music, restorer, tmp_path):
+def test_cli_bitrate_tells_the_model_what_a_wav_was_decoded_from(music, restorer, tmp_path, capsys):
     # a WAV made from a 64-kbps MP3 carries no frame headers: --bitrate says what the MP3's would
     src = tmp_path / "song.wav"
     coded = degrade.mp3(music[:, : 2 * RATE], RATE, 64)
     sf.write(src, coded.T, RATE, subtype="FLOAT")
-    outs = {}
+    outs, notes = {}, {}
     for name, extra in (("told", ["--bitrate", "64"]), ("unknown", [])):
         assert main(["restore", str(src), "-o", str(tmp_path / name), "--format", "wav", "--bits", "32f",
-                     "--quiet", *extra]) == 0
+                     *extra]) == 0
         outs[name] = sf.read(tmp_path / name / "song.wav", dtype="float32", always_2d=True)[0].T
+        notes[name] = capsys.readouterr().err
+    # untold, the user hears why and what to give; told, nothing
+    assert f"apollo: note: {src} is not an MP3" in notes["unknown"] and "--bitrate KBPS" in notes["unknown"]
+    assert "note" not in notes["told"]
+    mp3 = tmp_path / "song.mp3"  # an MP3 tells its own bitrate: no note
+    mp3.write_bytes(degrade.encode_mp3(music[:, : 2 * RATE], RATE, 64))
+    assert main(["restore", str(mp3), "-o", str(tmp_path / "mp3"), "--format", "wav"]) == 0
+    assert "note" not in capsys.readouterr().err
     np.testing.assert_allclose(outs["told"], restorer.restore(coded, RATE, bitrate=64)[0], atol=1e-5)
     assert np.abs(outs["told"] - outs["unknown"]).max() > 1e-3  # the bitrate changed what it wrote
 
