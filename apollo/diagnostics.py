@@ -89,9 +89,10 @@ def holes(reference: np.ndarray, estimate: np.ndarray, rate: int, cutoff: float)
 def input_holes(x: np.ndarray, rate: int, limit: float) -> float:
     """Share of an input's cells in the HOLE_SPAN_HZ under `limit` more than HOLE_DB under their
     bin's median level, in the frames and bins where the music plays (within ACTIVE_DB of the
-    loudest): the holes an MP3 encoder leaves under its lowpass, read without a reference. A low
-    bitrate leaves many in bright music, a high one few, and music dark at the source has none of
-    its own, so with where an input ends it says more about the bitrate than the end alone."""
+    loudest): the holes an MP3 encoder leaves under its lowpass, read without a reference. Asked
+    whether it tells a bright low-bitrate MP3 from music dark at the source coded higher that ends
+    as low: on the training split it does not (docs/default-model.md, "Do the encoder's holes tell
+    them apart?")."""
     freqs, level = _spectrogram_db(x, rate)
     span = (freqs >= limit - HOLE_SPAN_HZ) & (freqs < limit)
     if not span.any() or level.shape[-1] == 0:

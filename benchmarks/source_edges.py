@@ -19,8 +19,8 @@ ends, which may tell the two apart where the limit alone cannot (32-48 kbps).
 
 And `holes`: the share of cells in the 2 kHz under the limit far under their bin's median
 (diagnostics.input_holes, no reference needed): an encoder's holes, many at a low bitrate in bright
-music, few at a high one, which may tell a bright low-bitrate MP3 from a dark high-bitrate one that
-ends as low.
+music, few at a high one, asked whether it tells a bright low-bitrate MP3 from a dark high-bitrate
+one that ends as low (on the training split: no; docs/default-model.md).
 """
 
 from __future__ import annotations
