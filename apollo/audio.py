@@ -39,6 +39,11 @@ class AudioInfo:
     def duration(self) -> float:
         return self.frames / self.sample_rate
 
+    @property
+    def is_mp3(self) -> bool:
+        """Whether the container is MP3 (libsndfile's "MPEG", FFmpeg's "mp3")."""
+        return self.container.upper() in ("MPEG", "MP3")
+
 
 # File descriptor 2 belongs to the whole process: while the decoding thread points it at /dev/null,
 # a message another thread prints would vanish. This one lock orders the two (print_stderr).
@@ -145,7 +150,7 @@ def read_blocks(info: AudioInfo, block: int = BLOCK) -> Iterator[np.ndarray]:
         yield data
     if total == 0:
         raise AudioError(f"{info.path}: contains no audio samples")
-    if info.container.upper() in ("MPEG", "MP3"):
+    if info.is_mp3:
         # decoders play a cut MP3 without complaint: the last frame must be whole, and when a
         # Xing/Info/VBRI header declares the length, all of it must be there
         short = info.backend == "soundfile" and info.frames - total > 1152
@@ -392,7 +397,7 @@ def mp3_frame_bitrates(info: AudioInfo, limit: int = 64 << 20) -> list[int] | No
     """The bitrates (kbps) in an MP3's frame headers, in order, or None for anything that is not
     MPEG-1/2 Layer III audio. The frames of the first `limit` bytes count; a Xing/Info/VBRI header
     frame does not (it holds no audio)."""
-    if info.container.upper() not in ("MPEG", "MP3"):
+    if not info.is_mp3:
         return None
     with open(info.path, "rb") as handle:
         data = handle.read(limit)

@@ -75,7 +75,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 infos[job.src] = probe(job.src)
             except AudioError:
                 pass  # restore_file probes again and reports the error in its place
-    unknown = [src for src, info in infos.items() if info.container.upper() not in ("MPEG", "MP3")]
+    unknown = [src for src, info in infos.items() if not info.is_mp3]
     if restorer.told_bitrate and args.bitrate is None and unknown and not args.quiet:
         # the dark-source rule and the per-bitrate fill need the bitrate, which only an MP3's frames carry
         print_stderr(f"apollo: note: {unknown[0]}" + (f" and {len(unknown) - 1} more input(s)" if len(unknown) > 1
