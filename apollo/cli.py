@@ -78,10 +78,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     unknown = [src for src, info in infos.items() if not info.is_mp3]
     if restorer.told_bitrate and args.bitrate is None and unknown and not args.quiet:
         # the dark-source rule and the per-bitrate fill need the bitrate, which only an MP3's frames carry
-        print_stderr(f"apollo: note: {unknown[0]}" + (f" and {len(unknown) - 1} more input(s)" if len(unknown) > 1
-                                                       else "") +
-                     " is not an MP3, so the model is not told its bitrate and may fill music dark at the source "
-                     "as if a codec had cut it; if it was decoded from a CBR MP3, --bitrate KBPS restores it as "
+        which = (f"{unknown[0]} is not an MP3" if len(unknown) == 1 else
+                 f"{unknown[0]} and {len(unknown) - 1} more input{'s' if len(unknown) > 2 else ''} are not MP3s")
+        print_stderr(f"apollo: note: {which}, so the model is not told the bitrate and may fill music dark at the "
+                     "source as if a codec had cut it; if decoded from a CBR MP3, --bitrate KBPS restores it as "
                      "that MP3")
     overall = tqdm(total=round(sum(i.duration for i in infos.values()), 1), unit="s", desc="all files",
                    disable=not bars, position=0,

@@ -119,6 +119,10 @@ def test_cli_bitrate_tells_the_model_what_a_wav_was_decoded_from(music, restorer
     mp3.write_bytes(degrade.encode_mp3(music[:, : 2 * RATE], RATE, 64))
     assert main(["restore", str(mp3), "-o", str(tmp_path / "mp3"), "--format", "wav"]) == 0
     assert "note" not in capsys.readouterr().err
+    other = tmp_path / "other.wav"  # two inputs without a bitrate: one note for both
+    other.write_bytes(src.read_bytes())
+    assert main(["restore", str(src), str(other), "-o", str(tmp_path / "two"), "--format", "wav"]) == 0
+    assert capsys.readouterr().err.count(f"apollo: note: {src} and 1 more input are not MP3s") == 1
     np.testing.assert_allclose(outs["told"], restorer.restore(coded, RATE, bitrate=64)[0], atol=1e-5)
     assert np.abs(outs["told"] - outs["unknown"]).max() > 1e-3  # the bitrate changed what it wrote
 
