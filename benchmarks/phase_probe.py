@@ -17,6 +17,11 @@ bitrate), and only the phase of the bins above the input's band limit changes:
   a frame keeps its shape, the hop-periodic repetition goes.
 - copy: each bin takes the phase of a kept bin an even number of bins below (spectral band
   replication's patching): the kept band's own transients and time structure, shifted up.
+- drift, drift_model (not in the default --variants): every bin a steady tone a little off its
+  centre, constant from frame to frame (a phase advance of pi k + e_k per hop, e_k fixed per bin
+  within +-pi/2, so +-25 Hz): the frames overlap-add coherently as the generator's own steady
+  phase does, but the tones no longer sit on multiples of 100 Hz. drift starts every bin at a
+  random phase; drift_model adds the advance to the generator's phases (its within-frame timing).
 - quieter, louder (not in the default --variants): the generator's output, band 3 dB quieter or
   louder: how ViSQOL weighs the level of the fill on its own.
 
@@ -77,6 +82,16 @@ def rephase(spec: torch.Tensor, out: torch.Tensor, limit: int, variant: str, win
         shift = (torch.rand(out.shape[0], 1, generator=g, dtype=torch.float64) - 0.5) * hop
         bins = torch.arange(out.shape[1], dtype=torch.float64)
         phase = out / out.abs().clamp_min(1e-12) * torch.exp(-2j * np.pi * bins * shift / window).to(out.dtype)
+    elif variant in ("drift", "drift_model"):
+        k = torch.arange(out.shape[1], dtype=torch.float64)
+        offset = (torch.rand(out.shape[1], generator=g, dtype=torch.float64) - 0.5) * np.pi  # e_k
+        t = torch.arange(out.shape[0], dtype=torch.float64)[:, None]
+        advance = torch.exp(1j * (np.pi * k + offset) * t).to(out.dtype)
+        if variant == "drift":
+            start = torch.exp(2j * np.pi * torch.rand(out.shape[1], generator=g, dtype=torch.float64)).to(out.dtype)
+            phase = start * advance
+        else:
+            phase = out / out.abs().clamp_min(1e-12) * advance
     elif variant == "copy":
         phase = copied_phase(spec, limit)
     else:
@@ -90,6 +105,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="default", help="the generator (default: the shipped one)")
     parser.add_argument("--bitrates", default="24,32,48")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--told", action="store_true",
+                        help="tell a model with bitrate rows the bitrate, as apollo restore does for an MP3 "
+                             "(default: its unknown row, as in the first probes)")
     parser.add_argument("--out", required=True, help="JSON to write")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -105,7 +123,8 @@ def main() -> None:
             x = torch.from_numpy(coded * gain).float()  # (channels, samples): one row per channel
             with torch.no_grad():
                 spec = model.stft(x)
-                out, _ = model.restore_spectrum(spec, channels=x.shape[0])
+                told = torch.tensor([kbps]) if args.told else None
+                out, _ = model.restore_spectrum(spec, channels=x.shape[0], bitrate=told)
                 limit = int(input_band_limit(spec, channels=x.shape[0])[0])
                 spec_c, out_c = torch.view_as_complex(spec.contiguous()), torch.view_as_complex(out.contiguous())
                 for variant in variants:
@@ -115,7 +134,7 @@ def main() -> None:
                     record_variant(rows, excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
                                    variant=variant, limit_hz=limit * RATE / window)
     command = (f"python benchmarks/phase_probe.py --data {args.data} --checkpoint {args.checkpoint} "
-               f"--bitrates {args.bitrates} --variants {args.variants} --out {args.out}")
+               f"--bitrates {args.bitrates} --variants {args.variants}{' --told' if args.told else ''} --out {args.out}")
     write_report(args.out, command, rows, summarise(rows, lambda r: f"{r['kbps']}/{r['variant']}", KEYS))
 
 
