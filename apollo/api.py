@@ -276,10 +276,13 @@ class Restorer:
         on_rescale: Callable[[float], None] | None = None,
         bitrate: float | None = None,
         on_dark: Callable[[float, float], None] | None = None,
+        out_rate: int | str | None = None,
     ) -> Path:
-        """Restores src into dst (FLAC or WAV, at the model's rate), atomically, tags and cover art
-        copied (apollo.tags). An MP3's bitrate, read from its frame headers (audio.mp3_bitrate),
-        is given to models told it; bitrate (kbps) overrides that, e.g. for a WAV decoded from an MP3.
+        """Restores src into dst (FLAC or WAV), atomically, tags and cover art copied (apollo.tags).
+        An MP3's bitrate, read from its frame headers (audio.mp3_bitrate), is given to models told
+        it; bitrate (kbps) overrides that, e.g. for a WAV decoded from an MP3. out_rate is the
+        output's sample rate: None or "model" the model's (it restores at that rate), "input" src's
+        own, or a rate in Hz; other rates are resampled from the model's output (soxr, VHQ).
 
         on_progress(seconds) reports seconds of input audio finished; info is src's
         audio.probe() result when the caller already has it; on_rescale(peak) is called when
@@ -295,6 +298,7 @@ class Restorer:
         subtype = audio.subtype_for(fmt, bits)
         audio.check_destination(src, dst, overwrite)
         info = info or audio.probe(src)
+        rate = output_rate(out_rate, info.sample_rate, self.sample_rate)
         _check_writable(dst.parent)
 
         def decoded() -> Any:
@@ -327,15 +331,15 @@ class Restorer:
             scratch = Path(tmp).with_name(Path(tmp).name + ".f32.wav")
             peak = 0.0
             try:
-                with sf.SoundFile(str(scratch), "w", self.sample_rate, info.channels, "FLOAT", format="WAV") as out:
-                    for block in restored:
+                with sf.SoundFile(str(scratch), "w", rate, info.channels, "FLOAT", format="WAV") as out:
+                    for block in audio.resample_blocks(restored, self.sample_rate, rate, info.channels):
                         peak = max(peak, float(np.abs(block).max(initial=0.0)))
                         out.write(block.T)
                 scale = 1.0 / peak if self.clip == "rescale" and peak > 1.0 else 1.0
                 if scale != 1.0 and on_rescale:
                     on_rescale(peak)
                 with sf.SoundFile(str(scratch)) as inp, \
-                        sf.SoundFile(tmp, "w", self.sample_rate, info.channels, subtype, format=fmt.upper()) as out:
+                        sf.SoundFile(tmp, "w", rate, info.channels, subtype, format=fmt.upper()) as out:
                     for block in inp.blocks(audio.BLOCK, dtype="float32", always_2d=True):
                         block = block * scale if scale != 1.0 else block
                         out.write(np.clip(block, -1.0, 1.0) if self.clip == "clamp" else block)
@@ -348,6 +352,20 @@ class Restorer:
         except OSError as err:
             raise audio.AudioError(f"{dst}: cannot write ({err.strerror or err})") from err
         return dst
+
+
+OUTPUT_RATES = (8000, 384000)  # Hz: what --rate accepts
+
+
+def output_rate(out_rate: int | str | None, input_rate: int, model_rate: int) -> int:
+    """The sample rate a restored file is written at (restore_file's out_rate)."""
+    if out_rate is None or out_rate == "model":
+        return model_rate
+    if out_rate == "input":
+        return input_rate
+    if isinstance(out_rate, str) or not OUTPUT_RATES[0] <= out_rate <= OUTPUT_RATES[1]:
+        raise ValueError(f"output rate {out_rate!r}: 'model', 'input' or {OUTPUT_RATES[0]}-{OUTPUT_RATES[1]} Hz")
+    return int(out_rate)
 
 
 def level_gain(peak: float) -> float:

@@ -135,7 +135,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             try:
                 restorer.restore_file(job.src, job.dst, fmt=fmt, bits=bits, overwrite=args.overwrite,
                                       on_progress=step, info=infos.get(job.src), on_rescale=gain,
-                                      bitrate=args.bitrate, on_dark=dark)
+                                      bitrate=args.bitrate, on_dark=dark, out_rate=args.out_rate)
             except AudioError as error:
                 err = str(error)
             finally:
@@ -516,6 +516,21 @@ def _kbps(text: str) -> float:
     return value
 
 
+def _output_rate(text: str) -> int | str:
+    """The argparse type of restore's --out-rate: model, input, or a sample rate in Hz."""
+    from .api import OUTPUT_RATES
+
+    if text in ("model", "input"):
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not model, input or a rate in Hz: {text!r}") from None
+    if not OUTPUT_RATES[0] <= value <= OUTPUT_RATES[1]:
+        raise argparse.ArgumentTypeError(f"{text} Hz: output rates are {OUTPUT_RATES[0]}-{OUTPUT_RATES[1]}")
+    return value
+
+
 _thread_count = _count("threads")
 _worker_count = _count("worker processes")
 
@@ -547,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     restore = sub.add_parser("restore", help="restore MP3-damaged audio files or folders",
                              description="Restore the high band and transients an MP3 encoder removed. "
-                                         "Outputs are written at the model's sample rate.")
+                                         "Outputs are written at the model's sample rate unless --out-rate "
+                                         "says otherwise.")
     restore.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
     restore.add_argument("-o", "--output", default="restored",
                          help="output folder, mirroring input folders (default: ./restored); with one input file "
@@ -574,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: read from an MP3's frame headers, and its encoder's lowpass from its LAME "
                               "tag, else unknown; leave it out for a VBR MP3's WAV); models not told the bitrate "
                               "(all but the default) ignore it")
+    restore.add_argument("--out-rate", type=_output_rate, default="model", metavar="{model,input,HZ}",
+                         help="output sample rate: model (the model's, which it restores at: 44100 for the built-in "
+                              "models), input (each file's own; under the model's rate it cuts the restored band "
+                              "at half that rate), or a rate in Hz (default: model)")
     restore.add_argument("--clip", default="rescale", choices=["rescale", "clamp", "none"],
                          help="samples beyond +-1: rescale the file, clamp, or keep (default: rescale)")
     _add_speed_options(restore)

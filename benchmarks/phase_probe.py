@@ -134,7 +134,8 @@ def main() -> None:
                     record_variant(rows, excerpt.audio, y, RATE, coded, excerpt=excerpt.name, kbps=kbps,
                                    variant=variant, limit_hz=limit * RATE / window)
     command = (f"python benchmarks/phase_probe.py --data {args.data} --checkpoint {args.checkpoint} "
-               f"--bitrates {args.bitrates} --variants {args.variants}{' --told' if args.told else ''} --out {args.out}")
+               f"--bitrates {args.bitrates} --variants {args.variants}{' --told' if args.told else ''} "
+               f"--out {args.out}")
     write_report(args.out, command, rows, summarise(rows, lambda r: f"{r['kbps']}/{r['variant']}", KEYS))
 
 

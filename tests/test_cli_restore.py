@@ -50,6 +50,41 @@ def test_resampling_22k_mono_mp3(tmp_path):
     assert info.frames == 3 * 44100  # same duration
 
 
+def test_output_rate_model_input_or_hz(tmp_path):
+    # a 48-kHz file: restored at the model's 44.1 kHz, then written at the rate asked for
+    src = tmp_path / "video.wav"
+    sf.write(src, tone(1.5, rate=48000), 48000, subtype="FLOAT")
+    outs = {}
+    for rate in ("model", "input", "32000"):
+        assert restore(src, "-o", tmp_path / rate, "--out-rate", rate, "--format", "wav", "--bits", "32f") == 0
+        outs[rate], outs[rate + "_hz"] = sf.read(tmp_path / rate / "video.wav", dtype="float32", always_2d=True)
+    assert (outs["model_hz"], outs["input_hz"], outs["32000_hz"]) == (44100, 48000, 32000)
+    assert [len(outs[r]) for r in ("model", "input", "32000")] == [66150, 72000, 48000]  # 1.5 s each
+    # the other rates are the model's output resampled, nothing else
+    from apollo.audio import resample
+
+    for rate in ("input", "32000"):
+        expected = resample(np.ascontiguousarray(outs["model"].T), 44100, outs[rate + "_hz"])
+        assert np.abs(outs[rate].T - expected).max() < 1e-5 and np.abs(expected).max() > 0.01
+
+
+@pytest.mark.parametrize("value,message", [("100", "100 Hz: output rates are 8000-384000"),
+                                           ("fast", "not model, input or a rate in Hz")])
+def test_output_rate_out_of_range_is_refused(capsys, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["restore", "x.wav", "--out-rate", value])
+    assert exit_.value.code == 2 and f"argument --out-rate: {message}" in capsys.readouterr().err
+
+
+def test_restore_file_output_rate_is_checked():
+    from apollo.api import output_rate
+
+    assert output_rate(None, 48000, 44100) == 44100 and output_rate("input", 48000, 44100) == 48000
+    for bad in (7999, 400000, "fast"):
+        with pytest.raises(ValueError, match="output rate"):
+            output_rate(bad, 48000, 44100)
+
+
 @pytest.mark.parametrize("fmt,bits,subtype",
                          [("wav", "16", "PCM_16"), ("wav", "32f", "FLOAT"), ("flac", "16", "PCM_16")])
 def test_formats_and_multichannel(tmp_path, fmt, bits, subtype):
