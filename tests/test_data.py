@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from apollo import degrade
 from apollo.data.cache import Cache, prepare
-from apollo.data.examples import DarkSource, ExampleConfig, TrainingExamples
+from apollo.data.examples import DarkSource, ExampleConfig, TrainingExamples, darken
 from apollo.data.readers import cliff_frequency, read_tracks
 from apollo.data.silence import active_windows
 from apollo.training.config import DataConfig
@@ -232,6 +232,21 @@ def test_darken_probability_lowpasses_that_share_of_targets(musdb, tmp_path):
         DarkSource(probability=1.5)
     with pytest.raises(ValueError, match="darken hz"):
         DarkSource(hz=(3000.0, 1000.0))
+
+
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_darken_falls_12_db_an_octave_per_order(order):
+    # an octave over the corner a zero-phase Butterworth of `order` is 12 * order dB down (a little
+    # more: the digital filter's bilinear warping); an octave under it, twice 10 log10(1 + 4^-order)
+    t = np.arange(SR) / SR
+    levels = {}
+    for hz in (6000.0, 1500.0):
+        tone = np.sin(2 * np.pi * hz * t)[None].astype(np.float32)
+        out = darken(tone, 3000.0, SR, order)[:, SR // 4: -SR // 4]  # away from the ends' transients
+        levels[hz] = 20 * np.log10(np.sqrt(2 * np.mean(out**2)))
+    assert 12 * order < -levels[6000.0] < 12 * order + 4
+    assert abs(-levels[1500.0] - 20 * np.log10(1 + 4.0**-order)) < 0.1
+    assert darken(tone, None, SR, order) is tone
 
 
 def test_darken_octaves_keeps_corners_under_the_codec_cutoff(musdb, tmp_path):
