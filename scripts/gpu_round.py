@@ -19,7 +19,8 @@ it all. Three steps:
 `run` writes at most 8 files of at most 15 MiB to --out (the limits of what comes back): log.txt,
 gpu_speed.json, summary.json, metrics.csv, discriminator.safetensors and the generator as
 float16 parts (exact where the model is small), and with --keep-every N the generator of every N
-steps as tar files. It starts from the generator `pack --generator` carried (.gpu/generator.safetensors),
+steps as tar files. It starts from the generator `pack --generator` carried (.gpu/generator.safetensors,
+or .gpu/generator.path naming a file the working tree carries anyway, which saves its copy for music),
 else from apollo/weights/apollo-large.safetensors for the large recipe, and from the discriminator
 `pack --discriminator` carried, when they exist; --config names another recipe than the large one.
 Each step has its own timeout; training gets what is left of --deadline less the export margin,
@@ -53,6 +54,8 @@ MIN_TRAIN_MB = 8.0  # the least training music a pack takes on its own: under it
 OOM_RETRY_MIN_S = 90.0  # a training that ran out of memory is retried only with this much time left
 EXPORT_MARGIN_S = 45.0  # default: training stops this long before the deadline to save, shard, copy
 LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
+# pack --generator of a file the working tree carries anyway: the pack names it instead of a copy
+GENERATOR_POINTER = "generator.path"
 RETURNED = "returned.txt"  # in the run folder: the kept generators a call has already sent back
 # the export settings of the default (normalize_peak, correction_floor_db since v5, dark_source_hz_told since
 # v10, hole_gain_db_told since v11, fill_gain_db_told and fill_gain_from_hz_told since v12): the rounds train
@@ -93,12 +96,40 @@ def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
     return chosen
 
 
-def tree_bytes(root: Path = ROOT) -> int:
-    """The size of what a device call sends besides the pack: the files git tracks and the untracked
-    ones it does not ignore."""
+def tree_files(root: Path = ROOT) -> set[str]:
+    """What a device call sends besides the pack: the files git tracks and the untracked ones it does
+    not ignore, relative to root."""
     names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
                            capture_output=True, check=True).stdout.split(b"\0")
-    return sum((root / n.decode()).stat().st_size for n in set(names) if n and (root / n.decode()).is_file())
+    return {n.decode() for n in names if n and (root / n.decode()).is_file()}
+
+
+def tree_bytes(root: Path = ROOT) -> int:
+    """The size of tree_files."""
+    return sum((root / n).stat().st_size for n in tree_files(root))
+
+
+def in_tree(path: Path, root: Path = ROOT) -> str | None:
+    """path relative to root if the working tree carries it to the device anyway, else None."""
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return None
+    return rel if rel in tree_files(root) else None
+
+
+def carried_generator(pack_dir: Path, root: Path = ROOT) -> Path | None:
+    """The generator `pack --generator` carried: the pack's copy, or the tree's file the pack names."""
+    copy = pack_dir / "generator.safetensors"
+    if copy.exists():
+        return copy
+    pointer = pack_dir / GENERATOR_POINTER
+    if not pointer.exists():
+        return None
+    path = root / pointer.read_text().strip()
+    if not path.is_file():
+        raise FileNotFoundError(f"{pointer} names {path}, which the working tree does not have")
+    return path
 
 
 def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
@@ -114,7 +145,8 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     # what travels besides the music, checked before an earlier pack is touched
     tree = tree_bytes() if tree is None else tree
     weights = sum(f.stat().st_size for f in (dest / "wheels").glob("*.whl"))
-    weights += generator.stat().st_size if generator is not None else 0
+    pointed = in_tree(generator) if generator is not None else None  # travels with the tree: no copy
+    weights += generator.stat().st_size if generator is not None and pointed is None else 0
     weights += discriminator.stat().st_size // 2 if discriminator is not None else 0  # stored as float16
     fits = (TRAVEL_BYTES - TRAVEL_SPARE_BYTES - tree - weights - int(valid_mb * 2 ** 20)) / 2 ** 20
     if train_mb is None:
@@ -131,9 +163,13 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     carried = dest / "discriminator.safetensors"
     carried.unlink(missing_ok=True)
     (dest / "generator.safetensors").unlink(missing_ok=True)
+    (dest / GENERATOR_POINTER).unlink(missing_ok=True)
     if generator is not None:
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(generator, dest / "generator.safetensors")
+        if pointed is not None:
+            (dest / GENERATOR_POINTER).write_text(pointed + "\n")
+        else:
+            shutil.copyfile(generator, dest / "generator.safetensors")
     if discriminator is not None:
         from safetensors.torch import load_file
 
@@ -279,8 +315,8 @@ def run(out: Path, deadline: float, device: str, config_sets: list[str], speed: 
     sets = [f"data.cache={cache}", f"data.workers={max(1, workers - 2)}", *config_sets]
     if keep_every:
         sets.append(f"schedule.keep_every={keep_every}")
-    carried = pack_dir / "generator.safetensors"
-    if carried.exists() and not fresh:
+    carried = carried_generator(pack_dir)
+    if carried is not None and not fresh:
         sets.append(f"init_from={carried}")
     elif LARGE.exists() and not fresh and config == "configs/apollo-large.yaml":
         sets.append(f"init_from={LARGE}")

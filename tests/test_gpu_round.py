@@ -68,6 +68,32 @@ def test_a_pack_fits_one_device_call_beside_the_working_tree(tmp_path):
     assert gpu_round.tree_bytes() >= sum(p.stat().st_size for p in tracked)
 
 
+def test_a_generator_the_tree_carries_is_named_not_copied(tmp_path):
+    # the next round starts from a generator kept in git: the call carries it with the tree, so the
+    # pack names it and its bytes go to training music instead of a second copy
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 12, 12, 12, 12, 12]})
+    kept = gpu_round.ROOT / "checkpoints" / "nsim1-step500" / "generator.safetensors"
+    outside = tmp_path / "start.safetensors"
+    outside.write_bytes(kept.read_bytes())
+    file_bytes = (corpus / "tracks/a/t1.flac").stat().st_size
+    tree = 64 * 2 ** 20 - 2 ** 20 - kept.stat().st_size - int(1.5 * file_bytes)
+    pack = tmp_path / "pack"
+    named = gpu_round.pack(corpus, train_mb=None, valid_mb=0, dest=pack, wheels=False, tree=tree, generator=kept,
+                           min_train_mb=0)
+    assert (pack / "generator.path").read_text() == "checkpoints/nsim1-step500/generator.safetensors\n"
+    assert not (pack / "generator.safetensors").exists() and gpu_round.carried_generator(pack) == kept
+    copied = gpu_round.pack(corpus, train_mb=None, valid_mb=0, dest=pack, wheels=False, tree=tree,
+                            generator=outside, min_train_mb=0)
+    assert not (pack / "generator.path").exists()
+    assert gpu_round.carried_generator(pack) == pack / "generator.safetensors"
+    assert copied["train"] == 1 and named["train"] == (int(1.5 * file_bytes) + kept.stat().st_size) // file_bytes > 1
+    (pack / "generator.safetensors").unlink()
+    assert gpu_round.carried_generator(pack) is None
+    (pack / "generator.path").write_text("checkpoints/gone.safetensors\n")
+    with pytest.raises(FileNotFoundError, match="the working tree does not have"):
+        gpu_round.carried_generator(pack)
+
+
 def test_weights_in_parts_and_back(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = Apollo(PRESETS["tiny"])
