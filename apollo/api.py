@@ -354,7 +354,7 @@ class Restorer:
         return dst
 
 
-OUTPUT_RATES = (8000, 384000)  # Hz: what --rate accepts
+OUTPUT_RATES = (8000, 384000)  # Hz: what restore_file and --out-rate accept
 
 
 def output_rate(out_rate: int | str | None, input_rate: int, model_rate: int) -> int:

@@ -136,7 +136,8 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
          wheels: bool = True, generator: Path | None = None, tree: int | None = None,
          min_train_mb: float = MIN_TRAIN_MB) -> dict:
     """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music),
-    and the generator (as is) and discriminator (float16) a round starts from, if given. train_mb
+    and the generator (as is, or named in GENERATOR_POINTER where the working tree carries it) and
+    discriminator (float16) a round starts from, if given. train_mb
     None: as much training music as fits in one call beside the working tree (`tree` bytes,
     tree_bytes() by default), refused where that is under min_train_mb; a larger train_mb than fits
     is refused."""
