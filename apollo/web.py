@@ -36,6 +36,7 @@ STATIC = Path(__file__).parent / "web_static"
 SESSION_COOKIE = "apollo_session"
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 FORMATS = {"flac": ("16", "24"), "wav": ("16", "24", "32f")}
+RATES = ("model", "input")  # the output's sample rate, as apollo restore --out-rate
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Job:
     precision: str
     fmt: str
     bits: str
+    rate: str = "model"  # RATES
     state: str = "queued"  # queued, running, done, error
     progress: float = 0.0
     duration: float = 0.0
@@ -59,7 +61,7 @@ class Job:
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "state": self.state, "progress": round(self.progress, 4),
                 "duration": round(self.duration, 2), "error": self.error, "note": self.note, "model": self.model,
-                "precision": self.precision, "format": self.fmt, "bits": self.bits,
+                "precision": self.precision, "format": self.fmt, "bits": self.bits, "rate": self.rate,
                 "download_name": self.download_name}
 
     @property
@@ -103,12 +105,13 @@ class Service:
 
     def options(self) -> dict[str, Any]:
         return {"models": list(self.models), "default_model": "default" if "default" in self.models else
-                next(iter(self.models)), "precisions": list(PRECISIONS), "formats": FORMATS,
+                next(iter(self.models)), "precisions": list(PRECISIONS), "formats": FORMATS, "rates": list(RATES),
                 "max_upload_mb": round(self.max_upload / 1024 / 1024, 2)}
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def submit(self, session: str, name: str, upload: Any, model: str, precision: str, fmt: str, bits: str) -> Job:
+    def submit(self, session: str, name: str, upload: Any, model: str, precision: str, fmt: str, bits: str,
+               rate: str = "model") -> Job:
         """Stores an upload (a binary file object) as a new job; ValueError for bad settings."""
         if model not in self.models:
             raise ValueError(f"unknown model {model!r}")
@@ -116,12 +119,15 @@ class Service:
             raise ValueError(f"unknown precision {precision!r}")
         if bits not in FORMATS.get(fmt, ()):
             raise ValueError(f"{fmt.upper()} cannot store {bits}-bit samples")
+        if rate not in RATES:
+            raise ValueError(f"unknown sample rate {rate!r} (model or input)")
         self.expire()
         job_id = secrets.token_urlsafe(12)
         folder = self.root / job_id
         folder.mkdir()
         name = _display_name(name)
-        job = Job(job_id, session, name, folder, folder / f"upload{_safe_suffix(name)}", model, precision, fmt, bits)
+        job = Job(job_id, session, name, folder, folder / f"upload{_safe_suffix(name)}", model, precision, fmt, bits,
+                  rate)
         written = 0
         with open(job.source, "wb") as out:
             while chunk := upload.read(1 << 20):
@@ -186,7 +192,7 @@ class Service:
         return self.restorers[key]
 
     def _restore(self, job: Job) -> None:
-        from .api import dark_source_message
+        from .api import dark_source_message, output_rate
 
         job.state = "running"
         try:
@@ -204,8 +210,8 @@ class Service:
                 job.note = dark_source_message(limit_hz, rule_hz)
 
             restorer.restore_file(job.source, job.restored, fmt=job.fmt, bits=job.bits, on_progress=step, info=info,
-                                  on_dark=dark)
-            rate = restorer.sample_rate
+                                  on_dark=dark, out_rate=job.rate)
+            rate = output_rate(job.rate, info.sample_rate, restorer.sample_rate)
             preview = job.folder / "preview.wav"  # the input at the output's rate: the A/B player switches in step
             import soundfile as sf
 
@@ -290,11 +296,12 @@ def create_app(service: Service) -> Any:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 return error("no file in the upload", 400)
-            fields = {key: str(form.get(key, "")) for key in ("model", "precision", "format", "bits")}
+            fields = {key: str(form.get(key, "")) for key in ("model", "precision", "format", "bits", "rate")}
             try:
                 job = service.submit(session, upload.filename or "upload", upload.file,
                                      fields["model"] or service.options()["default_model"],
-                                     fields["precision"] or "fp32", fields["format"] or "flac", fields["bits"] or "24")
+                                     fields["precision"] or "fp32", fields["format"] or "flac", fields["bits"] or "24",
+                                     fields["rate"] or "model")
             except OverflowError as err:
                 return error(str(err), 413)
             except ValueError as err:

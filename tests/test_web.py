@@ -76,6 +76,26 @@ def test_restores_like_the_cli_and_serves_pictures_and_players(service, tmp_path
         assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") > 10  # width
 
 
+def test_the_input_sample_rate_like_the_cli(service, tmp_path):
+    # a 48-kHz file back at 48 kHz (apollo restore --out-rate input), and its A/B preview at that rate too
+    src = tmp_path / "video.wav"
+    sf.write(src, tone(1.0, rate=48000), 48000, subtype="FLOAT")
+    client = _client(service)
+    assert service.options()["rates"] == ["model", "input"]
+    created = _post(client, "video.wav", src.read_bytes(), format="wav", bits="16", rate="input")
+    status = _wait(client, created.json()["id"])
+    assert status["state"] == "done" and status["rate"] == "input"
+    download = client.get(f"/api/jobs/{status['id']}/restored")
+    page, rate = sf.read(io.BytesIO(download.content), dtype="float32")
+    assert rate == 48000 and len(page) == 48000
+    assert np.array_equal(page, _cli_restore(src, tmp_path / "cli.wav", "--format", "wav", "--bits", "16",
+                                             "--out-rate", "input"))
+    preview = sf.info(io.BytesIO(client.get(f"/api/jobs/{status['id']}/input").content))
+    assert (preview.samplerate, preview.frames) == (48000, len(page))
+    bad = _post(client, "video.wav", src.read_bytes(), rate="96000")
+    assert bad.status_code == 400 and bad.json()["error"] == "unknown sample rate '96000' (model or input)"
+
+
 def _dark_vbr() -> bytes:
     """2 s of two tones under 1 kHz, coded by LAME at -V 2 (no Xing frame, as lameenc writes it)."""
     from apollo import degrade
