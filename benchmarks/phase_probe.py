@@ -22,6 +22,8 @@ bitrate), and only the phase of the bins above the input's band limit changes:
   within +-pi/2, so +-25 Hz): the frames overlap-add coherently as the generator's own steady
   phase does, but the tones no longer sit on multiples of 100 Hz. drift starts every bin at a
   random phase; drift_model adds the advance to the generator's phases (its within-frame timing).
+- smooth3, smooth5 (not in the default --variants): the generator's phases, each bin's magnitude the
+  mean of its own over 3 or 5 frames centred on it: a fill that fluctuates less from frame to frame.
 - quieter, louder (not in the default --variants): the generator's output, band 3 dB quieter or
   louder: how ViSQOL weighs the level of the fill on its own.
 
@@ -70,6 +72,11 @@ def rephase(spec: torch.Tensor, out: torch.Tensor, limit: int, variant: str, win
     if variant == "none":
         return out
     above = torch.arange(out.shape[1]) > limit
+    if variant in ("smooth3", "smooth5"):
+        width = int(variant[-1])
+        padded = torch.nn.functional.pad(out.abs().T[None], (width // 2, width // 2), mode="replicate")[0]
+        smooth = padded.unfold(-1, width, 1).mean(-1).T  # (T, F)
+        return torch.where(above, smooth.to(out.dtype) * out / out.abs().clamp_min(1e-12), out)
     if variant in ("quieter", "louder"):
         return torch.where(above, out * 10 ** ((STEP_DB if variant == "louder" else -STEP_DB) / 20), out)
     g = torch.Generator().manual_seed(seed)
