@@ -132,8 +132,8 @@ class Restorer:
     # -- arrays -------------------------------------------------------------------------------
 
     def restore(self, waveform: Any, sample_rate: int, layout: str = "channels_first",
-                bitrate: float | None = None) -> tuple[Any, int]:
-        """(channels, samples) or (samples,) numpy/torch array -> (restored, model rate).
+                bitrate: float | None = None, out_rate: int | str | None = None) -> tuple[Any, int]:
+        """(channels, samples) or (samples,) numpy/torch array -> (restored, its rate).
 
         layout="channels_last" takes (samples, channels), the shape soundfile returns, and
         gives the result in that layout too. Returns the same kind of array, float32; no clipping
@@ -142,6 +142,7 @@ class Restorer:
         bitrate: the CBR MP3 bitrate (kbps) the array was decoded from, for models told it
         (ApolloConfig.bitrate_classes; others ignore it); None: unknown. Read as a CBR bitrate: for
         a VBR MP3, restore_file reads it right (file_bitrate); an array decoded from one is best untold.
+        out_rate: the result's sample rate, as restore_file's (None or "model": the model's).
         """
         _check_bitrate(bitrate)
         if layout not in LAYOUTS:
@@ -168,12 +169,14 @@ class Restorer:
             raise ValueError(f"expected a numeric array, got dtype {wav.dtype}")
         if not np.isfinite(wav).all():
             raise ValueError("waveform contains NaN or infinite values")
+        result_rate = output_rate(out_rate, int(rate), self.sample_rate)
         wav = audio.resample(wav.astype(np.float32), int(rate), self.sample_rate)
         gain, limit, source_limit = self.whole_input(lambda: [wav], wav.shape[0], int(rate))
         out = np.concatenate(list(self.restore_blocks(iter([wav]), wav.shape[0], band_limit=limit, gain=gain,
                                                       bitrate=bitrate, source_limit=source_limit)), axis=1)
+        out = audio.resample(out, self.sample_rate, result_rate)
         out = out[0] if mono else (out.T.copy() if layout == "channels_last" else out)
-        return (torch.from_numpy(out) if is_torch else out), self.sample_rate
+        return (torch.from_numpy(out) if is_torch else out), result_rate
 
     def whole_input(self, blocks: Callable[[], Any], channels: int,
                     input_rate: int | None = None) -> tuple[float, torch.Tensor | None, torch.Tensor | None]:

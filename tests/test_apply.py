@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import apollo
+from apollo import audio
 from apollo.api import Restorer
 from apollo.apply import ChunkPlan, receptive_context, restore_stream, silence_mask
 from apollo.model.config import ApolloConfig
@@ -116,6 +117,15 @@ def test_restore_numpy_and_torch_mono_with_resampling():
     assert rate == SR and out.shape == (2 * SR,) and isinstance(out, np.ndarray)
     out_t, _ = restorer.restore(torch.from_numpy(wav), SR)
     assert isinstance(out_t, torch.Tensor) and out_t.shape == wav.shape
+    # out_rate as restore_file's: the input's own rate, the model's output resampled to it
+    back, back_rate = restorer.restore(wav[: 2 * 22050], 22050, out_rate="input")
+    assert back_rate == 22050 and back.shape == (2 * 22050,)
+    np.testing.assert_allclose(back, audio.resample(out[None], SR, 22050)[0], atol=1e-6)
+    stereo = _music(1.0, channels=2)
+    last, last_rate = restorer.restore(stereo.T, SR, layout="channels_last", out_rate=32000)
+    assert last_rate == 32000 and last.shape == (32000, 2)
+    with pytest.raises(ValueError, match="output rate"):
+        restorer.restore(wav, SR, out_rate="fast")
     with pytest.raises(ValueError, match="NaN"):
         restorer.restore(np.full(100, np.nan, np.float32), SR)
     with pytest.raises(ValueError):
