@@ -360,15 +360,22 @@ class Restorer:
 OUTPUT_RATES = (8000, 384000)  # Hz: what restore_file and --out-rate accept
 
 
+def check_output_hz(hz: int) -> int:
+    """hz if an output may be written at that rate (OUTPUT_RATES), else ValueError."""
+    if not OUTPUT_RATES[0] <= hz <= OUTPUT_RATES[1]:
+        raise ValueError(f"{hz} Hz: output rates are {OUTPUT_RATES[0]}-{OUTPUT_RATES[1]}")
+    return int(hz)
+
+
 def output_rate(out_rate: int | str | None, input_rate: int, model_rate: int) -> int:
     """The sample rate a restored file is written at (restore_file's out_rate)."""
     if out_rate is None or out_rate == "model":
         return model_rate
     if out_rate == "input":
         return input_rate
-    if isinstance(out_rate, str) or not OUTPUT_RATES[0] <= out_rate <= OUTPUT_RATES[1]:
+    if isinstance(out_rate, str):
         raise ValueError(f"output rate {out_rate!r}: 'model', 'input' or {OUTPUT_RATES[0]}-{OUTPUT_RATES[1]} Hz")
-    return int(out_rate)
+    return check_output_hz(out_rate)
 
 
 def level_gain(peak: float) -> float:

@@ -518,7 +518,7 @@ def _kbps(text: str) -> float:
 
 def _output_rate(text: str) -> int | str:
     """The argparse type of restore's --out-rate: model, input, or a sample rate in Hz."""
-    from .api import OUTPUT_RATES
+    from .api import check_output_hz
 
     if text in ("model", "input"):
         return text
@@ -526,9 +526,10 @@ def _output_rate(text: str) -> int | str:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not model, input or a rate in Hz: {text!r}") from None
-    if not OUTPUT_RATES[0] <= value <= OUTPUT_RATES[1]:
-        raise argparse.ArgumentTypeError(f"{text} Hz: output rates are {OUTPUT_RATES[0]}-{OUTPUT_RATES[1]}")
-    return value
+    try:
+        return check_output_hz(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 _thread_count = _count("threads")
