@@ -104,18 +104,19 @@ def tree_files(root: Path = ROOT) -> set[str]:
     return {n.decode() for n in names if n and (root / n.decode()).is_file()}
 
 
-def tree_bytes(root: Path = ROOT) -> int:
-    """The size of tree_files."""
-    return sum((root / n).stat().st_size for n in tree_files(root))
+def tree_bytes(root: Path = ROOT, files: set[str] | None = None) -> int:
+    """The size of tree_files (`files`, where the caller has listed them already)."""
+    return sum((root / n).stat().st_size for n in (tree_files(root) if files is None else files))
 
 
-def in_tree(path: Path, root: Path = ROOT) -> str | None:
-    """path relative to root if the working tree carries it to the device anyway, else None."""
+def in_tree(path: Path, root: Path = ROOT, files: set[str] | None = None) -> str | None:
+    """path relative to root if the working tree (tree_files, or `files`) carries it to the device
+    anyway, else None."""
     try:
         rel = path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return None
-    return rel if rel in tree_files(root) else None
+    return rel if rel in (tree_files(root) if files is None else files) else None
 
 
 def carried_generator(pack_dir: Path, root: Path = ROOT) -> Path | None:
@@ -144,9 +145,10 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     if wheels:
         fetch_wheels(dest / "wheels")
     # what travels besides the music, checked before an earlier pack is touched
-    tree = tree_bytes() if tree is None else tree
+    files = tree_files()  # listed once: its size, and whether it carries the generator
+    tree = tree_bytes(files=files) if tree is None else tree
     weights = sum(f.stat().st_size for f in (dest / "wheels").glob("*.whl"))
-    pointed = in_tree(generator) if generator is not None else None  # travels with the tree: no copy
+    pointed = in_tree(generator, files=files) if generator is not None else None  # travels with the tree: no copy
     weights += generator.stat().st_size if generator is not None and pointed is None else 0
     weights += discriminator.stat().st_size // 2 if discriminator is not None else 0  # stored as float16
     fits = (TRAVEL_BYTES - TRAVEL_SPARE_BYTES - tree - weights - int(valid_mb * 2 ** 20)) / 2 ** 20
