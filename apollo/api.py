@@ -358,6 +358,7 @@ class Restorer:
 
 
 OUTPUT_RATES = (8000, 384000)  # Hz: what restore_file and --out-rate accept
+NAMED_RATES = ("model", "input")  # the out_rate names: the model's rate, the input's
 
 
 def check_output_hz(hz: int) -> int:

@@ -518,9 +518,9 @@ def _kbps(text: str) -> float:
 
 def _output_rate(text: str) -> int | str:
     """The argparse type of restore's --out-rate: model, input, or a sample rate in Hz."""
-    from .api import check_output_hz
+    from .api import NAMED_RATES, check_output_hz
 
-    if text in ("model", "input"):
+    if text in NAMED_RATES:
         return text
     try:
         value = int(text)

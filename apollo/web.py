@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import audio
+from .api import NAMED_RATES
 from .inference import PRECISIONS
 from .pretrained import BUILT_IN, TEST_MODEL, WEIGHTS
 from .spectrogram import tee_spectrogram
@@ -36,7 +37,6 @@ STATIC = Path(__file__).parent / "web_static"
 SESSION_COOKIE = "apollo_session"
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 FORMATS = {"flac": ("16", "24"), "wav": ("16", "24", "32f")}
-RATES = ("model", "input")  # the output's sample rate, as apollo restore --out-rate
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Job:
     precision: str
     fmt: str
     bits: str
-    rate: str = "model"  # RATES
+    rate: str = "model"  # api.NAMED_RATES, as apollo restore --out-rate
     state: str = "queued"  # queued, running, done, error
     progress: float = 0.0
     duration: float = 0.0
@@ -105,7 +105,7 @@ class Service:
 
     def options(self) -> dict[str, Any]:
         return {"models": list(self.models), "default_model": "default" if "default" in self.models else
-                next(iter(self.models)), "precisions": list(PRECISIONS), "formats": FORMATS, "rates": list(RATES),
+                next(iter(self.models)), "precisions": list(PRECISIONS), "formats": FORMATS, "rates": list(NAMED_RATES),
                 "max_upload_mb": round(self.max_upload / 1024 / 1024, 2)}
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class Service:
             raise ValueError(f"unknown precision {precision!r}")
         if bits not in FORMATS.get(fmt, ()):
             raise ValueError(f"{fmt.upper()} cannot store {bits}-bit samples")
-        if rate not in RATES:
+        if rate not in NAMED_RATES:
             raise ValueError(f"unknown sample rate {rate!r} (model or input)")
         self.expire()
         job_id = secrets.token_urlsafe(12)
