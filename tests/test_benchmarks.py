@@ -190,3 +190,31 @@ def test_probe_variants_are_scored_by_evaluates_rule_and_recorded_in_order(monke
     out = capsys.readouterr().out.splitlines()
     assert out == ["track 24 same visqol=4.250 comb=" + f"{rows[0]['hop_comb']:.2f}",
                    "track 24 late visqol=4.250 comb=" + f"{rows[1]['hop_comb']:.2f}"]
+
+
+def test_level_foretell_carries_the_kept_bands_slope_on_and_scores_it():
+    import numpy as np
+    import pytest
+
+    foretell = load_script("benchmarks/level_foretell.py")
+    freqs = np.linspace(0, 22050, 2049)
+    power = np.where(freqs > 0, (np.maximum(freqs, 1.0) / 1000.0) ** -2.0, 1.0)  # -6.02 dB an octave
+    power[freqs >= 4000] = 1e-12  # an encoder's cliff at 4 kHz
+    line, slope = foretell.extrapolate(freqs, power, 4000.0)
+    assert slope == pytest.approx(-20 * np.log10(2), abs=0.01)
+    above = freqs >= 8000
+    np.testing.assert_allclose(line[above], (freqs[above] / 1000.0) ** -2.0, rtol=1e-3)  # the line, not the cliff
+    assert foretell.band_db(freqs, line, 8000, 11000) == pytest.approx(
+        10 * np.log10(((freqs[(freqs >= 8000) & (freqs < 11000)] / 1000.0) ** -2.0).sum()), abs=0.01)
+
+    def row(reference: float, model: float, extrapolated: float, slope: float) -> dict:
+        return {"reference": reference, "model": model, "extrapolated": extrapolated, "slope": slope}
+
+    # the model 2, 4 and 1 dB short of the reference; the line 4 dB over it, following the shortfall exactly
+    rows = [row(-10.0, -12.0, -6.0, -6.0), row(-20.0, -24.0, -16.0, 0.0), row(-30.0, -31.0, -26.0, -9.0)]
+    summary = foretell.summarise(rows)
+    assert summary["bands"] == 3
+    assert summary["model"]["mean_error_db"] == pytest.approx(-7 / 3)
+    assert summary["extrapolated"]["mean_abs_error_db"] == pytest.approx(4.0)
+    assert summary["foretells_model_error"]["extrapolated_minus_model"] == pytest.approx(1.0)  # 6, 8, 5 vs 2, 4, 1
+    assert summary["foretells_model_error"]["slope"] == pytest.approx(1.0)  # -6, 0, -9 vs 2, 4, 1
