@@ -218,3 +218,16 @@ def test_level_foretell_carries_the_kept_bands_slope_on_and_scores_it():
     assert summary["extrapolated"]["mean_abs_error_db"] == pytest.approx(4.0)
     assert summary["foretells_model_error"]["extrapolated_minus_model"] == pytest.approx(1.0)  # 6, 8, 5 vs 2, 4, 1
     assert summary["foretells_model_error"]["slope"] == pytest.approx(1.0)  # -6, 0, -9 vs 2, 4, 1
+
+
+def test_second_gate_scores_each_threshold_over_every_excerpt():
+    import pytest
+
+    gate = load_script("benchmarks/second_gate.py")
+    changes = {"a": -0.1, "b": 0.04, "c": 0.02, "d": 0.0}  # d is held back by the first gate
+    fractions = {"a": 0.92, "b": 0.97, "c": 0.95, "d": 0.8}
+    rows = gate.thresholds(changes, fractions, 0.9)
+    assert [r["from_fraction"] for r in rows] == [0.92, 0.95, 0.97]
+    assert [r["reach"] for r in rows] == [3, 2, 1]
+    # the mean is over all four excerpts, those the threshold holds back counting as no change
+    assert [r["mean_change"] for r in rows] == pytest.approx([-0.04 / 4, 0.06 / 4, 0.04 / 4])
