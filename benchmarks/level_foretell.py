@@ -28,21 +28,15 @@ import json
 
 import numpy as np
 import torch
-from scipy.signal import welch
 
 from apollo import degrade, metrics
 from apollo.api import Restorer
 from apollo.audio import resample
-from apollo.diagnostics import SILENT_BAND_DB
+from apollo.diagnostics import LEVEL_BANDS, _band_power, _silent
 from apollo.evaluate import make_excerpts
 
 RATE = 44100
-BANDS = ((4000, 6000), (6000, 8000), (8000, 11000), (11000, 14000), (14000, 16000))
-
-
-def mono_psd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Welch power spectrum of the mono downmix (the diagnostics' resolution)."""
-    return welch(np.atleast_2d(np.asarray(x, np.float64)).mean(0), RATE, nperseg=4096)
+BANDS = tuple((lo, hi) for lo, hi in LEVEL_BANDS if lo >= 4000 and hi <= 16000)  # 4-6 ... 14-16 kHz
 
 
 def extrapolate(freqs: np.ndarray, power: np.ndarray, cutoff: float) -> tuple[np.ndarray, float]:
@@ -63,16 +57,16 @@ def rows_for(restorer: Restorer, audio: np.ndarray, bitrate: int) -> list[dict]:
     out, out_rate = restorer.restore(coded, RATE, bitrate=bitrate)
     restored = resample(out, out_rate, RATE)
     cutoff = metrics.cutoff_hz(coded, RATE)
-    freqs, ref = mono_psd(audio)
-    _, kept = mono_psd(coded)
-    _, model = mono_psd(restored)
+    freqs, ref = _band_power(audio, RATE)  # the diagnostics' own spectrum and silent-band rule
+    _, kept = _band_power(coded, RATE)
+    _, model = _band_power(restored, RATE)
     line, slope = extrapolate(freqs, kept, cutoff)
-    total = 10 * np.log10(ref.sum())
     rows = []
     for lo, hi in BANDS:
-        reference = band_db(freqs, ref, lo, hi)
-        if lo < cutoff or reference <= total - SILENT_BAND_DB:
+        in_band = (freqs >= lo) & (freqs < hi)
+        if lo < cutoff or _silent(ref[in_band].sum(), ref.sum()):
             continue
+        reference = band_db(freqs, ref, lo, hi)
         rows.append({"bitrate": bitrate, "band": f"{lo // 1000}-{hi // 1000}", "reference": reference,
                      "model": band_db(freqs, model, lo, hi), "extrapolated": band_db(freqs, line, lo, hi),
                      "slope": slope})
