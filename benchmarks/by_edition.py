@@ -1,11 +1,13 @@
 """Splits an `apollo evaluate` report on the real-music corpus by edition: the means of each system at
-each bitrate over edition 1's tracks, over the tracks edition 2 added, and over all of them.
+each bitrate over edition 1's tracks, over the tracks each later edition added, and over all of them,
+with each mean's standard error.
 
-Edition 1's tracks keep their splits in edition 2, so the first group compares with every result
-measured on edition 1 before it (docs/real-music.md).
+Every edition keeps the tracks of the ones before it in the same splits, so the first group compares
+with every result measured on edition 1 before it (docs/real-music.md). The standard errors say how
+far two groups' means (the training and the validation split's, say) may differ by chance.
 
-    python benchmarks/by_edition.py reports/real2-valid/results.csv --out docs/evaluations/x.json \
-        [--systems mp3 default NAME ...]
+    python benchmarks/by_edition.py reports/real2-valid/results.csv --out docs/evaluations/x.json \\
+        [--systems mp3 default NAME ...] [--bitrates 24 32 ...]
 
 A report resumed from an earlier one holds every earlier system's rows; --systems keeps the JSON to
 the ones compared.
@@ -18,16 +20,22 @@ import csv
 import shlex
 import sys
 
-from probe_report import summarise, write_report
+from probe_report import standard_errors, summarise, write_report
 
 from apollo.data.realmusic import EDITIONS
+from apollo.evaluate import DIAGNOSTICS
 
-KEYS = ("visqol", "si_snr", "lsd", "holes", "transient_envelope", "hop_comb")
+KEYS = ("visqol", "si_snr", "lsd", *DIAGNOSTICS)
 
 
 def edition_of(excerpt: str) -> str:
-    """'edition 1' for a track of edition 1's packages, else 'added in edition 2'."""
-    return "edition 1" if excerpt.split("/", 1)[0] in EDITIONS[1] else "added in edition 2"
+    """'edition 1' for a track of edition 1's packages, else 'added in edition N' for the first
+    edition that has its package."""
+    package = excerpt.split("/", 1)[0]
+    first = min((n for n, packages in EDITIONS.items() if package in packages), default=None)
+    if first == 1:
+        return "edition 1"
+    return f"added in edition {first}" if first else "in no edition"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,15 +43,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results", help="results.csv of `apollo evaluate --data corpus/real2`")
     parser.add_argument("--out", required=True, help="JSON report")
     parser.add_argument("--systems", nargs="+", help="keep only these systems' rows (default: all)")
+    parser.add_argument("--bitrates", nargs="+", help="keep only these bitrates' rows (default: all)")
     args = parser.parse_args(argv)
     with open(args.results) as handle:
         rows = [{k: float(v) if k in KEYS else v for k, v in row.items()
-                 if k in ("excerpt", "bitrate", "system", *KEYS) and v != ""} for row in csv.DictReader(handle)
-                if not args.systems or row["system"] in args.systems]
+                 if k in ("excerpt", "bitrate", "system", *KEYS) and v not in ("", "nan")}
+                for row in csv.DictReader(handle)
+                if (not args.systems or row["system"] in args.systems)
+                and (not args.bitrates or row["bitrate"] in args.bitrates)]
     rows.sort(key=lambda r: (r["system"], int(r["bitrate"]), edition_of(r["excerpt"]), r["excerpt"]))
-    summary = summarise(rows, lambda r: f"{r['system']} {r['bitrate']} kbps, {edition_of(r['excerpt'])}", KEYS)
-    summary |= summarise(rows, lambda r: f"{r['system']} {r['bitrate']} kbps, all", KEYS)
-    write_report(args.out, shlex.join(["python", "benchmarks/by_edition.py", *(argv or sys.argv[1:])]), rows, summary)
+
+    def by_edition(r: dict) -> str:
+        return f"{r['system']} {r['bitrate']} kbps, {edition_of(r['excerpt'])}"
+
+    def overall(r: dict) -> str:
+        return f"{r['system']} {r['bitrate']} kbps, all"
+
+    summary = summarise(rows, by_edition, KEYS) | summarise(rows, overall, KEYS)
+    errors = standard_errors(rows, by_edition, KEYS) | standard_errors(rows, overall, KEYS)
+    write_report(args.out, shlex.join(["python", "benchmarks/by_edition.py", *(argv or sys.argv[1:])]), rows,
+                 summary, standard_errors=errors)
 
 
 if __name__ == "__main__":

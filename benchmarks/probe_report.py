@@ -41,10 +41,27 @@ def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str]
             for name, chosen in groups.items()}
 
 
-def write_report(path: str, command: str, rows: list[dict[str, Any]], summary: dict[str, dict[str, float]]) -> None:
-    """Writes {command, excerpts, summary, rows} as JSON and prints the summary."""
+def standard_errors(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
+                    keys: Iterable[str]) -> dict[str, dict[str, float]]:
+    """The standard error of each mean `summarise` gives (sample deviation / sqrt(n), 3 decimals),
+    where a group has at least two rows with the key (groups with none are left out): how far two groups' means may differ by chance."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(group(row), []).append(row)
+    out: dict[str, dict[str, float]] = {}
+    for name, chosen in groups.items():
+        values = {k: [r[k] for r in chosen if k in r] for k in keys}
+        errors = {k: round(float(np.std(v, ddof=1) / np.sqrt(len(v))), 3) for k, v in values.items() if len(v) > 1}
+        if errors:
+            out[name] = errors
+    return out
+
+
+def write_report(path: str, command: str, rows: list[dict[str, Any]], summary: dict[str, dict[str, float]],
+                 **extra: Any) -> None:
+    """Writes {command, excerpts, summary, **extra, rows} as JSON and prints the summary."""
     with open(path, "w") as handle:
         json.dump({"command": command, "excerpts": len({r["excerpt"] for r in rows}), "summary": summary,
-                   "rows": rows}, handle, indent=1)
+                   **extra, "rows": rows}, handle, indent=1)
     for key, values in summary.items():
         print(key, values)

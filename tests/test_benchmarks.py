@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from repo_scripts import ROOT, load_script
 
 
@@ -29,7 +30,7 @@ def test_by_edition_keeps_the_systems_asked(tmp_path, monkeypatch):
     header = "excerpt,bitrate,system,visqol,si_snr\n"
     rows = [("wesnoth-1.16-music/a.ogg/overall/0", 24, sys_, v, 10.0)
             for sys_, v in (("mp3", 2.0), ("default", 3.0), ("old", 1.0), ("new", 4.0))]
-    rows.append(("not-in-edition-1/b.ogg/overall/0", 24, "new", 2.0, 12.0))
+    rows.append(("naev-data/b.ogg/overall/0", 24, "new", 2.0, 12.0))
     csv_path = tmp_path / "results.csv"
     csv_path.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
     out = tmp_path / "by.json"
@@ -40,6 +41,26 @@ def test_by_edition_keeps_the_systems_asked(tmp_path, monkeypatch):
     assert summary["new 24 kbps, all"]["visqol"] == 3.0 and summary["new 24 kbps, edition 1"]["visqol"] == 4.0
     assert summary["new 24 kbps, added in edition 2"]["si_snr"] == 12.0
     assert not any(key.startswith(("old", "default")) for key in summary)
+    errors = report["standard_errors"]  # std (ddof 1) / sqrt(n), only where a group has two rows
+    assert errors["new 24 kbps, all"]["visqol"] == pytest.approx(1.0)  # values 4 and 2
+    assert "new 24 kbps, edition 1" not in errors
+    assert load_script("benchmarks/by_edition.py").edition_of("no-such-package/c.ogg/overall/0") == "in no edition"
+
+
+def test_by_edition_keeps_the_bitrates_asked_and_reads_the_band_levels(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    header = "excerpt,bitrate,system,visqol,level_8-11k\n"
+    rows = [("naev-data/a.ogg/overall/0", 24, "new", 3.0, -6.0), ("naev-data/b.ogg/overall/0", 24, "new", 3.0, "nan"),
+            ("naev-data/c.ogg/overall/0", 24, "new", 3.0, -2.0), ("naev-data/a.ogg/overall/0", 32, "new", 3.0, 9.0)]
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    out = tmp_path / "by.json"
+    load_script("benchmarks/by_edition.py").main([str(csv_path), "--out", str(out), "--bitrates", "24"])
+    report = json.loads(out.read_text())
+    summary = report["summary"]["new 24 kbps, added in edition 2"]
+    assert summary["level_8-11k"] == -4.0  # a silent band ("nan") is left out, not averaged as 0
+    assert report["standard_errors"]["new 24 kbps, all"]["level_8-11k"] == pytest.approx(2.0)
+    assert not any("32 kbps" in key for key in report["summary"])
 
 
 def test_gain_probe_measures_the_level_an_encoding_gives_back():
