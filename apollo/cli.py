@@ -638,8 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--out", required=True, help="corpus folder, e.g. corpus/real")
     real.add_argument("--edition", type=int, choices=sorted(EDITIONS), default=1,
                       help="which checked package set: 1, the music packages (the corpus of every result "
-                           "before 2026-11-27); 2, those and the soundtracks of 10 game data packages "
-                           "(docs/real-music.md; default: 1)")
+                           "before 2026-11-27); 2, those and the soundtracks of 10 game data packages; 3, "
+                           "those and 13 more game soundtracks (docs/real-music.md; default: 1)")
     real.add_argument("--packages", nargs="+", metavar="PACKAGE",
                       help="Debian packages to use instead of an edition's")
     real.add_argument("--workers", type=_worker_count, default=2, help="files measured in parallel (default: 2)")

@@ -60,8 +60,10 @@ def _make_deb(tmp: Path, package: str = "testmusic") -> Path:
     sf.write(music / "lowpass.flac", _noise(12, 2, cutoff=16000), RATE)
     sf.write(music / "short.flac", _noise(5, 3), RATE)
     sf.write(tmp / "zipped.flac", _noise(11, 4), RATE)
+    sf.write(tmp / "inzip.flac", _noise(11, 5), RATE)
     with zipfile.ZipFile(root / "usr" / "share" / "games" / package / "data.pk3", "w") as zf:
         zf.write(tmp / "zipped.flac", "sound/zipped.flac")
+        zf.write(tmp / "inzip.flac", "audio/music/inzip.flac")  # as 0ad-data keeps its soundtrack
     doc = root / "usr" / "share" / "doc" / package
     doc.mkdir(parents=True)
     (doc / "copyright").write_text("Files: *\nCopyright: someone\nLicense: CC-BY-SA-3.0\n\n"
@@ -82,9 +84,9 @@ def test_build_corpus_from_a_local_deb_then_prepare(tmp_path):
     out = tmp_path / "corpus"
     manifest = realmusic.build_corpus(out, ("testmusic",), workers=1, progress=False)
     by_file = {Path(t["name"]).name: t for t in manifest["tracks"]}
-    assert sorted(by_file) == ["copy.flac", "full.flac", "lowpass.flac", "short.flac", "zipped.flac"]
+    assert sorted(by_file) == ["copy.flac", "full.flac", "inzip.flac", "lowpass.flac", "short.flac", "zipped.flac"]
     kept = {name for name, t in by_file.items() if t["kept"]}
-    assert kept == {"copy.flac", "zipped.flac"} or kept == {"full.flac", "zipped.flac"}
+    assert kept - {"copy.flac", "full.flac"} == {"inzip.flac", "zipped.flac"} and len(kept) == 3
     duplicate = by_file["full.flac"] if "copy.flac" in kept else by_file["copy.flac"]
     assert duplicate["reason"].startswith("duplicate of testmusic/")
     assert by_file["lowpass.flac"]["reason"].startswith("bandwidth 1")
@@ -124,9 +126,13 @@ def test_music_folder_rule(relative, expected):
 
 
 def test_editions_grow_without_reserved_packages():
-    first, second = realmusic.EDITIONS[1], realmusic.EDITIONS[2]
+    first, second, third = realmusic.EDITIONS[1], realmusic.EDITIONS[2], realmusic.EDITIONS[3]
     assert second[:len(first)] == first and set(realmusic.GAME_DATA_PACKAGES) <= set(second)
-    assert not any(p.startswith(realmusic.RESERVED_PREFIX) for p in second)
+    assert third[:len(second)] == second and len(set(third)) == len(third)
+    assert set(realmusic.GAME_DATA_PACKAGES_3) | set(realmusic.MUSIC_PACKAGES_3) == set(third) - set(second)
+    assert set(realmusic.GAME_DATA_PACKAGES_3) <= set(realmusic.FOLDER_PACKAGES)
+    assert not set(realmusic.MUSIC_PACKAGES_3) & set(realmusic.FOLDER_PACKAGES)
+    assert not any(p.startswith(realmusic.RESERVED_PREFIX) for p in third)
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian)")
@@ -137,13 +143,17 @@ def test_game_data_packages_give_only_their_music_folder(tmp_path):
     shutil.copy(deb, out / "debs" / deb.name)
     manifest = realmusic.build_corpus(out, ("testmusic",), workers=1, progress=False, folder_packages=("testmusic",))
     names = sorted(Path(t["name"]).name for t in manifest["tracks"])
-    assert names == ["copy.flac", "full.flac", "lowpass.flac", "short.flac"]  # not the zipped sound/ file
+    # the archive's music folder counts, not its sound/ file
+    assert names == ["copy.flac", "full.flac", "inzip.flac", "lowpass.flac", "short.flac"]
     assert all("/music/" in t["name"] for t in manifest["tracks"])
-    # only the music folder and the copyright file were unpacked, not the rest of the package
+    assert [t["kept"] for t in manifest["tracks"] if t["name"].endswith("inzip.flac")] == [True]
+    # only the music folders and the copyright file were unpacked, not the rest of the package, and
+    # the archive was deleted once its music was read
     unpacked = out / "unpacked" / "testmusic"
     files = sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())
-    assert files == [".unpacked", "usr/share/doc/testmusic/copyright"] + [
-        f"usr/share/games/testmusic/music/{n}" for n in names]
+    assert files == [".unpacked", "usr/share/doc/testmusic/copyright",
+                     "usr/share/games/testmusic/data.pk3.d/audio/music/inzip.flac"] + [
+        f"usr/share/games/testmusic/music/{n}" for n in names if n != "inzip.flac"]
     assert {t["licences"] == ["CC-BY-SA-3.0", "GPL-2+"] for t in manifest["tracks"]} == {True}
     # a whole unpack made earlier serves a music-folder build as it is
     whole = tmp_path / "whole"
@@ -157,6 +167,7 @@ def test_game_data_packages_give_only_their_music_folder(tmp_path):
 @pytest.mark.parametrize("argv, expected", [
     ([], realmusic.EDITIONS[1]),
     (["--edition", "2"], realmusic.EDITIONS[2]),
+    (["--edition", "3"], realmusic.EDITIONS[3]),
     (["--edition", "2", "--packages", "a-music"], ("a-music",)),
 ])
 def test_data_real_command_picks_the_edition_packages(tmp_path, monkeypatch, argv, expected):

@@ -30,6 +30,7 @@ import numpy as np
 
 MANIFEST = "manifest.json"
 AUDIO_SUFFIXES = (".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3")
+ARCHIVE_SUFFIXES = (".pk3", ".zip")  # zip archives some games keep their data (and music) in
 # Checked music packages of Debian 12 (docs/real-music.md has the per-package counts).
 MUSIC_PACKAGES = (
     "wesnoth-1.16-music", "warzone2100-music", "nexuiz-music", "ufoai-music", "singularity-music",
@@ -43,10 +44,22 @@ GAME_DATA_PACKAGES = (
     "extremetuxracer-data", "openclonk-data", "xmoto-data", "megaglest-data",
 )  # checked and left out, no music file full-band: freedroidrpg-data, flare-game, marsshooter-data,
 #    redeclipse-data (19.0-19.4 kHz), btanks-data
+# Edition 3 (2026-12-07): more game soundtracks in a music folder (0ad-data's inside its zip archive) ...
+GAME_DATA_PACKAGES_3 = (
+    "0ad-data", "freecol", "starfighter-data", "berusky2-data", "lincity-ng-data", "gunroar-data", "mu-cade-data",
+    "titanion-data", "torus-trooper-data",
+)
+# ... and small game data packages read whole, since every file of theirs of 10 s or more is music.
+MUSIC_PACKAGES_3 = ("parsec47-data", "rrootage-data", "tumiki-fighters-data", "funnyboat")
+# checked and left out for edition 3, no music file full-band: scorched3d-data (15 kHz), noiz2sa-data
+# (16.6 kHz), powermanga-data, holotz-castle-data, alienblaster-data (22.05-kHz files); no audio file of
+# 10 s or more: pokerth-data, ri-li-data, pingus-data, blobwars-data, crawl-tiles-data.
+FOLDER_PACKAGES = GAME_DATA_PACKAGES + GAME_DATA_PACKAGES_3  # of these only the music folders are read
 MUSIC_FOLDERS = frozenset({"music", "musics", "tunes"})
 # Edition 1 is the corpus every result before 2026-11-27 was measured on; a track's split depends on
-# its name only, so edition 2 keeps edition 1's tracks in the same splits and adds new ones.
-EDITIONS = {1: MUSIC_PACKAGES, 2: MUSIC_PACKAGES + GAME_DATA_PACKAGES}
+# its name only, so each edition keeps the earlier ones' tracks in the same splits and adds new ones.
+EDITIONS = {1: MUSIC_PACKAGES, 2: MUSIC_PACKAGES + GAME_DATA_PACKAGES,
+            3: MUSIC_PACKAGES + GAME_DATA_PACKAGES + GAME_DATA_PACKAGES_3 + MUSIC_PACKAGES_3}
 RESERVED_PREFIX = "fretsonfire-songs-"  # kept for an independent check of the project: never used
 # The bandwidth rule: the long-term average spectrum of the first MEASURE_SECONDS (mono downmix)
 # must stay within FLOOR_DB of its peak up to at least FULL_BAND_HZ. Opus stops at 20 kHz, good
@@ -112,9 +125,11 @@ def fetch(package: str, debs: Path) -> Path:
 def unpack(deb: Path, dest: Path, music_folders_only: bool = False) -> Path:
     """dpkg-deb -x into dest, then the audio inside zip archives (.pk3, .zip) beside them.
 
-    With `music_folders_only`, only the files in a music folder (`in_music_folder`) and the
-    copyright file are written: a game data package is mostly graphics (edition 2's ten come to
-    2.7 GB unpacked whole, their music folders to 0.6 GB).
+    With `music_folders_only`, only the files in a music folder (`in_music_folder`), the zip
+    archives and the copyright file are written, of an archive only its audio in a music folder,
+    and the archive is deleted once read: a game data package is mostly graphics (edition 2's ten
+    come to 2.7 GB unpacked whole, their music folders to 0.6 GB; 0ad-data's archive is 3.3 GB,
+    its music 0.2 GB).
     """
     marker = dest / ".unpacked"
     wanted = f"{deb.name} music folders" if music_folders_only else deb.name
@@ -127,11 +142,15 @@ def unpack(deb: Path, dest: Path, music_folders_only: bool = False) -> Path:
         _unpack_music_folders(deb, dest)
     else:
         subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
-    for archive in sorted(p for p in dest.rglob("*") if p.suffix.lower() in (".pk3", ".zip") and p.is_file()):
+    for archive in sorted(p for p in dest.rglob("*") if p.suffix.lower() in ARCHIVE_SUFFIXES and p.is_file()):
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
-                if member.lower().endswith(AUDIO_SUFFIXES) and ".." not in Path(member).parts:
+                inside = Path(member)
+                if (member.lower().endswith(AUDIO_SUFFIXES) and ".." not in inside.parts
+                        and (not music_folders_only or in_music_folder(inside))):
                     zf.extract(member, archive.with_suffix(archive.suffix + ".d"))
+        if music_folders_only:
+            archive.unlink()
     marker.write_text(wanted)
     return dest
 
@@ -151,7 +170,8 @@ def _unpack_music_folders(deb: Path, dest: Path) -> None:
             for member in tar:
                 relative = Path(os.path.normpath(member.name))
                 if (member.isfile() and not relative.is_absolute() and ".." not in relative.parts
-                        and (relative == copyright_file or in_music_folder(relative))):
+                        and (relative == copyright_file or in_music_folder(relative)
+                             or relative.suffix.lower() in ARCHIVE_SUFFIXES)):
                     tar.extract(member, dest)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, ["dpkg-deb", "--fsys-tarfile", str(deb)])
@@ -226,7 +246,7 @@ def _verdict(measured: dict[str, Any], seen: dict[str, str], name: str) -> str:
 
 
 def build_corpus(out: str | Path, packages: tuple[str, ...] = MUSIC_PACKAGES, workers: int = 2,
-                 progress: bool = True, folder_packages: tuple[str, ...] = GAME_DATA_PACKAGES) -> dict[str, Any]:
+                 progress: bool = True, folder_packages: tuple[str, ...] = FOLDER_PACKAGES) -> dict[str, Any]:
     """Fetches, unpacks, measures and links the corpus; returns (and writes) the manifest.
 
     Of the packages in `folder_packages` only the files in a music folder are unpacked and read;
