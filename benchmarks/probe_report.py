@@ -44,7 +44,8 @@ def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str]
 def standard_errors(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
                     keys: Iterable[str]) -> dict[str, dict[str, float]]:
     """The standard error of each mean `summarise` gives (sample deviation / sqrt(n), 3 decimals),
-    where a group has at least two rows with the key (groups with none are left out): how far two groups' means may differ by chance."""
+    where a group has at least two rows with the key (groups with none are left out): how far two
+    groups' means may differ by chance."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(group(row), []).append(row)
