@@ -7,7 +7,7 @@ it all. Three steps:
     # here, once per round: wheels the GPU machine lacks + as much of the real-music corpus as
     # fits in the call beside the working tree (train split, a little of valid) -> .gpu/ (ignored
     # by git, carried by the call)
-    python scripts/gpu_round.py pack --corpus corpus/real2 --valid-mb 3
+    python scripts/gpu_round.py pack --corpus corpus/real3 --valid-mb 3 --track-seconds 30
 
     # there, in one call (device run, carry [".gpu"]); the next round's recipe: docs/gpu.md
     python3 scripts/gpu_round.py run --out $OUT --deadline 480
@@ -77,10 +77,50 @@ def shipped_as() -> list[str]:
 
 # -- here: pack ---------------------------------------------------------------------------------
 
-def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
-    """Tracks taken one per package in turn while they fit, most minutes per byte first."""
+OGG_SUFFIXES = (".ogg", ".oga", ".opus")
+
+
+def ogg_prefix_bytes(path: Path, seconds: float) -> int | None:
+    """The length of the shortest run of whole Ogg pages from the start of `path` that holds its
+    first `seconds` (by the pages' granule positions), or None where that is the whole file.
+
+    Those bytes are a valid stream that decodes to the file's first samples exactly, with no
+    re-encoding: a pack can carry the start of many tracks instead of a few whole ones.
+    """
+    import soundfile as sf
+
+    wanted = seconds * sf.info(str(path)).samplerate  # Vorbis counts granules at its rate, Opus at 48 kHz
+    data = path.read_bytes()
+    position = 0
+    while position + 27 <= len(data):
+        if data[position:position + 4] != b"OggS":
+            raise ValueError(f"{path}: not an Ogg page at byte {position}")
+        granule = int.from_bytes(data[position + 6:position + 14], "little", signed=True)
+        segments = data[position + 26]
+        table = data[position + 27:position + 27 + segments]
+        position += 27 + segments + sum(table)
+        if granule >= wanted:
+            return position if position < len(data) else None
+    return None
+
+
+def _carried_sizes(tracks: list[dict], corpus: Path, track_seconds: float | None) -> dict[str, tuple[int, float]]:
+    """Per track name: the bytes and about the seconds a pack carries of it, its first track_seconds
+    (`ogg_prefix_bytes`) where it is an Ogg file longer than that, else the whole file."""
+    out = {}
+    for track in tracks:
+        path = corpus / track["path"]
+        cut = (ogg_prefix_bytes(path, track_seconds) if track_seconds and track["seconds"] > track_seconds
+               and path.suffix.lower() in OGG_SUFFIXES else None)
+        out[track["name"]] = ((cut, track_seconds) if cut is not None else (path.stat().st_size, track["seconds"]))
+    return out
+
+
+def _round_robin(tracks: list[dict], budget: int, sizes: dict[str, tuple[int, float]]) -> list[dict]:
+    """Tracks taken one per package in turn while they fit, most minutes per byte first (`sizes`:
+    the bytes and seconds carried of each, by name)."""
     by_package: dict[str, list[dict]] = {}
-    for track in sorted(tracks, key=lambda t: ((corpus / t["path"]).stat().st_size / t["seconds"], t["name"])):
+    for track in sorted(tracks, key=lambda t: (sizes[t["name"]][0] / sizes[t["name"]][1], t["name"])):
         by_package.setdefault(track["package"], []).append(track)
     chosen, used = [], 0
     while any(by_package.values()):
@@ -88,7 +128,7 @@ def _round_robin(tracks: list[dict], budget: int, corpus: Path) -> list[dict]:
             queue = by_package[package]
             while queue:
                 track = queue.pop(0)
-                size = (corpus / track["path"]).stat().st_size
+                size = sizes[track["name"]][0]
                 if used + size <= budget:
                     chosen.append(track)
                     used += size
@@ -135,13 +175,16 @@ def carried_generator(pack_dir: Path, root: Path = ROOT) -> Path | None:
 
 def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PACK, discriminator: Path | None = None,
          wheels: bool = True, generator: Path | None = None, tree: int | None = None,
-         min_train_mb: float = MIN_TRAIN_MB) -> dict:
+         min_train_mb: float = MIN_TRAIN_MB, track_seconds: float | None = None) -> dict:
     """Copies the wheels and a share of the corpus into dest (replacing an earlier pack's music),
     and the generator (as is, or named in GENERATOR_POINTER where the working tree carries it) and
     discriminator (float16) a round starts from, if given. train_mb
     None: as much training music as fits in one call beside the working tree (`tree` bytes,
     tree_bytes() by default), refused where that is under min_train_mb; a larger train_mb than fits
-    is refused."""
+    is refused. With track_seconds, of each Ogg track longer than that only its first
+    track_seconds travel (whole pages, not re-encoded), so the same bytes hold more tracks."""
+    if track_seconds is not None and not track_seconds > 0:
+        raise ValueError(f"--track-seconds must be positive, not {track_seconds:g}")
     if wheels:
         fetch_wheels(dest / "wheels")
     # what travels besides the music, checked before an earlier pack is touched
@@ -183,14 +226,25 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     from apollo.data.realmusic import MANIFEST, kept_tracks
 
     shutil.rmtree(dest / "music", ignore_errors=True)  # an earlier pack's
-    tracks = kept_tracks(corpus)
-    chosen = (_round_robin([t for t in tracks if t["split"] == "train"], int(train_mb * 2 ** 20), corpus)
-              + _round_robin([t for t in tracks if t["split"] == "valid"], int(valid_mb * 2 ** 20), corpus))
+    import soundfile as sf
+
+    tracks = [t for t in kept_tracks(corpus) if t["split"] in ("train", "valid")]
+    sizes = _carried_sizes(tracks, corpus, track_seconds)
+    chosen = (_round_robin([t for t in tracks if t["split"] == "train"], int(train_mb * 2 ** 20), sizes)
+              + _round_robin([t for t in tracks if t["split"] == "valid"], int(valid_mb * 2 ** 20), sizes))
     music = dest / "music"
-    for track in chosen:
+    for number, track in enumerate(chosen):
         target = music / track["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(corpus / track["path"], target)
+        size = sizes[track["name"]][0]
+        if size < (corpus / track["path"]).stat().st_size:  # its first pages only
+            with open(corpus / track["path"], "rb") as handle:
+                target.write_bytes(handle.read(size))
+            info = sf.info(str(target))
+            chosen[number] = dict(track, seconds=round(info.frames / info.samplerate, 2),
+                                  packed_from_seconds=track["seconds"])
+        else:
+            shutil.copyfile(corpus / track["path"], target)
     manifest = json.loads((corpus / MANIFEST).read_text())
     manifest["tracks"] = chosen
     manifest["packed_from"] = str(corpus)
@@ -199,6 +253,7 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     info = {"tracks": len(chosen), "train": sum(t["split"] == "train" for t in chosen),
             "valid": sum(t["split"] == "valid" for t in chosen), "minutes": round(minutes, 1),
+            "train_minutes": round(sum(t["seconds"] for t in chosen if t["split"] == "train") / 60, 1),
             "packages": sorted({t["package"] for t in chosen}), "pack_mb": round(size / 2 ** 20, 1),
             "travels_mb": round((tree + size) / 2 ** 20, 1)}
     print(json.dumps(info))
@@ -537,6 +592,9 @@ def main() -> None:
     p.add_argument("--dest", type=Path, default=PACK)
     p.add_argument("--discriminator", type=Path, help="an earlier round's discriminator, carried as float16")
     p.add_argument("--generator", type=Path, help="the generator the round starts from, carried as is")
+    p.add_argument("--track-seconds", type=float, default=None, metavar="SECONDS",
+                   help="carry only the first SECONDS of each Ogg track (whole pages, not re-encoded), so the "
+                        "same bytes hold more tracks (default: whole tracks)")
     r = sub.add_parser("run", help="there: the whole round in one call")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--deadline", type=float, default=480.0, help="seconds from start to the end of the export")
@@ -570,7 +628,7 @@ def main() -> None:
     if args.command == "pack":
         try:
             pack(args.corpus, args.train_mb, args.valid_mb, dest=args.dest, discriminator=args.discriminator,
-                 generator=args.generator)
+                 generator=args.generator, track_seconds=args.track_seconds)
         except ValueError as err:
             parser.error(str(err))
     elif args.command == "run":

@@ -25,16 +25,16 @@ from apollo.training.discriminator import MultiResolutionDiscriminator
 gpu_round = load_script("scripts/gpu_round.py")
 
 
-def _corpus(root: Path, sizes: dict[str, list[int]], split: str = "train") -> Path:
+def _corpus(root: Path, sizes: dict[str, list[int]], split: str = "train", suffix: str = "flac") -> Path:
     """A real-music corpus manifest over small noise files: sizes are seconds per package."""
     tracks = []
     for package, seconds_list in sizes.items():
         for i, seconds in enumerate(seconds_list):
-            rel = f"tracks/{package}/t{i}.flac"
+            rel = f"tracks/{package}/t{i}.{suffix}"
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             rng = np.random.default_rng(len(tracks))
             sf.write(root / rel, (rng.standard_normal((int(seconds * 44100), 2)) * 0.1).astype(np.float32), 44100)
-            tracks.append({"name": f"{package}/t{i}.flac", "package": package, "path": rel, "kept": True,
+            tracks.append({"name": f"{package}/t{i}.{suffix}", "package": package, "path": rel, "kept": True,
                            "split": split if i else "valid", "seconds": float(seconds)})
     (root / "manifest.json").write_text(json.dumps({"rule": {}, "tracks": tracks}))
     return root
@@ -49,6 +49,45 @@ def test_pack_takes_every_package_in_turn_within_the_budget(tmp_path):
     # 3.5 files of budget: a, b and one more a (c's only track is its valid one)
     assert [t["package"] for t in packed] == ["a", "b", "a"] and info["train"] == 3 and info["valid"] == 0
     assert all((tmp_path / "pack" / "music" / t["path"]).is_file() for t in packed)
+
+
+def test_an_ogg_prefix_decodes_to_the_tracks_first_samples_exactly(tmp_path):
+    path = tmp_path / "t.ogg"
+    rng = np.random.default_rng(0)
+    sf.write(path, (rng.standard_normal((12 * 44100, 2)) * 0.1).astype(np.float32), 44100)  # Ogg Vorbis
+    whole, _ = sf.read(path, dtype="float32")
+    cut = gpu_round.ogg_prefix_bytes(path, 4.0)
+    assert cut is not None and cut < path.stat().st_size / 2
+    prefix = tmp_path / "prefix.ogg"
+    prefix.write_bytes(path.read_bytes()[:cut])
+    start, _ = sf.read(prefix, dtype="float32")
+    assert 4 * 44100 <= len(start) < 5 * 44100  # whole pages: a little past 4 s
+    np.testing.assert_array_equal(start, whole[:len(start)])  # not re-encoded
+    assert gpu_round.ogg_prefix_bytes(path, 12.5) is None  # the whole file
+    flac = tmp_path / "t.flac"
+    sf.write(flac, whole, 44100)
+    with pytest.raises(ValueError, match="not an Ogg page"):
+        gpu_round.ogg_prefix_bytes(flac, 4.0)
+
+
+def test_a_pack_of_track_starts_holds_more_tracks_in_the_same_bytes(tmp_path):
+    corpus = _corpus(tmp_path / "corpus", {"a": [12, 20, 20, 20], "b": [12, 20, 20], "c": [12, 20]}, suffix="ogg")
+    budget = 2.5 * (corpus / "tracks/a/t1.ogg").stat().st_size / 2 ** 20  # two and a half whole tracks
+    whole = gpu_round.pack(corpus, train_mb=budget, valid_mb=0, dest=tmp_path / "whole", wheels=False, tree=0)
+    starts = gpu_round.pack(corpus, train_mb=budget, valid_mb=0, dest=tmp_path / "starts", wheels=False, tree=0,
+                            track_seconds=5)
+    assert whole["train"] == 2 and starts["train"] >= 6  # of 6 training tracks, every one
+    packed = json.loads((tmp_path / "starts" / "music" / "manifest.json").read_text())["tracks"]
+    for track in packed:
+        carried, _ = sf.read(tmp_path / "starts" / "music" / track["path"], dtype="float32")
+        source, _ = sf.read(corpus / track["path"], dtype="float32")
+        assert track["packed_from_seconds"] == 20 and 5 <= track["seconds"] < 6
+        assert len(carried) / 44100 == pytest.approx(track["seconds"], abs=0.01)
+        np.testing.assert_array_equal(carried, source[:len(carried)])
+    assert sum(f.stat().st_size for f in (tmp_path / "starts" / "music").rglob("*.ogg")) <= budget * 2 ** 20
+    with pytest.raises(ValueError, match="must be positive"):
+        gpu_round.pack(corpus, train_mb=budget, valid_mb=0, dest=tmp_path / "x", wheels=False, tree=0,
+                       track_seconds=0)
 
 
 def test_a_pack_fits_one_device_call_beside_the_working_tree(tmp_path):
