@@ -223,11 +223,11 @@ def pack(corpus: Path, train_mb: float | None, valid_mb: float, dest: Path = PAC
 
         dest.mkdir(parents=True, exist_ok=True)
         save_discriminator(load_file(str(discriminator)), carried)  # float16
+    import soundfile as sf
+
     from apollo.data.realmusic import MANIFEST, kept_tracks
 
     shutil.rmtree(dest / "music", ignore_errors=True)  # an earlier pack's
-    import soundfile as sf
-
     tracks = [t for t in kept_tracks(corpus) if t["split"] in ("train", "valid")]
     sizes = _carried_sizes(tracks, corpus, track_seconds)
     chosen = (_round_robin([t for t in tracks if t["split"] == "train"], int(train_mb * 2 ** 20), sizes)
