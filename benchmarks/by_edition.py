@@ -6,8 +6,8 @@ Every edition keeps the tracks of the ones before it in the same splits, so the 
 with every result measured on edition 1 before it (docs/real-music.md). The standard errors say how
 far two groups' means (the training and the validation split's, say) may differ by chance.
 
-    python benchmarks/by_edition.py reports/real2-valid/results.csv --out docs/evaluations/x.json \\
-        [--systems mp3 default NAME ...] [--bitrates 24 32 ...]
+    python benchmarks/by_edition.py reports/real2-valid/results.csv [MORE/results.csv ...] \\
+        --out docs/evaluations/x.json [--systems mp3 default NAME ...] [--bitrates 24 32 ...]
 
 A report resumed from an earlier one holds every earlier system's rows; --systems keeps the JSON to
 the ones compared.
@@ -40,17 +40,21 @@ def edition_of(excerpt: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="results.csv of `apollo evaluate --data corpus/real2`")
+    parser.add_argument("results", nargs="+",
+                        help="results.csv of `apollo evaluate --data corpus/real2` (several are read as one: "
+                             "reports of different splits or corpora, say)")
     parser.add_argument("--out", required=True, help="JSON report")
     parser.add_argument("--systems", nargs="+", help="keep only these systems' rows (default: all)")
     parser.add_argument("--bitrates", nargs="+", help="keep only these bitrates' rows (default: all)")
     args = parser.parse_args(argv)
-    with open(args.results) as handle:
-        rows = [{k: float(v) if k in KEYS else v for k, v in row.items()
-                 if k in ("excerpt", "bitrate", "system", *KEYS) and v not in ("", "nan")}
-                for row in csv.DictReader(handle)
-                if (not args.systems or row["system"] in args.systems)
-                and (not args.bitrates or row["bitrate"] in args.bitrates)]
+    rows = []
+    for path in args.results:
+        with open(path) as handle:
+            rows += [{k: float(v) if k in KEYS else v for k, v in row.items()
+                      if k in ("excerpt", "bitrate", "system", *KEYS) and v not in ("", "nan")}
+                     for row in csv.DictReader(handle)
+                     if (not args.systems or row["system"] in args.systems)
+                     and (not args.bitrates or row["bitrate"] in args.bitrates)]
     rows.sort(key=lambda r: (r["system"], int(r["bitrate"]), edition_of(r["excerpt"]), r["excerpt"]))
 
     def by_edition(r: dict) -> str:

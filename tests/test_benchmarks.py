@@ -55,12 +55,15 @@ def test_by_edition_keeps_the_bitrates_asked_and_reads_the_band_levels(tmp_path,
     csv_path = tmp_path / "results.csv"
     csv_path.write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
     out = tmp_path / "by.json"
-    load_script("benchmarks/by_edition.py").main([str(csv_path), "--out", str(out), "--bitrates", "24"])
+    other = tmp_path / "other.csv"  # a second report, of another corpus: read as one with the first
+    other.write_text(header + "0ad-data/d.ogg/overall/0,24,new,2.0,-10.0\n")
+    load_script("benchmarks/by_edition.py").main([str(csv_path), str(other), "--out", str(out), "--bitrates", "24"])
     report = json.loads(out.read_text())
     summary = report["summary"]["new 24 kbps, added in edition 2"]
     assert summary["level_8-11k"] == -4.0  # a silent band ("nan") is left out, not averaged as 0
-    assert report["standard_errors"]["new 24 kbps, all"]["level_8-11k"] == pytest.approx(2.0)
-    assert not any("32 kbps" in key for key in report["summary"])
+    assert report["standard_errors"]["new 24 kbps, added in edition 2"]["level_8-11k"] == pytest.approx(2.0)
+    assert report["summary"]["new 24 kbps, added in edition 3"]["level_8-11k"] == -10.0
+    assert report["excerpts"] == 4 and not any("32 kbps" in key for key in report["summary"])
 
 
 def test_gain_probe_measures_the_level_an_encoding_gives_back():
