@@ -53,7 +53,8 @@ GAME_DATA_PACKAGES_3 = (
 MUSIC_PACKAGES_3 = ("parsec47-data", "rrootage-data", "tumiki-fighters-data", "funnyboat")
 # checked and left out for edition 3, no music file full-band: scorched3d-data (15 kHz), noiz2sa-data
 # (16.6 kHz), powermanga-data, holotz-castle-data, alienblaster-data (22.05-kHz files); no audio file of
-# 10 s or more: pokerth-data, ri-li-data, pingus-data, blobwars-data, crawl-tiles-data.
+# 10 s or more: pokerth-data, ri-li-data; none read at all: blobwars-data, crawl-tiles-data, pingus-data
+# (tracker modules).
 FOLDER_PACKAGES = GAME_DATA_PACKAGES + GAME_DATA_PACKAGES_3  # of these only the music folders are read
 MUSIC_FOLDERS = frozenset({"music", "musics", "tunes"})
 # Edition 1 is the corpus every result before 2026-11-27 was measured on; a track's split depends on
