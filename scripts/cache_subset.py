@@ -4,8 +4,9 @@ Training draws pick tracks uniformly (apollo.data.examples), so the only way to 
 another share of the draws is a cache of its own, read beside the rest with `data.cache_shares`. The
 subset's index lists the chosen tracks; each track's folder is a symbolic link into the source cache.
 
-    python scripts/cache_subset.py cache/real2 cache/real2-over --packages wesnoth-1.16-music warzone2100-music
-    python scripts/cache_subset.py cache/real2 cache/real2-rest --packages wesnoth-1.16-music warzone2100-music --exclude
+    python scripts/cache_subset.py cache/real2 cache/real2-over --packages wesnoth-1.16-music hedgewars-data
+    python scripts/cache_subset.py cache/real2 cache/real2-rest --packages wesnoth-1.16-music hedgewars-data \
+        --exclude
 """
 
 from __future__ import annotations
