@@ -5,7 +5,7 @@ another share of the draws is a cache of its own, read beside the rest with `dat
 subset's index lists the chosen tracks; each track's folder is a symbolic link into the source cache.
 
     python scripts/cache_subset.py cache/real2 cache/real2-over --packages wesnoth-1.16-music hedgewars-data
-    python scripts/cache_subset.py cache/real2 cache/real2-rest --packages wesnoth-1.16-music hedgewars-data \
+    python scripts/cache_subset.py cache/real2 cache/real2-rest --packages wesnoth-1.16-music hedgewars-data \\
         --exclude
 """
 
