@@ -85,6 +85,13 @@ def test_a_pack_of_track_starts_holds_more_tracks_in_the_same_bytes(tmp_path):
         assert len(carried) / 44100 == pytest.approx(track["seconds"], abs=0.01)
         np.testing.assert_array_equal(carried, source[:len(carried)])
     assert sum(f.stat().st_size for f in (tmp_path / "starts" / "music").rglob("*.ogg")) <= budget * 2 ** 20
+    # the GPU machine's first step: a training cache of the pack, as of whole tracks
+    from apollo.data.cache import prepare
+
+    index = json.loads(prepare(tmp_path / "starts" / "music", tmp_path / "cache", window=2.0, hop=1.0,
+                               progress=False).read_text())
+    assert sorted(t["name"] for t in index["tracks"]) == sorted(t["name"] for t in packed)
+    assert all(5 * 44100 <= t["length"] < 6 * 44100 for t in index["tracks"])
     with pytest.raises(ValueError, match="must be positive"):
         gpu_round.pack(corpus, train_mb=budget, valid_mb=0, dest=tmp_path / "x", wheels=False, tree=0,
                        track_seconds=0)
