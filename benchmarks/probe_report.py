@@ -33,12 +33,17 @@ def summarise(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str]
               keys: Iterable[str]) -> dict[str, dict[str, float]]:
     """Mean of each key over the rows of each group (3 decimals), groups in first-seen order; a key
     is averaged over the rows that have it and left out of a group where none has it."""
+    return {name: {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
+                   for k in keys if any(k in r for r in chosen)}
+            for name, chosen in _grouped(rows, group).items()}
+
+
+def _grouped(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str]) -> dict[str, list[dict[str, Any]]]:
+    """The rows by their group's name, groups in first-seen order."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(group(row), []).append(row)
-    return {name: {k: round(float(np.mean([r[k] for r in chosen if k in r])), 3)
-                   for k in keys if any(k in r for r in chosen)}
-            for name, chosen in groups.items()}
+    return groups
 
 
 def standard_errors(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]], str],
@@ -46,11 +51,8 @@ def standard_errors(rows: list[dict[str, Any]], group: Callable[[dict[str, Any]]
     """The standard error of each mean `summarise` gives (sample deviation / sqrt(n), 3 decimals),
     where a group has at least two rows with the key (groups with none are left out): how far two
     groups' means may differ by chance."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault(group(row), []).append(row)
     out: dict[str, dict[str, float]] = {}
-    for name, chosen in groups.items():
+    for name, chosen in _grouped(rows, group).items():
         values = {k: [r[k] for r in chosen if k in r] for k in keys}
         errors = {k: round(float(np.std(v, ddof=1) / np.sqrt(len(v))), 3) for k, v in values.items() if len(v) > 1}
         if errors:
