@@ -90,17 +90,19 @@ def ogg_prefix_bytes(path: Path, seconds: float) -> int | None:
     import soundfile as sf
 
     wanted = seconds * sf.info(str(path)).samplerate  # Vorbis counts granules at its rate, Opus at 48 kHz
-    data = path.read_bytes()
+    size = path.stat().st_size
     position = 0
-    while position + 27 <= len(data):
-        if data[position:position + 4] != b"OggS":
-            raise ValueError(f"{path}: not an Ogg page at byte {position}")
-        granule = int.from_bytes(data[position + 6:position + 14], "little", signed=True)
-        segments = data[position + 26]
-        table = data[position + 27:position + 27 + segments]
-        position += 27 + segments + sum(table)
-        if granule >= wanted:
-            return position if position < len(data) else None
+    with open(path, "rb") as handle:  # page headers only: the bodies are skipped, not read
+        while position + 27 <= size:
+            handle.seek(position)
+            header = handle.read(27)
+            if header[:4] != b"OggS":
+                raise ValueError(f"{path}: not an Ogg page at byte {position}")
+            granule = int.from_bytes(header[6:14], "little", signed=True)
+            table = handle.read(header[26])
+            position += 27 + len(table) + sum(table)
+            if granule >= wanted:
+                return position if position < size else None
     return None
 
 
