@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import apollo
@@ -576,6 +577,41 @@ def test_keep_every_writes_each_steps_generator(tmp_path):
     assert all(torch.equal(last.state_dict()[k], v) for k, v in final.items())  # step 4 is the run's end
     second = apollo.load_model(tmp_path / kept[0]).state_dict()
     assert any(not torch.equal(second[k], v) for k, v in final.items())  # step 2 is an earlier model
+
+
+def test_ema_is_the_running_average_of_each_steps_weights_and_resumes(tmp_path):
+    decay = 0.6
+    sets = {"schedule.max_steps": 3, "schedule.keep_every": 1, "schedule.checkpoint_every": 1000,
+            "optim.ema_decay": decay}
+    trainer = Trainer(load_config(SMOKE, sets), tmp_path / "one", progress=False)
+    expected = {k: v.clone() for k, v in _unwrap(trainer.generator).state_dict().items()}  # it starts here
+    trainer.fit()
+    for step in (1, 2, 3):
+        weights = load_file(str(tmp_path / "one" / f"generator-step{step:06d}.safetensors"))
+        expected = {k: e + (1 - decay) * (weights[k] - e) if e.is_floating_point() else weights[k]
+                    for k, e in expected.items()}
+        path = tmp_path / "one" / f"generator-ema-step{step:06d}.safetensors"
+        with safe_open(str(path), framework="pt") as handle:
+            assert handle.metadata()["ema_decay"] == str(decay)
+        kept = load_file(str(path))
+        assert all(torch.allclose(kept[k], v, atol=1e-6) for k, v in expected.items())
+    assert any(not torch.allclose(expected[k], v) for k, v in weights.items())  # an average, not the last step
+    ema_last = load_file(str(tmp_path / "one" / "generator-ema-last.safetensors"))
+    assert all(torch.equal(ema_last[k], v) for k, v in trainer.ema.items())
+
+    Trainer(load_config(SMOKE, {**sets, "schedule.max_steps": 1}), tmp_path / "two", progress=False).fit()
+    resumed = Trainer(load_config(SMOKE, sets), tmp_path / "two", resume=True, progress=False)
+    resumed.fit()
+    assert all(torch.equal(resumed.ema[k], v) for k, v in trainer.ema.items())
+    with pytest.raises(ValueError, match="ema_decay"):
+        Trainer(load_config(SMOKE, {"optim.ema_decay": 1.0}), tmp_path / "bad", progress=False)
+
+
+def test_without_ema_decay_no_average_is_kept(tmp_path):
+    config = load_config(SMOKE, {"schedule.max_steps": 1, "schedule.keep_every": 1})
+    Trainer(config, tmp_path, progress=False).fit()
+    assert not list(tmp_path.glob("generator-ema*")) and "ema" not in torch.load(tmp_path / "last.pt",
+                                                                              weights_only=True)
 
 
 def test_exported_stage_is_what_the_next_stage_starts_from(tmp_path, capsys):

@@ -80,6 +80,11 @@ class OptimConfig:
     # None: the generator's. A fine-tune that adds the embedding at zero needs it larger than
     # 1e-4, at which Adam moves a weight at most 0.005 in 50 steps
     lr_bitrate: float | None = None
+    # an exponential moving average of the generator's weights, updated after each generator step
+    # with this decay (0.98: the last ~50 steps), kept beside the raw weights and exported at every
+    # keep_every as generator-ema-stepN. None: none kept. At batch 4 on a CPU the fill's level moves
+    # 1-2 dB between kept steps of one run (docs/default-model.md), more than the bars leave
+    ema_decay: float | None = None
 
 
 @dataclass

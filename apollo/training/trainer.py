@@ -156,6 +156,11 @@ class Trainer:
             discriminator.load_state_dict(load_file(config.init_discriminator_from))
         generator, discriminator = generator.to(self.device), discriminator.to(self.device)
         opt = config.optim
+        if opt.ema_decay is not None and not 0.0 < opt.ema_decay < 1.0:
+            raise ValueError(f"optim.ema_decay: expected a number between 0 and 1, got {opt.ema_decay}")
+        # the average starts at the starting weights: a fine-tune's average leans on where it began
+        self.ema = None if opt.ema_decay is None else {
+            k: v.detach().clone() for k, v in generator.state_dict().items()}
         embedding = [p for n, p in generator.named_parameters() if n == "bitrate_embedding"]
         groups = [{"params": [p for n, p in generator.named_parameters() if n != "bitrate_embedding"]}]
         if embedding:  # no weight decay: it would pull the bitrates' rows towards "no bitrate"
@@ -370,8 +375,20 @@ class Trainer:
         loss_g.backward()
         torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.optim.grad_clip)
         self.opt_g.step()
+        self._update_ema()
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "reconstruction": rec.item(),
                 "feature_matching": fm.item(), "adversarial": adv.item()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Moves the generator's weight average (optim.ema_decay) one step towards the weights."""
+        if self.ema is None:
+            return
+        for key, value in _unwrap(self.generator).state_dict().items():
+            if value.is_floating_point():
+                self.ema[key].lerp_(value, 1.0 - self.cfg.optim.ema_decay)
+            else:
+                self.ema[key].copy_(value)
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -439,6 +456,7 @@ class Trainer:
                     self._save(self.run_dir / STATE)
                 if sched.keep_every and self.step % sched.keep_every == 0:
                     self._export_generator(f"step{self.step:06d}")
+                    self._export_generator(f"ema-step{self.step:06d}", ema=True)
                 out_of_time = deadline is not None and time.monotonic() >= deadline
                 if self._done() or out_of_time:
                     break
@@ -507,14 +525,22 @@ class Trainer:
             "rng_numpy": _numpy_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        if self.ema is not None:
+            state["ema"] = self.ema
         atomic_write(path, lambda tmp: torch.save(state, tmp))
         self._export_generator("best" if best else "last")
+        if not best:
+            self._export_generator("ema-last", ema=True)
 
-    def _export_generator(self, name: str) -> None:
-        """The generator as a checkpoint load_model reads: run_dir/generator-{name}.safetensors."""
-        if self.rank == 0:
-            save_checkpoint(self.run_dir / f"generator-{name}.safetensors", _unwrap(self.generator).state_dict(),
-                            self.model_config, metadata={"step": str(self.step), "epoch": str(self.epoch)})
+    def _export_generator(self, name: str, ema: bool = False) -> None:
+        """The generator as a checkpoint load_model reads: run_dir/generator-{name}.safetensors; with
+        `ema`, its weight average (nothing when the run keeps none)."""
+        if self.rank != 0 or (ema and self.ema is None):
+            return
+        weights = self.ema if ema else _unwrap(self.generator).state_dict()
+        save_checkpoint(self.run_dir / f"generator-{name}.safetensors", weights, self.model_config,
+                        metadata={"step": str(self.step), "epoch": str(self.epoch),
+                                  **({"ema_decay": str(self.cfg.optim.ema_decay)} if ema else {})})
 
     def _load(self, path: Path) -> None:
         if not path.exists():
@@ -524,6 +550,9 @@ class Trainer:
             raise ValueError(f"{path} was trained with another model config")
         _unwrap(self.generator).load_state_dict(state["generator"])
         _unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        if self.ema is not None:  # a run that kept no average starts one at the weights it resumes
+            source = state.get("ema", state["generator"])
+            self.ema = {k: v.detach().clone().to(self.device) for k, v in source.items()}
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
