@@ -492,33 +492,44 @@ def _export(rnd: Round, run_dir: Path) -> None:
 
 def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
     """The kept generator-stepN files an earlier call has not returned (RETURNED in the run folder
-    lists those it did), as tar files of at most PART_BYTES, as many as the call's file limit
-    leaves room for (the summary's other files counted); evenly thinned if they do not fit."""
+    lists those it did), with the weight average of each step where the recipe keeps one
+    (generator-ema-stepN, optim.ema_decay), as tar files of at most PART_BYTES, as many as the call's
+    file limit leaves room for (the summary's other files counted); evenly thinned by step if they do not fit."""
     import tarfile
 
     listed = run_dir / RETURNED
     returned = set(listed.read_text().split()) if listed.exists() else set()
-    snapshots = sorted(p for p in run_dir.glob("generator-step*.safetensors") if p.name not in returned)
-    if not snapshots:
+    kept: dict[int, list[Path]] = {}
+    for kind in ("generator-step", "generator-ema-step"):
+        for path in sorted(run_dir.glob(f"{kind}*.safetensors")):
+            if path.name not in returned:
+                kept.setdefault(int(path.stem.rsplit("step", 1)[1]), []).append(path)
+    if not kept:
         return
+    steps = sorted(kept)
     room = MAX_FILES - len(list(rnd.out.iterdir())) - 1  # summary.json comes after
-    size = max(p.stat().st_size for p in snapshots)
-    per_tar = max(1, (PART_BYTES - 2 ** 16) // (size + 1024))
+    per_step = max(len(paths) for paths in kept.values())
+    size = max(p.stat().st_size for paths in kept.values() for p in paths) * per_step
+    per_tar = max(1, (PART_BYTES - 2 ** 16) // (size + 1024 * per_step))  # steps per tar
     capacity = max(room, 0) * per_tar
-    if 0 < capacity < len(snapshots):  # evenly spaced, ending at the last
-        snapshots = [snapshots[len(snapshots) - 1 - k * len(snapshots) // capacity] for k in reversed(range(capacity))]
+    if 0 < capacity < len(steps):  # evenly spaced, ending at the last
+        steps = [steps[len(steps) - 1 - k * len(steps) // capacity] for k in reversed(range(capacity))]
     if room < 1 or size > PART_BYTES - 2 ** 16:
         rnd.say("export: no room for the kept generators")
         return
     names = []
-    for i in range(0, len(snapshots), per_tar):
+    for i in range(0, len(steps), per_tar):
         name = f"snapshots-{i // per_tar}.tar"
         with tarfile.open(rnd.out / name, "w") as tar:
-            for path in snapshots[i:i + per_tar]:
-                tar.add(path, arcname=path.name)
+            for step in steps[i:i + per_tar]:
+                for path in kept[step]:
+                    tar.add(path, arcname=path.name)
         names.append(name)
-    listed.write_text("".join(f"{n}\n" for n in sorted(returned | {p.name for p in snapshots})))
-    rnd.summary["snapshots"] = {"files": names, "steps": [int(p.stem.split("step")[1]) for p in snapshots]}
+    sent = {p.name for step in steps for p in kept[step]}
+    listed.write_text("".join(f"{n}\n" for n in sorted(returned | sent)))
+    rnd.summary["snapshots"] = {"files": names, "steps": steps}
+    if per_step > 1:
+        rnd.summary["snapshots"]["averaged"] = True  # each step's weight average came too
 
 
 # -- here: join ---------------------------------------------------------------------------------
@@ -552,8 +563,9 @@ def join(parts: list[Path], output: Path, dtype: str = "float16") -> None:
 
 
 def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
-    """Every generator a round returned (its kept steps and its last), each exported with `sets`
-    as a checkpoint the evaluation and the probes take: dest/step000300.safetensors, ..., dest/last.safetensors."""
+    """Every generator a round returned (its kept steps, their weight averages and its last), each exported
+    with `sets` as a checkpoint the evaluation and the probes take: dest/step000300.safetensors, ...,
+    dest/ema-step000300.safetensors, ..., dest/last.safetensors."""
     import tarfile
     import tempfile
 
@@ -565,7 +577,8 @@ def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
         for tar in sorted(returned.glob("snapshots-*.tar")):
             with tarfile.open(tar) as handle:
                 handle.extractall(work, filter="data")
-        sources = [(p.stem.split("generator-")[1], p) for p in sorted(Path(work).glob("generator-step*.safetensors"))]
+        sources = [(p.stem.split("generator-")[1], p) for kind in ("generator-step", "generator-ema-step")
+                   for p in sorted(Path(work).glob(f"{kind}*.safetensors"))]
         parts = sorted(returned.glob("generator-part*.safetensors"))
         if parts:
             join(parts, Path(work) / "last.safetensors", dtype="float32")  # float16 parts widen exactly

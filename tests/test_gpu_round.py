@@ -255,6 +255,26 @@ def test_kept_steps_are_thinned_evenly_to_the_files_left(tmp_path, monkeypatch):
     assert len(list(out.iterdir())) == gpu_round.MAX_FILES - 1  # room left for summary.json
 
 
+def test_kept_steps_and_their_averages_are_thinned_together(tmp_path, monkeypatch):
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run_dir.mkdir()
+    out.mkdir()
+    for step in range(1, 16):
+        for kind in ("step", "ema-step"):
+            (run_dir / f"generator-{kind}{step:06d}.safetensors").write_bytes(bytes(1000))
+    for name in ("log.txt", "gpu_speed.json", "generator-part0.safetensors", "metrics.csv", "discriminator.x",
+                 "other.json"):
+        (out / name).write_text("")
+    monkeypatch.setattr(gpu_round, "PART_BYTES", 2 ** 16 + 5 * 2 * 2024)  # five pairs per tar
+    rnd = gpu_round.Round(out, 60, "cpu")
+    gpu_round._bundle_snapshots(rnd, run_dir)
+    assert rnd.summary["snapshots"] == {"files": ["snapshots-0.tar"], "steps": [3, 6, 9, 12, 15], "averaged": True}
+    with tarfile.open(out / "snapshots-0.tar") as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted(f"generator-{kind}{s:06d}.safetensors" for s in (3, 6, 9, 12, 15)
+                           for kind in ("step", "ema-step"))
+
+
 def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_path):
     # configs/apollo-default-gpu-next.yaml, the device call docs/gpu.md names, shrunk to three
     # steps (one discriminator-only, two GAN) from a tiny carried generator
@@ -277,7 +297,8 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     out = tmp_path / "out"
     tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
             "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3",
-            "loss.discriminator_only_steps=1"]  # the recipe's gan_from_step 0: no warm-up
+            "loss.discriminator_only_steps=1",  # the recipe's gan_from_step 0: no warm-up
+            "optim.ema_decay=0.5"]  # each kept step's weight average comes back beside it
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", keep_every=1,
                          work=tmp_path) == 0
@@ -302,8 +323,15 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert grown.bitrate_embedding.abs().sum() > 0  # the rows it was told learnt in these steps
     # every returned generator, exported as the default is shipped, ready to score
     written = gpu_round.candidates(out, tmp_path / "candidates", gpu_round.shipped_as())
+    assert summary["snapshots"] == {"files": ["snapshots-0.tar"], "steps": [1, 2, 3], "averaged": True}
     assert [p.name for p in written] == ["step000001.safetensors", "step000002.safetensors",
-                                         "step000003.safetensors", "last.safetensors"]
+                                         "step000003.safetensors", "ema-step000001.safetensors",
+                                         "ema-step000002.safetensors", "ema-step000003.safetensors",
+                                         "last.safetensors"]
+    averaged = apollo.load_model(tmp_path / "candidates" / "ema-step000003.safetensors")
+    assert averaged.config == apollo.load_model(tmp_path / "candidates" / "step000003.safetensors").config
+    assert any(not torch.equal(v, averaged.state_dict()[k]) for k, v in
+               apollo.load_model(tmp_path / "candidates" / "step000003.safetensors").state_dict().items())
     last, third = (apollo.load_model(tmp_path / "candidates" / f"{n}.safetensors") for n in ("last", "step000003"))
     assert last.config.normalize_peak and last.config.correction_floor_db == -6 and last.config.num_blocks == 5
     shipped = apollo.load_model("default").config
