@@ -282,6 +282,7 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert recipe.model.num_blocks == 5 and recipe.loss.anchor_model == "default" and recipe.loss.anchor_uncut_only
     assert recipe.loss.gan_from_step == 0 and recipe.loss.discriminator_only_steps == 100
     assert recipe.loss.adversarial == 0.1 and recipe.optim.batch_size == 32 and recipe.schedule.keep_every == 50
+    assert recipe.optim.ema_decay == 0.98  # each kept step's weight average comes back too
     # it starts from the nsim-tuned generator kept in git (docs/gpu.md, "The start, measured on the CPU"):
     # the default's size and bitrate rows, trained without the inference-only fields the export sets again
     start_config = apollo.load_model(recipe.init_from).config
@@ -298,7 +299,7 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     tiny = ["optim.batch_size=2", "data.segment=0.5", "data.examples_per_epoch=8", "data.valid_examples=1",
             "data.workers=0", "schedule.checkpoint_every=1000", "schedule.log_every=1", "schedule.max_steps=3",
             "loss.discriminator_only_steps=1",  # the recipe's gan_from_step 0: no warm-up
-            "optim.ema_decay=0.5"]  # each kept step's weight average comes back beside it
+            "optim.ema_decay=0.5"]  # the recipe's average, quicker: three steps move it visibly
     assert gpu_round.run(out, deadline=600, device="cpu", config_sets=tiny, speed=False, margin=12,
                          pack_dir=tmp_path / "pack", config="configs/apollo-default-gpu-next.yaml", keep_every=1,
                          work=tmp_path) == 0
