@@ -57,6 +57,9 @@ LARGE = ROOT / "apollo" / "weights" / "apollo-large.safetensors"
 # pack --generator of a file the working tree carries anyway: the pack names it instead of a copy
 GENERATOR_POINTER = "generator.path"
 RETURNED = "returned.txt"  # in the run folder: the kept generators a call has already sent back
+# kept steps travel as float16 where float32 would put fewer steps than this in a tar (a five-block step with
+# its weight average fills one of 15 MiB); the screen then scores the rounded weights, which is what would ship
+HALF_SNAPSHOTS_BELOW = 3
 # the export settings of the default (normalize_peak, correction_floor_db since v5, dark_source_hz_told since
 # v10, hole_gain_db_told since v11, fill_gain_db_told and fill_gain_from_hz_told since v12): the rounds train
 # without all but normalize_peak (configs/apollo-default-gpu-next.yaml), exports set them again
@@ -494,7 +497,8 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
     """The kept generator-stepN files an earlier call has not returned (RETURNED in the run folder
     lists those it did), with the weight average of each step where the recipe keeps one
     (generator-ema-stepN, optim.ema_decay), as tar files of at most PART_BYTES, as many as the call's
-    file limit leaves room for (the summary's other files counted); evenly thinned by step if they do not fit."""
+    file limit leaves room for (the summary's other files counted); evenly thinned by step if they do not fit.
+    As float16 copies where float32 would put under HALF_SNAPSHOTS_BELOW steps in a tar and float16 more."""
     import tarfile
 
     listed = run_dir / RETURNED
@@ -511,6 +515,10 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
     per_step = max(len(paths) for paths in kept.values())
     size = max(p.stat().st_size for paths in kept.values() for p in paths) * per_step
     per_tar = max(1, (PART_BYTES - 2 ** 16) // (size + 1024 * per_step))  # steps per tar
+    half = per_tar < HALF_SNAPSHOTS_BELOW and (PART_BYTES - 2 ** 16) // (size // 2 + 1024 * per_step) > per_tar
+    if half:
+        size //= 2
+        per_tar = (PART_BYTES - 2 ** 16) // (size + 1024 * per_step)
     capacity = max(room, 0) * per_tar
     if 0 < capacity < len(steps):  # evenly spaced, ending at the last
         steps = [steps[len(steps) - 1 - k * len(steps) // capacity] for k in reversed(range(capacity))]
@@ -523,13 +531,30 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
         with tarfile.open(rnd.out / name, "w") as tar:
             for step in steps[i:i + per_tar]:
                 for path in kept[step]:
-                    tar.add(path, arcname=path.name)
+                    tar.add(_half_copy(path) if half else path, arcname=path.name)
         names.append(name)
     sent = {p.name for step in steps for p in kept[step]}
     listed.write_text("".join(f"{n}\n" for n in sorted(returned | sent)))
     rnd.summary["snapshots"] = {"files": names, "steps": steps}
     if per_step > 1:
         rnd.summary["snapshots"]["averaged"] = True  # each step's weight average came too
+    if half:
+        rnd.summary["snapshots"]["float16"] = True
+
+
+def _half_copy(path: Path) -> Path:
+    """A float16 copy of a safetensors checkpoint beside it (path.half), metadata (the config) kept."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    copy = path.with_suffix(".half")
+    save_file({k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
+              str(copy), metadata=meta)
+    return copy
 
 
 # -- here: join ---------------------------------------------------------------------------------

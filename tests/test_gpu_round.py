@@ -275,6 +275,31 @@ def test_kept_steps_and_their_averages_are_thinned_together(tmp_path, monkeypatc
                            for kind in ("step", "ema-step"))
 
 
+def test_kept_steps_travel_as_float16_where_float32_would_leave_too_few_per_tar(tmp_path, monkeypatch):
+    run_dir, out = tmp_path / "run", tmp_path / "out"
+    run_dir.mkdir()
+    out.mkdir()
+    torch.manual_seed(0)
+    model = Apollo(dataclasses.replace(PRESETS["tiny"], feature_dim=8))
+    for step in (1, 2, 3, 4):
+        for kind in ("step", "ema-step"):
+            save_checkpoint(run_dir / f"generator-{kind}{step:06d}.safetensors", model.state_dict(), model.config)
+    pair = 2 * (run_dir / "generator-step000001.safetensors").stat().st_size
+    monkeypatch.setattr(gpu_round, "PART_BYTES", 2 ** 16 + pair + 4096)  # float32: one step's pair per tar
+    rnd = gpu_round.Round(out, 60, "cpu")
+    gpu_round._bundle_snapshots(rnd, run_dir)
+    snapshots = rnd.summary["snapshots"]
+    assert snapshots["float16"] is True and snapshots["steps"] == [1, 2, 3, 4]  # two pairs per tar, not one
+    assert snapshots["files"] == ["snapshots-0.tar", "snapshots-1.tar"]
+    with tarfile.open(out / "snapshots-1.tar") as tar:
+        assert sorted(tar.getnames()) == ["generator-ema-step000003.safetensors", "generator-ema-step000004.safetensors",
+                                          "generator-step000003.safetensors", "generator-step000004.safetensors"]
+        tar.extractall(tmp_path / "kept", filter="data")
+    back = apollo.load_model(tmp_path / "kept" / "generator-step000004.safetensors")
+    assert back.config == model.config
+    assert all(torch.equal(back.state_dict()[k], v.half().float()) for k, v in model.state_dict().items())
+
+
 def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_path):
     # configs/apollo-default-gpu-next.yaml, the device call docs/gpu.md names, shrunk to three
     # steps (one discriminator-only, two GAN) from a tiny carried generator
