@@ -292,8 +292,8 @@ def test_kept_steps_travel_as_float16_where_float32_would_leave_too_few_per_tar(
     assert snapshots["float16"] is True and snapshots["steps"] == [1, 2, 3, 4]  # two pairs per tar, not one
     assert snapshots["files"] == ["snapshots-0.tar", "snapshots-1.tar"]
     with tarfile.open(out / "snapshots-1.tar") as tar:
-        assert sorted(tar.getnames()) == ["generator-ema-step000003.safetensors", "generator-ema-step000004.safetensors",
-                                          "generator-step000003.safetensors", "generator-step000004.safetensors"]
+        assert sorted(tar.getnames()) == [f"generator-{kind}{step:06d}.safetensors" for kind in ("ema-step", "step")
+                                          for step in (3, 4)]
         tar.extractall(tmp_path / "kept", filter="data")
     back = apollo.load_model(tmp_path / "kept" / "generator-step000004.safetensors")
     assert back.config == model.config
