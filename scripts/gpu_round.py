@@ -60,6 +60,7 @@ RETURNED = "returned.txt"  # in the run folder: the kept generators a call has a
 # kept steps travel as float16 where float32 would put fewer steps than this in a tar (a five-block step with
 # its weight average fills one of 15 MiB); the screen then scores the rounded weights, which is what would ship
 HALF_SNAPSHOTS_BELOW = 3
+KEPT_KINDS = ("generator-step", "generator-ema-step")  # a run's kept steps and their weight averages
 # the export settings of the default (normalize_peak, correction_floor_db since v5, dark_source_hz_told since
 # v10, hole_gain_db_told since v11, fill_gain_db_told and fill_gain_from_hz_told since v12): the rounds train
 # without all but normalize_peak (configs/apollo-default-gpu-next.yaml), exports set them again
@@ -328,13 +329,10 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
     """The checkpoint's tensors in parts of at most PART_BYTES, each with the config: as stored
     when the whole file fits in one part (a default-size model comes back exact), else float16."""
     import torch
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    with safe_open(str(source), framework="pt") as handle:
-        meta = handle.metadata() or {}
-        names = list(handle.keys())
-        tensors = {k: handle.get_tensor(k) for k in names}
+    tensors, meta = _read_safetensors(source)
+    names = list(tensors)
     half = source.stat().st_size > PART_BYTES
     parts: list[dict] = [{}]
     size = 0
@@ -504,7 +502,7 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
     listed = run_dir / RETURNED
     returned = set(listed.read_text().split()) if listed.exists() else set()
     kept: dict[int, list[Path]] = {}
-    for kind in ("generator-step", "generator-ema-step"):
+    for kind in KEPT_KINDS:
         for path in sorted(run_dir.glob(f"{kind}*.safetensors")):
             if path.name not in returned:
                 kept.setdefault(int(path.stem.rsplit("step", 1)[1]), []).append(path)
@@ -514,11 +512,15 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
     room = MAX_FILES - len(list(rnd.out.iterdir())) - 1  # summary.json comes after
     per_step = max(len(paths) for paths in kept.values())
     size = max(p.stat().st_size for paths in kept.values() for p in paths) * per_step
-    per_tar = max(1, (PART_BYTES - 2 ** 16) // (size + 1024 * per_step))  # steps per tar
-    half = per_tar < HALF_SNAPSHOTS_BELOW and (PART_BYTES - 2 ** 16) // (size // 2 + 1024 * per_step) > per_tar
+
+    def steps_per_tar(step_bytes: int) -> int:
+        return (PART_BYTES - 2 ** 16) // (step_bytes + 1024 * per_step)
+
+    per_tar = max(1, steps_per_tar(size))
+    half = per_tar < HALF_SNAPSHOTS_BELOW and steps_per_tar(size // 2) > per_tar
     if half:
         size //= 2
-        per_tar = (PART_BYTES - 2 ** 16) // (size + 1024 * per_step)
+        per_tar = steps_per_tar(size)
     capacity = max(room, 0) * per_tar
     if 0 < capacity < len(steps):  # evenly spaced, ending at the last
         steps = [steps[len(steps) - 1 - k * len(steps) // capacity] for k in reversed(range(capacity))]
@@ -542,15 +544,21 @@ def _bundle_snapshots(rnd: Round, run_dir: Path) -> None:
         rnd.summary["snapshots"]["float16"] = True
 
 
+def _read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
+    """A safetensors file's tensors, in stored order, and its metadata (the config). Not apollo.states': on
+    the GPU machine this process does not have the project on its path (see _export)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
+
+
 def _half_copy(path: Path) -> Path:
     """A float16 copy of a safetensors checkpoint beside it (path.half), metadata (the config) kept."""
     import torch
-    from safetensors import safe_open
     from safetensors.torch import save_file
 
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    tensors, meta = _read_safetensors(path)
     copy = path.with_suffix(".half")
     save_file({k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
               str(copy), metadata=meta)
@@ -602,7 +610,7 @@ def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
         for tar in sorted(returned.glob("snapshots-*.tar")):
             with tarfile.open(tar) as handle:
                 handle.extractall(work, filter="data")
-        sources = [(p.stem.split("generator-")[1], p) for kind in ("generator-step", "generator-ema-step")
+        sources = [(p.stem.split("generator-")[1], p) for kind in KEPT_KINDS
                    for p in sorted(Path(work).glob(f"{kind}*.safetensors"))]
         parts = sorted(returned.glob("generator-part*.safetensors"))
         if parts:
