@@ -28,10 +28,12 @@ def receptive_context(config: ApolloConfig) -> int:
     """Samples of context that cover the generator's temporal receptive field (+ margin).
 
     Causal kernels reach twice as far into the past (and nowhere into the future): the context
-    covers the longer side, so both kinds of model chunk without seams."""
+    covers the longer side, so both kinds of model chunk without seams. A model with an unknown-bitrate
+    generator (config.unknown) gets the context of the one that reaches further."""
     reach = config.tcn_kernel - 1 if config.causal else config.tcn_kernel // 2
     frames = config.num_blocks * config.tcn_blocks * reach
-    return (frames + 2) * config.hop + config.window
+    own = (frames + 2) * config.hop + config.window
+    return own if config.unknown is None else max(own, receptive_context(config.unknown))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     config = model.config
     print(f"checkpoint: {args.checkpoint}")
     for key, value in config.to_dict().items():
+        if key == "unknown":  # a whole second config: its size here, its fields in the file
+            value = (f"a {config.unknown.num_blocks}-block generator, feature_dim {config.unknown.feature_dim}, "
+                     "restores the inputs of unknown bitrate (WAV/FLAC)")
         print(f"  {key}: {value}")
     layout = ", ".join(f"{n} x {w} bins" for n, w in config.bands)
     print(f"  bands: {config.num_bands} ({layout}); window {config.window}, hop {config.hop}")

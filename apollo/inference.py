@@ -92,9 +92,12 @@ def check_compile(precision: str, device: torch.device | str) -> None:
 
 
 def compile_blocks(model: Apollo, backend: str = "inductor", fullgraph: bool = False) -> Apollo:
-    """Replaces each of `model`'s band-sequence blocks by its compiled version; returns `model`."""
+    """Replaces each of `model`'s band-sequence blocks (and its unknown-bitrate generator's) by its
+    compiled version; returns `model`."""
     if not isinstance(model, Apollo):
         raise TypeError(f"expected an Apollo generator, got {type(model).__name__}")
     for i, block in enumerate(model.blocks):
         model.blocks[i] = torch.compile(block, backend=backend, fullgraph=fullgraph)
+    if model.unknown is not None:
+        compile_blocks(model.unknown, backend, fullgraph)
     return model

@@ -103,6 +103,14 @@ class ApolloConfig:
     # kbps and a bright one at 48 kbps end at the same frequency, which the band alone cannot
     # tell apart (docs/default-model.md, "Told the bitrate"). Empty: not conditioned (released).
     bitrate_classes: tuple[int, ...] = ()
+    # Set (needs bitrate_classes): a second generator, with its own config and weights, that restores
+    # every input of unknown bitrate (WAV/FLAC input) while this one restores the inputs told a
+    # bitrate: a told model whose "unknown" row is weaker than an earlier model's can ship with that
+    # model's weights for unknown inputs (docs/default-model.md, "v13's weights for inputs of unknown
+    # bitrate"). It shares the rate, the STFT and the whole-file measures the Restorer reads
+    # (normalize_peak, the band limit, the loudest frames' limit), so chunking and the Restorer treat
+    # the pair as one model. Inference only: training starts from the told generator alone.
+    unknown: ApolloConfig | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):  # YAML and --set read -6 as an int: store -6.0, as the type says
@@ -110,6 +118,8 @@ class ApolloConfig:
             if "float" in str(field.type) and type(value) is int:
                 object.__setattr__(self, field.name, float(value))
         object.__setattr__(self, "bitrate_classes", tuple(int(k) for k in self.bitrate_classes))  # JSON: a list
+        if isinstance(self.unknown, dict):  # JSON and YAML: a mapping
+            object.__setattr__(self, "unknown", ApolloConfig.from_dict(self.unknown))
         object.__setattr__(self, "fill_gain_db_told", tuple(float(g) for g in self.fill_gain_db_told))
         object.__setattr__(self, "fill_gain_from_hz_told", tuple(float(f) for f in self.fill_gain_from_hz_told))
         object.__setattr__(self, "fill_gain_window_hz", tuple(float(f) for f in self.fill_gain_window_hz))
@@ -168,6 +178,24 @@ class ApolloConfig:
             raise ValueError("causal models cannot scale the written band: its limit is measured on the whole file")
         if self.causal and self.keep_input_band:
             raise ValueError("causal models cannot keep the input band: its limit is measured on the whole file")
+        if self.unknown is not None:
+            self._check_unknown(self.unknown)
+
+    def _check_unknown(self, other: ApolloConfig) -> None:
+        """Refuses an unknown-bitrate generator the Restorer and the chunking could not treat as one model with this."""
+        if not isinstance(other, ApolloConfig):
+            raise ValueError(f"unknown must be a generator config (a mapping of its fields), got {other!r}")
+        if not self.bitrate_classes:
+            raise ValueError("unknown needs bitrate_classes: only a model told bitrates knows which inputs are unknown")
+        if other.unknown is not None:
+            raise ValueError("unknown: the unknown-bitrate generator cannot have one of its own")
+        if self.causal or other.causal:
+            raise ValueError("unknown: a causal model streams one generator (streaming.py); join non-causal ones")
+        shared = ("sample_rate", "win_ms", "normalize_peak", "uses_band_limit", "reads_source_limit")
+        differ = [name for name in shared if getattr(self, name) != getattr(other, name)]
+        if differ:
+            raise ValueError(f"unknown: the two generators must agree on {', '.join(differ)} (the Restorer "
+                             "measures those once per file for both)")
 
     @property
     def window(self) -> int:
@@ -217,7 +245,14 @@ class ApolloConfig:
         return sum(count for count, _ in self.bands)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; `unknown` only where it is set, so a config without it writes the JSON it wrote
+        before the field existed (the same export, the same SHA-256)."""
+        data = dataclasses.asdict(self)
+        if self.unknown is None:
+            del data["unknown"]
+        else:
+            data["unknown"] = self.unknown.to_dict()
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

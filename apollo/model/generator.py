@@ -23,6 +23,7 @@ class Apollo(nn.Module):
     ``config.keep_input_band`` too, only above the input's band limit; ``config.fill_gain_db``
     (``fill_gain_db_told`` per bitrate) scales what it writes above that limit, and
     ``dark_source_hz_told`` writes nothing there for an input that was dark before it was coded.
+    With ``config.unknown`` a second generator (``self.unknown``) restores the inputs of unknown bitrate.
     """
 
     def __init__(self, config: ApolloConfig | None = None) -> None:
@@ -44,6 +45,8 @@ class Apollo(nn.Module):
         self.band_reconstruction = BandReconstruction(layout, config.feature_dim)
         if config.residual:
             self.band_reconstruction.zero_output()
+        # config.unknown: the generator that restores inputs of unknown bitrate (restore_spectrum)
+        self.unknown = Apollo(config.unknown) if config.unknown is not None else None
         self.register_buffer("window", torch.hann_window(config.window), persistent=False)
         # training only: recompute each block's activations in backward instead of storing them
         self.activation_checkpointing = False
@@ -128,6 +131,22 @@ class Apollo(nn.Module):
         with the next frames. With history None nothing is carried over. bitrate, source_limit and
         dark_source_hz: as forward()'s, one per item of B // channels.
         """
+        if self.unknown is None:
+            return self._restore(spec, channels, band_limit, history, bitrate, source_limit, dark_source_hz)
+        # config.unknown: items of unknown bitrate are the unknown generator's, the others this one's
+        unknown = self.bitrate_index(bitrate, spec.shape[0] // channels).repeat_interleave(channels) == 0
+        if bool(unknown.all()):
+            return self.unknown.restore_spectrum(spec, channels, band_limit, history, None, source_limit)
+        told, after = self._restore(spec, channels, band_limit, history, bitrate, source_limit, dark_source_hz)
+        if not bool(unknown.any()):
+            return told, after
+        plain, _ = self.unknown.restore_spectrum(spec, channels, band_limit, history, None, source_limit)
+        return torch.where(unknown[:, None, None, None], plain, told), None  # non-causal: no history
+
+    def _restore(self, spec: torch.Tensor, channels: int, band_limit: torch.Tensor | None,
+                 history: list | None, bitrate: torch.Tensor | None, source_limit: torch.Tensor | None,
+                 dark_source_hz: torch.Tensor | None) -> tuple[torch.Tensor, list | None]:
+        """restore_spectrum() with this generator's own weights (not config.unknown's)."""
         z = self.band_split(spec)
         rows = None
         if self.config.bitrate_classes:
@@ -241,6 +260,16 @@ class Apollo(nn.Module):
         c = self.config
         past = self.window.new_zeros(batch, c.tcn_kernel - 1, c.num_bands, c.feature_dim)
         return [[past] * c.tcn_blocks for _ in range(c.num_blocks)]
+
+    def without_unknown(self) -> "Apollo":
+        """A copy of the generator that restores inputs told a bitrate, without config.unknown's
+        (itself where it has none). Training starts from it (trainer._with_overrides)."""
+        if self.unknown is None:
+            return self
+        told = Apollo(dataclasses.replace(self.config, unknown=None)).to(self.window.device)
+        told.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("unknown.")})
+        told.activation_checkpointing = self.activation_checkpointing
+        return told.train(self.training)
 
     def grown(self, num_blocks: int) -> "Apollo":
         """This model with band-sequence blocks appended up to `num_blocks`, computing exactly

@@ -14,11 +14,17 @@ run, or runs of one recipe from the same start), with inference-only config fiel
         runs/told-stage2/generator-step000100.safetensors runs/told-stage2/generator-step000150.safetensors \
         runs/told2-stage2/generator-step000100.safetensors runs/told2-stage2/generator-step000150.safetensors \
         --set normalize_peak=true --set correction_floor_db=-6
+
+`--unknown-from CHECKPOINT` joins a second model that restores the inputs of unknown bitrate
+(model.unknown; docs/default-model.md, "v13's weights for inputs of unknown bitrate"):
+
+    python -m apollo.training.export --model joined.safetensors told.safetensors --unknown-from default
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -28,6 +34,7 @@ from typing import Any
 import torch
 
 from ..model.config import ApolloConfig
+from ..pretrained import load_model
 from ..states import CheckpointError, read_checkpoint, save_checkpoint, save_safetensors
 from .config import parse_overrides
 from .trainer import STATE
@@ -62,13 +69,16 @@ def export_stage(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
 
 
 def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-                 fields: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+                 fields: Mapping[str, Any] | None = None, overwrite: bool = False,
+                 unknown: str | os.PathLike[str] | None = None) -> Path:
     """Writes `out`: the generator in `checkpoints` (several: their element-wise mean, e.g. of one
     run's steps; docs/default-model.md, "four probes"), its config with
     `fields` replaced (e.g. normalize_peak, correction_floor_db). One checkpoint and no fields is a
-    byte-for-byte copy of its tensors and config. Raises CheckpointError for a file without a config
-    or checkpoints of different models, ValueError for an unknown field, FileExistsError for an
-    existing `out` unless `overwrite`."""
+    byte-for-byte copy of its tensors and config. `unknown` (a checkpoint path or built-in name) joins
+    that model as the one that restores inputs of unknown bitrate (model.unknown), its config and
+    weights as they are. Raises CheckpointError for a file without a config or checkpoints of
+    different models, ValueError for an unknown field or a pair that cannot be joined,
+    FileExistsError for an existing `out` unless `overwrite`."""
     if not checkpoints:
         raise ValueError("no generator checkpoint given")
     out = Path(out)
@@ -91,6 +101,15 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
     else:
         merged = {k: torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) for k, v in states[0].items()}
         meta = {"averaged_from": json.dumps([Path(p).name for p in checkpoints])}
+    if unknown is not None:
+        joined = load_model(unknown)
+        if joined.unknown is not None:
+            raise CheckpointError(f"{unknown}: holds an unknown-bitrate generator of its own; join a single one")
+        if config.unknown is not None:
+            raise CheckpointError(f"{checkpoints[0]}: holds an unknown-bitrate generator already")
+        config = dataclasses.replace(config, unknown=joined.config)
+        merged = {**merged, **{f"unknown.{k}": v for k, v in joined.state_dict().items()}}
+        meta = {**(meta or {}), "unknown_from": Path(unknown).name}
     save_checkpoint(out, merged, config, metadata=meta)
     return out
 
@@ -108,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="with --model: a model config field, value as YAML (e.g. correction_floor_db=-6)")
     parser.add_argument("--overwrite", action="store_true", help="with --model: replace an existing OUT")
+    parser.add_argument("--unknown-from", metavar="CHECKPOINT",
+                        help="with --model: join this model (a file or a built-in name) to restore the inputs of "
+                             "unknown bitrate (WAV/FLAC), the exported one restoring the inputs told a bitrate")
     args = parser.parse_args(argv)
     if args.model is None:
-        if len(args.paths) != 2 or args.set or args.overwrite:
-            parser.error("a stage export takes RUN_DIR OUT_DIR (--set and --overwrite go with --model)")
+        if len(args.paths) != 2 or args.set or args.overwrite or args.unknown_from:
+            parser.error("a stage export takes RUN_DIR OUT_DIR (--set, --overwrite and --unknown-from go with --model)")
         try:
             written = export_stage(*args.paths, torch.float32 if args.float32 else torch.float16)
         except FileNotFoundError as err:
@@ -122,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.float32:
         parser.error("--float32 goes with a stage export, not --model")
     try:
-        out = export_model(args.paths, args.model, parse_overrides(args.set), args.overwrite)
+        out = export_model(args.paths, args.model, parse_overrides(args.set), args.overwrite, args.unknown_from)
     except (ValueError, FileExistsError) as err:  # CheckpointError is a ValueError
         parser.exit(2, f"error: {err}\n")
     print(f"model: {out} ({out.stat().st_size / 1e6:.1f} MB, from {len(args.paths)} checkpoint(s))")

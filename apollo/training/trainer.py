@@ -91,7 +91,9 @@ def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
     """The checkpoint's generator, rebuilt with the recipe's model keys if they change its config.
 
     A larger num_blocks grows it (Apollo.grown: the new blocks start as identities); bitrate_classes
-    on a model without them adds the embedding at zero."""
+    on a model without them adds the embedding at zero. A checkpoint with an unknown-bitrate generator
+    (model.unknown, inference only) starts training from its told generator alone."""
+    generator = generator.without_unknown()
     changed = {k: getattr(config.model, k) for k in config.model_overrides}
     if changed.get("num_blocks", generator.config.num_blocks) > generator.config.num_blocks:
         generator = generator.grown(changed["num_blocks"])
@@ -145,6 +147,9 @@ class Trainer:
             self.model_config = generator.config
             lr_scale = config.optim.finetune_lr_scale
         else:
+            if config.model.unknown is not None:
+                raise ValueError("model.unknown joins a second generator at export for inference; a recipe trains one "
+                                 "(python -m apollo.training.export --unknown-from joins them)")
             self.model_config = config.model
             generator = Apollo(config.model)
         generator.activation_checkpointing = config.activation_checkpointing
