@@ -255,3 +255,42 @@ def test_second_gate_scores_each_threshold_over_every_excerpt():
     assert [r["reach"] for r in rows] == [3, 2, 1]
     # the mean is over all four excerpts, those the threshold holds back counting as no change
     assert [r["mean_change"] for r in rows] == pytest.approx([-0.04 / 4, 0.06 / 4, 0.04 / 4])
+
+
+def _told_pair(tmp_path):
+    """Two tiny told checkpoints that differ only in their 24-kbps row, and their join (model.unknown)."""
+
+    import torch
+
+    import apollo
+    from apollo.model.config import ApolloConfig
+    from apollo.training.export import export_model
+
+    torch.manual_seed(0)
+    config = ApolloConfig(feature_dim=8, num_blocks=1, num_heads=2, bitrate_classes=(24, 128))
+    paths = []
+    for name in ("a", "b"):
+        model = apollo.Apollo(config)
+        if name == "b":
+            with torch.no_grad():
+                model.bitrate_embedding[1] += 1.0
+        paths.append(tmp_path / f"{name}.safetensors")
+        apollo.save_checkpoint(paths[-1], model.state_dict(), config)
+    joined = export_model([paths[0]], tmp_path / "joined.safetensors", unknown=paths[1])
+    return paths[0], paths[1], joined
+
+
+def test_joined_identity_holds_for_the_parts_and_fails_for_others(tmp_path):
+    told, unknown, joined = _told_pair(tmp_path)
+    script = load_script("benchmarks/joined_identity.py")
+    out = tmp_path / "identity.json"
+    assert script.main([str(joined), str(told), str(unknown), "--bitrates", "24", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["holds"] and len(json.loads(out.read_text())["rows"]) == 2
+    assert script.main([str(joined), str(unknown), str(told), "--bitrates", "24"]) == 1  # the parts swapped
+
+
+def test_dark_identity_tells_a_change_that_reaches_dark_music(tmp_path):
+    a, b, _ = _told_pair(tmp_path)
+    script = load_script("benchmarks/dark_identity.py")
+    assert script.main([str(a), str(a), "--corners", "3000", "--bitrates", "24"]) == 0
+    assert script.main([str(a), str(b), "--corners", "3000", "--bitrates", "24"]) == 1  # its 24-kbps row differs
