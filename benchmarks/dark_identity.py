@@ -24,6 +24,12 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "example.mp3"
 RATE = 44100
 
 
+def example_music() -> np.ndarray:
+    """The bundled example, decoded, at 44.1 kHz: (channels, samples)."""
+    wav, info = audio.read(EXAMPLE)
+    return audio.resample(wav, info.sample_rate, RATE)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("base")
@@ -32,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bitrates", default="24,32,48")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    wav, info = audio.read(EXAMPLE)
-    wav = audio.resample(wav, info.sample_rate, RATE)
+    wav = example_music()
     bitrates = [int(k) for k in args.bitrates.split(",")]
     inputs = [(f"dark {hz} Hz, {kbps} kbps told", mp3(darken(wav, float(hz), RATE), RATE, kbps), kbps)
               for hz in args.corners.split(",") for kbps in bitrates]

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dark_identity import example_music
 
-from apollo import Restorer, audio
+from apollo import Restorer
 from apollo.degrade import mp3
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "example.mp3"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    wav, info = audio.read(EXAMPLE)
-    wav = audio.resample(wav, info.sample_rate, 44100)
+    wav = example_music()
     models = {key: Restorer(getattr(args, key), segment=4.0, device="cpu") for key in ("joined", "told", "unknown")}
     rows = []
     for kbps in (int(k) for k in args.bitrates.split(",")):

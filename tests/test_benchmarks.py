@@ -280,7 +280,8 @@ def _told_pair(tmp_path):
     return paths[0], paths[1], joined
 
 
-def test_joined_identity_holds_for_the_parts_and_fails_for_others(tmp_path):
+def test_joined_identity_holds_for_the_parts_and_fails_for_others(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # joined_identity imports dark_identity beside it
     told, unknown, joined = _told_pair(tmp_path)
     script = load_script("benchmarks/joined_identity.py")
     out = tmp_path / "identity.json"
