@@ -149,3 +149,17 @@ def test_info_names_the_unknown_generator_and_counts_both(pair, tmp_path, capsys
     assert "num_blocks: 2" in out and "unknown: a 1-block generator, feature_dim 16" in out
     total = sum(p.numel() for p in told.parameters()) + sum(p.numel() for p in unknown.parameters())
     assert f"parameters: {total:,}" in out
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao's dynamic quantisation (inference.py)
+def test_compiling_and_int8_reach_the_unknown_generator_too():
+    from apollo.inference import compile_blocks, quantize_int8
+
+    joined = _joined(_model(0, 2), _model(1, 1))
+    compile_blocks(joined)  # compiles lazily, at the first forward: nothing runs here
+    compiled = type(torch.compile(torch.nn.Identity()))
+    assert all(isinstance(block, compiled) for block in (*joined.blocks, *joined.unknown.blocks))
+    quantized = quantize_int8(_joined(_model(0, 2), _model(1, 1)))
+    linear = torch.ao.nn.quantized.dynamic.Linear
+    assert any(isinstance(m, linear) for m in quantized.unknown.modules())
+    assert any(isinstance(m, linear) for m in quantized.blocks.modules())
