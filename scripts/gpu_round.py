@@ -595,10 +595,12 @@ def join(parts: list[Path], output: Path, dtype: str = "float16") -> None:
     save_checkpoint(output, state, config, metadata=extra)
 
 
-def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
+def candidates(returned: Path, dest: Path, sets: list[str], unknown: str | None = None) -> list[Path]:
     """Every generator a round returned (its kept steps, their weight averages and its last), each exported
     with `sets` as a checkpoint the evaluation and the probes take: dest/step000300.safetensors, ...,
-    dest/ema-step000300.safetensors, ..., dest/last.safetensors."""
+    dest/ema-step000300.safetensors, ..., dest/last.safetensors. `unknown` (e.g. "default": v13's generator
+    since v14) joins each to the model that restores inputs of unknown bitrate, as the default ships
+    (export --unknown-from), so their untold rows are that model's."""
     import tarfile
     import tempfile
 
@@ -623,6 +625,8 @@ def candidates(returned: Path, dest: Path, sets: list[str]) -> list[Path]:
             args = ["--model", str(target), str(source)]
             for item in sets:
                 args += ["--set", item]
+            if unknown is not None:
+                args += ["--unknown-from", unknown]
             if export.main(args) != 0:
                 raise ValueError(f"{source.name}: the export failed")
             written.append(target)
@@ -672,6 +676,9 @@ def main() -> None:
     c.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="model config for the exports (default: normalize_peak, correction_floor_db and "
                         "dark_source_hz_told as the shipped default has them)")
+    c.add_argument("--unknown-from", metavar="CHECKPOINT",
+                   help="join each export to this model for inputs of unknown bitrate, as the default ships since "
+                        "v14 (`default` gives the default's own: v13's generator)")
     args = parser.parse_args()
     if args.command == "pack":
         try:
@@ -686,7 +693,7 @@ def main() -> None:
                      more=args.more))
     elif args.command == "candidates":
         try:
-            for path in candidates(args.returned, args.dest, args.set or shipped_as()):
+            for path in candidates(args.returned, args.dest, args.set or shipped_as(), args.unknown_from):
                 print(path)
         except ValueError as err:
             parser.error(str(err))

@@ -368,6 +368,12 @@ def test_the_next_rounds_recipe_grows_a_told_default_and_runs_every_phase(tmp_pa
     assert all(torch.equal(v, third.state_dict()[k]) for k, v in last.state_dict().items())
     with pytest.raises(ValueError, match="no generator parts or snapshots"):
         gpu_round.candidates(tmp_path / "corpus", tmp_path / "none", [])
+    # joined to the default's generator for unknown bitrates (v13's since v14), as the default ships
+    joined = gpu_round.candidates(out, tmp_path / "joined", gpu_round.shipped_as(), unknown="default")
+    pair = apollo.load_model(joined[-1])
+    assert pair.config.unknown == shipped.unknown and dataclasses.replace(pair.config, unknown=None) == last.config
+    v13 = apollo.load_model("default").unknown.state_dict()
+    assert all(torch.equal(v, pair.unknown.state_dict()[k]) for k, v in v13.items())
 
 
 def test_a_training_out_of_gpu_memory_goes_on_from_its_last_save_with_activation_checkpointing(tmp_path, monkeypatch):

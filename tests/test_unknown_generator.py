@@ -112,13 +112,16 @@ def test_export_joins_two_files_and_the_restorer_gives_each_its_inputs_chunked_a
         assert np.array_equal(one_pass, own)
 
 
-def test_export_refuses_a_pair_it_cannot_join(pair, tmp_path):
-    _, _, (told_path, unknown_path) = pair
+def test_export_refuses_a_pair_it_cannot_join_and_takes_a_joined_files_own_unknown_part(pair, tmp_path):
+    told, unknown, (told_path, unknown_path) = pair
     joined = export_model([told_path], tmp_path / "joined.safetensors", unknown=unknown_path)
-    with pytest.raises(CheckpointError, match="of its own"):
-        export_model([told_path], tmp_path / "twice.safetensors", unknown=joined)
+    # joining from a joined file takes its unknown-bitrate generator (`--unknown-from default`: v13's)
+    again = export_model([unknown_path], tmp_path / "again.safetensors", unknown=joined)
+    state, config = read_checkpoint(again)
+    assert config.unknown == unknown.config
+    assert all(torch.equal(state[f"unknown.{k}"], v) for k, v in unknown.state_dict().items())
     with pytest.raises(CheckpointError, match="already"):
-        export_model([joined], tmp_path / "again.safetensors", unknown=unknown_path)
+        export_model([joined], tmp_path / "twice.safetensors", unknown=unknown_path)
     plain = apollo.Apollo(ApolloConfig(feature_dim=16, num_blocks=1, num_heads=2))
     save_checkpoint(tmp_path / "plain.safetensors", plain.state_dict(), plain.config)
     with pytest.raises(ValueError, match="needs bitrate_classes"):

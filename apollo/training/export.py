@@ -76,7 +76,8 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
     `fields` replaced (e.g. normalize_peak, correction_floor_db). One checkpoint and no fields is a
     byte-for-byte copy of its tensors and config. `unknown` (a checkpoint path or built-in name) joins
     that model as the one that restores inputs of unknown bitrate (model.unknown), its config and
-    weights as they are. Raises CheckpointError for a file without a config or checkpoints of
+    weights as they are; a file that holds such a pair itself gives its own unknown-bitrate generator
+    (`default` since v14: v13's). Raises CheckpointError for a file without a config or checkpoints of
     different models, ValueError for an unknown field or a pair that cannot be joined,
     FileExistsError for an existing `out` unless `overwrite`."""
     if not checkpoints:
@@ -103,8 +104,7 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         meta = {"averaged_from": json.dumps([Path(p).name for p in checkpoints])}
     if unknown is not None:
         joined = load_model(unknown)
-        if joined.unknown is not None:
-            raise CheckpointError(f"{unknown}: holds an unknown-bitrate generator of its own; join a single one")
+        joined = joined.unknown if joined.unknown is not None else joined  # a joined file gives its own
         if config.unknown is not None:
             raise CheckpointError(f"{checkpoints[0]}: holds an unknown-bitrate generator already")
         config = dataclasses.replace(config, unknown=joined.config)
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --model: a model config field, value as YAML (e.g. correction_floor_db=-6)")
     parser.add_argument("--overwrite", action="store_true", help="with --model: replace an existing OUT")
     parser.add_argument("--unknown-from", metavar="CHECKPOINT",
-                        help="with --model: join this model (a file or a built-in name) to restore the inputs of "
+                        help="with --model: join this model (a file or a built-in name; one that holds a pair gives "
+                             "its own unknown-bitrate part, so `default` gives v13's) to restore the inputs of "
                              "unknown bitrate (WAV/FLAC), the exported one restoring the inputs told a bitrate")
     args = parser.parse_args(argv)
     if args.model is None:
