@@ -328,7 +328,6 @@ class Round:
 def _shard(source: Path, out: Path, prefix: str) -> list[str]:
     """The checkpoint's tensors in parts of at most PART_BYTES, each with the config: as stored
     when the whole file fits in one part (a default-size model comes back exact), else float16."""
-    import torch
     from safetensors.torch import save_file
 
     tensors, meta = _read_safetensors(source)
@@ -337,7 +336,7 @@ def _shard(source: Path, out: Path, prefix: str) -> list[str]:
     parts: list[dict] = [{}]
     size = 0
     for name in names:
-        t = tensors[name].to(torch.float16) if half and tensors[name].is_floating_point() else tensors[name]
+        t = _float16(tensors[name]) if half else tensors[name]
         nbytes = t.numel() * t.element_size()
         if parts[-1] and size + nbytes > PART_BYTES - 2 ** 16:  # room for the header
             parts.append({})
@@ -553,15 +552,20 @@ def _read_safetensors(path: Path) -> tuple[dict, dict[str, str]]:
         return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}
 
 
+def _float16(tensor):  # a torch.Tensor; torch is imported lazily in this script
+    """A floating tensor as float16, how returned weights travel when float32 does not fit; others as they are."""
+    import torch
+
+    return tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+
+
 def _half_copy(path: Path) -> Path:
     """A float16 copy of a safetensors checkpoint beside it (path.half), metadata (the config) kept."""
-    import torch
     from safetensors.torch import save_file
 
     tensors, meta = _read_safetensors(path)
     copy = path.with_suffix(".half")
-    save_file({k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()},
-              str(copy), metadata=meta)
+    save_file({k: _float16(v).contiguous() for k, v in tensors.items()}, str(copy), metadata=meta)
     return copy
 
 
