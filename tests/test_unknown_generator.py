@@ -130,6 +130,20 @@ def test_export_refuses_a_pair_it_cannot_join_and_takes_a_joined_files_own_unkno
         main([str(tmp_path), str(tmp_path / "stage"), "--unknown-from", str(unknown_path)])
 
 
+def test_export_takes_a_built_in_name_as_its_generator(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no file named "default" here: the name is the built-in model
+    out = tmp_path / "louder.safetensors"
+    assert main(["--model", str(out), "default", "--set", "fill_gain_db_told=[3,3,4,0,0,0]"]) == 0
+    assert "from 1 checkpoint(s)" in capsys.readouterr().out
+    state, config = read_checkpoint(out)
+    base_state, base = read_checkpoint(apollo.pretrained.built_in_path("default"))
+    assert config == dataclasses.replace(base, fill_gain_db_told=(3.0, 3.0, 4.0, 0.0, 0.0, 0.0))
+    assert config.unknown == base.unknown is not None  # the joined file's unknown part comes along
+    assert state.keys() == base_state.keys() and all(torch.equal(state[k], v) for k, v in base_state.items())
+    with pytest.raises(CheckpointError, match="no such checkpoint"):  # a mistyped name is no file either
+        export_model(["defualt"], tmp_path / "x.safetensors")
+
+
 def test_training_from_a_joined_checkpoint_starts_from_its_told_generator(pair, tmp_path):
     told, unknown, _ = pair
     recipe = dataclasses.replace(load_config(SMOKE), model_overrides=())  # init_from keeps the file's model

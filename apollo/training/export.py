@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..model.config import ApolloConfig
-from ..pretrained import load_model
+from ..pretrained import BUILT_IN, built_in_path, load_model
 from ..states import CheckpointError, read_checkpoint, save_checkpoint, save_safetensors
 from .config import parse_overrides
 from .trainer import STATE
@@ -71,8 +71,8 @@ def export_stage(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
 def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
                  fields: Mapping[str, Any] | None = None, overwrite: bool = False,
                  unknown: str | os.PathLike[str] | None = None) -> Path:
-    """Writes `out`: the generator in `checkpoints` (several: their element-wise mean, e.g. of one
-    run's steps; docs/default-model.md, "four probes"), its config with
+    """Writes `out`: the generator in `checkpoints` (files or built-in names; several: their
+    element-wise mean, e.g. of one run's steps; docs/default-model.md, "four probes"), its config with
     `fields` replaced (e.g. normalize_peak, correction_floor_db). One checkpoint and no fields is a
     byte-for-byte copy of its tensors and config. `unknown` (a checkpoint path or built-in name) joins
     that model as the one that restores inputs of unknown bitrate (model.unknown), its config and
@@ -87,7 +87,7 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         raise FileExistsError(f"{out} exists (overwrite it on purpose)")
     states, config = [], None
     for path in checkpoints:
-        state, found = read_checkpoint(path)
+        state, found = read_checkpoint(_file_of(path))
         if found is None:
             raise CheckpointError(f"{path}: holds no model config (not a generator this project saved)")
         if config is not None and (found != config or state.keys() != states[0].keys()):
@@ -114,6 +114,12 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
     return out
 
 
+def _file_of(source: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """A checkpoint path as given, or the file of a built-in name ("default", "stream") where no file of
+    that name lies here, as load_model reads names."""
+    return built_in_path(str(source)) if str(source) in BUILT_IN and not Path(source).exists() else source
+
+
 def main(argv: list[str] | None = None) -> int:
     usage = ("%(prog)s RUN_DIR OUT_DIR [--float32]\n"
              "       %(prog)s --model OUT CHECKPOINT [CHECKPOINT ...] [--set FIELD=VALUE] [--overwrite]")
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                                      usage=usage)
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="RUN_DIR OUT_DIR: the stage in RUN_DIR/last.pt to OUT_DIR; with --model: the generator "
-                             "checkpoints to write (several: their element-wise mean)")
+                             "checkpoints to write (files or built-in names; several: their element-wise mean)")
     parser.add_argument("--float32", action="store_true", help="keep the discriminator in float32 (twice the size)")
     parser.add_argument("--model", type=Path, metavar="OUT", help="write one model file OUT (see above)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
