@@ -110,6 +110,24 @@ def test_grown_model_computes_what_the_smaller_one_did_and_its_new_blocks_learn(
         big.grown(1)
 
 
+@pytest.mark.parametrize("dim", [16, 64])
+def test_cpu_tiles_hold_a_fixed_number_of_values_and_do_not_change_the_output(dim, monkeypatch):
+    from apollo.model import band_sequence
+
+    x = torch.zeros(3, 40, 7, dim)
+    assert band_sequence.tile_rows(x) == band_sequence.TILE_ELEMENTS // dim
+    assert band_sequence.TILE_ELEMENTS // 256 == 1024  # the full-size model keeps its 1024-row tiles
+    torch.manual_seed(0)
+    model = apollo.Apollo(ApolloConfig(feature_dim=dim, num_blocks=2, num_heads=2)).eval()
+    wav = torch.randn(2, 1, 44100 // 2) * 0.1
+    with torch.no_grad():
+        monkeypatch.setattr(band_sequence, "TILE_ELEMENTS", 10**9)  # one piece
+        whole = model(wav)
+        monkeypatch.setattr(band_sequence, "TILE_ELEMENTS", dim * 333)  # 333 rows: many tiles, the last one short
+        tiled = model(wav)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
+
+
 def test_channels_are_independent():
     model = build_test_model()
     torch.manual_seed(1)

@@ -13,11 +13,14 @@ from torch.nn import functional as F
 
 from .layers import RMSNorm, apply_rotary, linear, map_tiles, rotary_tables
 
-TILE_ROWS = 1024  # rows (frames x bands) per tile on CPU
+TILE_ELEMENTS = 1024 * 256  # values per tile on CPU: 1024 rows of the full-size model's 256 features
 
 
 def tile_rows(x: torch.Tensor) -> int | None:
-    return TILE_ROWS if x.device.type == "cpu" else None
+    """Rows (frames x bands) per CPU tile of x (..., features), None (one piece) elsewhere. A tile holds
+    a fixed number of values, not rows, so a narrow model's tiles are as large in memory as the
+    full-size model's and its matmuls are not too small to run well (docs/performance.md)."""
+    return max(1, TILE_ELEMENTS // x.shape[-1]) if x.device.type == "cpu" else None
 
 
 def _silu(x: torch.Tensor) -> torch.Tensor:
