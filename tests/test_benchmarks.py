@@ -295,3 +295,18 @@ def test_dark_identity_tells_a_change_that_reaches_dark_music(tmp_path):
     script = load_script("benchmarks/dark_identity.py")
     assert script.main([str(a), str(a), "--corners", "3000", "--bitrates", "24"]) == 0
     assert script.main([str(a), str(b), "--corners", "3000", "--bitrates", "24"]) == 1  # its 24-kbps row differs
+
+
+def test_tile_sweep_times_every_size_in_turn_and_puts_the_tile_size_back(tmp_path, capsys):
+    from apollo.model import band_sequence
+
+    before = band_sequence.TILE_ELEMENTS
+    out = tmp_path / "sweep.json"
+    load_script("benchmarks/tile_sweep.py").main(["--checkpoint", "tiny-test", "--rows", "100,3000",
+                                                  "--seconds", "0.3", "--rounds", "2", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("python benchmarks/tile_sweep.py --checkpoint tiny-test")
+    assert list(report["median_seconds"]) == ["100", "3000"]
+    assert all(len(times) == 2 and all(t > 0 for t in times) for times in report["rounds"].values())
+    assert band_sequence.TILE_ELEMENTS == before  # a sweep leaves the model's tiles as it found them
+    assert "3000 rows" in capsys.readouterr().out
