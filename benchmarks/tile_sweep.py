@@ -5,8 +5,8 @@
 
 Each round times one restore_spectrum of the same stereo noise at every size in turn (after one
 untimed call at that size), so every size sees the machine's drift alike; the report gives each
-size's median over the rounds. Sizes are given in rows of the model's features (rows x features =
-TILE_ELEMENTS). The output is the same at every size (tests/test_model.py).
+size's median over the rounds, and how far each size's output lies from the first size's (0.0: equal
+to the bit). Sizes are given in rows of the model's features (rows x features = TILE_ELEMENTS).
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ from apollo.pretrained import load_model
 
 
 def sweep(checkpoint: str, rows: list[int], seconds: float, rounds: int,
-          bitrate: float | None) -> dict[int, list[float]]:
-    """Seconds per restore_spectrum of `seconds` of stereo noise, per tile size in rows, one per round."""
+          bitrate: float | None) -> tuple[dict[int, list[float]], dict[int, float]]:
+    """Seconds per restore_spectrum of `seconds` of stereo noise, per tile size in rows, one per round;
+    and the largest difference of each size's output from the first size's (0.0: equal to the bit)."""
     model = load_model(checkpoint).eval()
     features = model.config.feature_dim
     torch.manual_seed(0)
     wav = 0.1 * torch.randn(2, int(44100 * seconds))
     told = None if bitrate is None else torch.tensor([bitrate])
     times: dict[int, list[float]] = {r: [] for r in rows}
+    outputs: dict[int, torch.Tensor] = {}
     default = band_sequence.TILE_ELEMENTS
     try:
         with torch.no_grad():
@@ -40,13 +42,14 @@ def sweep(checkpoint: str, rows: list[int], seconds: float, rounds: int,
             for _ in range(rounds):
                 for r in rows:
                     band_sequence.TILE_ELEMENTS = r * features
-                    model.restore_spectrum(spec, channels=2, bitrate=told)
+                    outputs[r] = model.restore_spectrum(spec, channels=2, bitrate=told)[0]
                     start = time.perf_counter()
                     model.restore_spectrum(spec, channels=2, bitrate=told)
                     times[r].append(time.perf_counter() - start)
     finally:
         band_sequence.TILE_ELEMENTS = default
-    return times
+    first = outputs[rows[0]]
+    return times, {r: float((out - first).abs().max()) for r, out in outputs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [int(r) for r in args.rows.split(",")]
-    times = sweep(args.checkpoint, rows, args.seconds, args.rounds, args.bitrate)
+    times, differences = sweep(args.checkpoint, rows, args.seconds, args.rounds, args.bitrate)
     report = {"command": " ".join(["python benchmarks/tile_sweep.py", *argv]),
               "checkpoint": args.checkpoint, "bitrate": args.bitrate, "seconds_of_audio": args.seconds,
               "threads": args.threads,
               "median_seconds": {str(r): round(statistics.median(t), 3) for r, t in times.items()},
-              "rounds": {str(r): [round(x, 3) for x in t] for r, t in times.items()}}
+              "rounds": {str(r): [round(x, 3) for x in t] for r, t in times.items()},
+              "max_abs_difference_from_first_size": {str(r): d for r, d in differences.items()}}
     for r in rows:
         print(f"{r:6d} rows: {report['median_seconds'][str(r)]:.3f} s  {report['rounds'][str(r)]}")
     if args.out:

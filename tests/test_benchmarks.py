@@ -308,5 +308,7 @@ def test_tile_sweep_times_every_size_in_turn_and_puts_the_tile_size_back(tmp_pat
     assert report["command"].startswith("python benchmarks/tile_sweep.py --checkpoint tiny-test")
     assert list(report["median_seconds"]) == ["100", "3000"]
     assert all(len(times) == 2 and all(t > 0 for t in times) for times in report["rounds"].values())
+    assert report["max_abs_difference_from_first_size"]["100"] == 0.0
+    assert report["max_abs_difference_from_first_size"]["3000"] < 1e-5  # tiles do not change the output
     assert band_sequence.TILE_ELEMENTS == before  # a sweep leaves the model's tiles as it found them
     assert "3000 rows" in capsys.readouterr().out
