@@ -232,13 +232,11 @@ def checkpoint_sha256(checkpoint: str) -> str:
     """The SHA-256 of a checkpoint's file (a built-in model's file), or its name for tiny-test."""
     import hashlib
 
-    from .pretrained import BUILT_IN, built_in_path
+    from .pretrained import checkpoint_file
 
-    path = Path(checkpoint)
+    path = Path(checkpoint_file(checkpoint))
     if not path.exists():
-        if checkpoint not in BUILT_IN:
-            return checkpoint
-        path = built_in_path(checkpoint)
+        return checkpoint
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

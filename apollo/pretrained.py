@@ -33,6 +33,12 @@ def built_in_path(name: str) -> Path:
     return path
 
 
+def checkpoint_file(source: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """The file a checkpoint argument names: the built-in model's file for a built-in name ("default",
+    "stream") where no file of that name lies in the working folder, else `source` as given."""
+    return built_in_path(str(source)) if str(source) in BUILT_IN and not Path(source).exists() else source
+
+
 def build_test_model() -> Apollo:
     """A tiny generator with seeded random weights: lets CI run the whole tool without weights."""
     generator = torch.Generator().manual_seed(TEST_SEED)
@@ -73,10 +79,8 @@ def load_model(source: str | os.PathLike[str] | Mapping[str, torch.Tensor] = "de
         model = model_from_state(source)
     elif str(source) == TEST_MODEL and not Path(source).exists():
         model = build_test_model()
-    elif str(source) in BUILT_IN and not Path(source).exists():
-        state, config = read_checkpoint(built_in_path(str(source)))
-        model = model_from_state(state, config)
     else:
+        source = checkpoint_file(source)
         if _looks_like_a_name(source):
             raise CheckpointError(f"{source}: no such checkpoint file, and not a built-in model ({', '.join(NAMES)}; "
                                   f"a GPU-trained 'large' joins them once one beats the default, docs/gpu.md)")

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..model.config import ApolloConfig
-from ..pretrained import BUILT_IN, built_in_path, load_model
+from ..pretrained import checkpoint_file, load_model
 from ..states import CheckpointError, read_checkpoint, save_checkpoint, save_safetensors
 from .config import parse_overrides
 from .trainer import STATE
@@ -87,7 +87,7 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         raise FileExistsError(f"{out} exists (overwrite it on purpose)")
     states, config = [], None
     for path in checkpoints:
-        state, found = read_checkpoint(_file_of(path))
+        state, found = read_checkpoint(checkpoint_file(path))
         if found is None:
             raise CheckpointError(f"{path}: holds no model config (not a generator this project saved)")
         if config is not None and (found != config or state.keys() != states[0].keys()):
@@ -112,12 +112,6 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         meta = {**(meta or {}), "unknown_from": Path(unknown).name}
     save_checkpoint(out, merged, config, metadata=meta)
     return out
-
-
-def _file_of(source: str | os.PathLike[str]) -> str | os.PathLike[str]:
-    """A checkpoint path as given, or the file of a built-in name ("default", "stream") where no file of
-    that name lies here, as load_model reads names."""
-    return built_in_path(str(source)) if str(source) in BUILT_IN and not Path(source).exists() else source
 
 
 def main(argv: list[str] | None = None) -> int:
