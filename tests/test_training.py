@@ -672,6 +672,28 @@ def test_exported_model_is_a_checkpoint_or_the_mean_of_several(tmp_path, capsys)
         export.main([str(tmp_path / "run"), str(tmp_path / "out"), "--set", "normalize_peak=true"])
 
 
+def test_exported_model_keeps_the_first_blocks_and_a_grown_one_comes_back_to_the_bit(tmp_path, capsys):
+    """--set num_blocks=N under the checkpoint's count drops the last blocks; Apollo.grown's identity
+    blocks dropped again give the smaller model back exactly, weights and output."""
+    small = apollo.load_model("tiny-test")
+    grown = small.grown(small.config.num_blocks + 2)
+    apollo.save_checkpoint(tmp_path / "grown.safetensors", grown.state_dict(), grown.config)
+    out = tmp_path / "back.safetensors"
+    assert export.main(["--model", str(out), str(tmp_path / "grown.safetensors"),
+                        "--set", f"num_blocks={small.config.num_blocks}"]) == 0
+    state, config = read_checkpoint(out)
+    assert config == small.config and state.keys() == small.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in small.state_dict().items())
+    x = torch.randn(1, 2, 8000)
+    with torch.no_grad():
+        assert torch.equal(apollo.load_model(out)(x), small(x))
+    with pytest.raises(SystemExit) as bad:  # growing is the trainer's
+        export.main(["--model", str(tmp_path / "more.safetensors"), str(out), "--set",
+                     f"num_blocks={small.config.num_blocks + 1}"])
+    assert bad.value.code == 2 and "can keep 1 to" in capsys.readouterr().err
+    assert not (tmp_path / "more.safetensors").exists()
+
+
 def test_finetune_starts_from_checkpoint(tmp_path):
     model = apollo.load_model("tiny-test")
     path = tmp_path / "init.safetensors"

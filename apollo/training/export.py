@@ -15,6 +15,7 @@ run, or runs of one recipe from the same start), with inference-only config fiel
         runs/told2-stage2/generator-step000100.safetensors runs/told2-stage2/generator-step000150.safetensors \
         --set normalize_peak=true --set correction_floor_db=-6
 
+`--set num_blocks=N` under the checkpoint's count keeps its first N band-sequence blocks.
 `--unknown-from CHECKPOINT` joins a second model that restores the inputs of unknown bitrate
 (model.unknown; docs/default-model.md, "v13's weights for inputs of unknown bitrate"):
 
@@ -96,7 +97,10 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         states.append(state)
         config = found
     assert config is not None
+    blocks = config.num_blocks
     config = ApolloConfig.from_dict({**config.to_dict(), **(fields or {})})
+    if config.num_blocks != blocks:
+        states = [first_blocks(state, blocks, config.num_blocks) for state in states]
     if len(states) == 1:
         merged, meta = states[0], None
     else:
@@ -112,6 +116,18 @@ def export_model(checkpoints: Sequence[str | os.PathLike[str]], out: str | os.Pa
         meta = {**(meta or {}), "unknown_from": Path(unknown).name}
     save_checkpoint(out, merged, config, metadata=meta)
     return out
+
+
+def first_blocks(state: Mapping[str, torch.Tensor], blocks: int, keep: int) -> dict[str, torch.Tensor]:
+    """A generator state of `blocks` band-sequence blocks with only the first `keep` of them: the
+    model without the blocks a run appended last (Apollo.grown appends them as identities, and
+    with few steps at a fine-tune rate they stay near one; docs/default-model.md, "v15 without
+    its two grown blocks"). A model cannot grow here (the trainer grows, Apollo.grown)."""
+    if not 1 <= keep <= blocks:
+        raise ValueError(f"num_blocks={keep}: a model of {blocks} blocks can keep 1 to {blocks} of them "
+                         "(growing is the trainer's: model.num_blocks over init_from)")
+    dropped = tuple(f"blocks.{i}." for i in range(keep, blocks))
+    return {k: v for k, v in state.items() if not k.startswith(dropped)}
 
 
 def main(argv: list[str] | None = None) -> int:
