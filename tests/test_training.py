@@ -607,6 +607,32 @@ def test_ema_is_the_running_average_of_each_steps_weights_and_resumes(tmp_path):
         Trainer(load_config(SMOKE, {"optim.ema_decay": 1.0}), tmp_path / "bad", progress=False)
 
 
+def test_lr_blocks_scale_multiplies_the_later_blocks_steps_and_a_run_resumes_with_it(tmp_path):
+    sets = {"schedule.max_steps": 1, "schedule.checkpoint_every": 1000, "model.num_blocks": 2}
+    plain = Trainer(load_config(SMOKE, sets), tmp_path / "plain", progress=False)
+    start = {k: v.clone() for k, v in _unwrap(plain.generator).state_dict().items()}
+    plain.fit()
+    scaled = Trainer(load_config(SMOKE, {**sets, "optim.lr_blocks_from": 1, "optim.lr_blocks_scale": 3.0}),
+                     tmp_path / "scaled", progress=False)
+    assert all(torch.equal(_unwrap(scaled.generator).state_dict()[k], v) for k, v in start.items())
+    scaled.fit()
+    one, three = _unwrap(plain.generator).state_dict(), _unwrap(scaled.generator).state_dict()
+    later = [k for k in start if k.startswith("blocks.1.")]
+    assert later and any(not torch.equal(one[k], start[k]) for k in later)
+    for key in later:  # three times the step: AdamW at three times the rate
+        assert torch.allclose(three[key] - start[key], 3.0 * (one[key] - start[key]), atol=1e-6)
+    assert all(torch.equal(three[k], one[k]) for k in start if k not in later)  # the rest as without it
+    # a run saved without it resumes with it: the optimizer's groups and state are the same
+    resumed = Trainer(load_config(SMOKE, {**sets, "schedule.max_steps": 2, "optim.lr_blocks_from": 1,
+                                          "optim.lr_blocks_scale": 3.0}), tmp_path / "plain", resume=True,
+                      progress=False)
+    resumed.fit()
+    assert resumed.step == 2
+    for bad in ({"optim.lr_blocks_from": 2}, {"optim.lr_blocks_from": 0, "optim.lr_blocks_scale": 0.0}):
+        with pytest.raises(ValueError, match="optim.lr_blocks"):
+            Trainer(load_config(SMOKE, {**sets, **bad}), tmp_path / "bad", progress=False)
+
+
 def test_without_ema_decay_no_average_is_kept(tmp_path):
     config = load_config(SMOKE, {"schedule.max_steps": 1, "schedule.keep_every": 1})
     Trainer(config, tmp_path, progress=False).fit()

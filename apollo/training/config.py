@@ -85,6 +85,14 @@ class OptimConfig:
     # keep_every as generator-ema-stepN. None: none kept. At batch 4 on a CPU the fill's level moves
     # 1-2 dB between kept steps of one run (docs/default-model.md), more than the bars leave
     ema_decay: float | None = None
+    # the band-sequence blocks from this index on (None: none) train at lr_blocks_scale times the
+    # generator's rate: each of their AdamW steps is scaled, so the optimizer's state and groups are
+    # those of a run without it and a run resumes with or without it. For the blocks a run grew
+    # (Apollo.grown): they start as identities, and at a fine-tune rate of 1e-4 their output
+    # projections reached norms of 0.1-0.25 in 250 steps against 5-8.5 in the trained blocks
+    # (docs/default-model.md, "v15 without its two grown blocks")
+    lr_blocks_from: int | None = None
+    lr_blocks_scale: float = 1.0
 
 
 @dataclass

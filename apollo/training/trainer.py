@@ -116,6 +116,21 @@ def _with_overrides(generator: Apollo, config: TrainConfig) -> Apollo:
     return rebuilt
 
 
+def _scaled_block_parameters(generator: Apollo, first: int | None, scale: float) -> list[torch.nn.Parameter]:
+    """The parameters of the band-sequence blocks from `first` on (optim.lr_blocks_from), whose
+    steps are scaled by `scale`; none where `first` is None or the scale is 1."""
+    if first is None:
+        return []
+    if not 0 <= first < generator.config.num_blocks:
+        raise ValueError(f"optim.lr_blocks_from: expected a block index under {generator.config.num_blocks}, "
+                         f"got {first}")
+    if not scale > 0:
+        raise ValueError(f"optim.lr_blocks_scale: expected a positive number, got {scale}")
+    if scale == 1.0:
+        return []
+    return [p for block in generator.blocks[first:] for p in block.parameters()]
+
+
 class Trainer:
     """Trains an Apollo generator against the multi-resolution STFT discriminator.
 
@@ -171,6 +186,7 @@ class Trainer:
         if embedding:  # no weight decay: it would pull the bitrates' rows towards "no bitrate"
             groups.append({"params": embedding, "weight_decay": 0.0,
                            "lr": opt.lr_g * lr_scale if opt.lr_bitrate is None else opt.lr_bitrate})
+        self.scaled_blocks = _scaled_block_parameters(generator, opt.lr_blocks_from, opt.lr_blocks_scale)
         self.opt_g = torch.optim.AdamW(groups, lr=opt.lr_g * lr_scale, betas=opt.betas_g,
                                        weight_decay=opt.weight_decay)
         self.opt_d = torch.optim.AdamW(discriminator.parameters(), lr=opt.lr_d * lr_scale, betas=opt.betas_d,
@@ -379,7 +395,11 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         torch.nn.utils.clip_grad_norm_(self.generator.parameters(), cfg.optim.grad_clip)
+        before = [p.detach().clone() for p in self.scaled_blocks]
         self.opt_g.step()
+        with torch.no_grad():  # their step times lr_blocks_scale: AdamW's step at that multiple of the rate
+            for weight, old in zip(self.scaled_blocks, before):
+                weight.add_(weight - old, alpha=self.cfg.optim.lr_blocks_scale - 1.0)
         self._update_ema()
         return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "reconstruction": rec.item(),
                 "feature_matching": fm.item(), "adversarial": adv.item()}
