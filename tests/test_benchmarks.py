@@ -312,3 +312,18 @@ def test_tile_sweep_times_every_size_in_turn_and_puts_the_tile_size_back(tmp_pat
     assert report["max_abs_difference_from_first_size"]["3000"] < 1e-5  # tiles do not change the output
     assert band_sequence.TILE_ELEMENTS == before  # a sweep leaves the model's tiles as it found them
     assert "3000 rows" in capsys.readouterr().out
+
+
+def test_block_norms_reads_zero_for_grown_blocks_and_more_for_trained_ones(tmp_path):
+    import apollo
+
+    small = apollo.load_model("tiny-test")
+    grown = small.grown(small.config.num_blocks + 1)
+    path = tmp_path / "grown.safetensors"
+    apollo.save_checkpoint(path, grown.state_dict(), grown.config)
+    out = tmp_path / "norms.json"
+    load_script("benchmarks/block_norms.py").main([str(path), "--out", str(out)])
+    rows = json.loads(out.read_text())["checkpoints"][str(path)]
+    assert len(rows) == grown.config.num_blocks
+    assert rows[-1] == {"attention": 0.0, "feed-forward": 0.0, "tcn": 0.0}  # the grown block: an identity
+    assert all(value > 0 for row in rows[:-1] for value in row.values())
