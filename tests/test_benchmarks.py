@@ -327,3 +327,19 @@ def test_block_norms_reads_zero_for_grown_blocks_and_more_for_trained_ones(tmp_p
     assert len(rows) == grown.config.num_blocks
     assert rows[-1] == {"attention": 0.0, "feed-forward": 0.0, "tcn": 0.0}  # the grown block: an identity
     assert all(value > 0 for row in rows[:-1] for value in row.values())
+
+
+def test_envelope_timing_finds_a_late_fill_and_a_smeared_one(monkeypatch):
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    timing = load_script("benchmarks/envelope_timing.py")
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=400).cumsum()  # an envelope that wanders, frame by frame
+    late = np.concatenate([reference[:2], reference[:-2]])  # the same two frames later
+    assert timing.lagged(reference, late, 2) == pytest.approx(1.0)
+    assert timing.lagged(reference, late, 2) > timing.lagged(reference, late, 0)
+    assert timing.lagged(reference, late, -2) < timing.lagged(reference, late, 0)
+    smeared = np.convolve(reference, np.ones(9) / 9, "same")
+    assert timing.smoothed(reference, smeared, 9) == pytest.approx(1.0)
+    assert timing.smoothed(reference, smeared, 9) > timing.lagged(reference, smeared, 0)
