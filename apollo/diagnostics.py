@@ -114,6 +114,11 @@ def band_frame_power(x: np.ndarray, rate: int, bands: list[tuple[float, float]])
     return np.stack([power[(freqs >= lo) & (freqs < min(hi, rate / 2))].sum(0) for lo, hi in bands])
 
 
+def band_envelope_db(x: np.ndarray, rate: int, band: tuple[float, float] = TRANSIENT_BAND) -> np.ndarray:
+    """The band's frame energy in dB (band_frame_power): the envelope transient_following correlates."""
+    return 10 * np.log10(band_frame_power(x, rate, [band])[0] + 1e-12)
+
+
 def transient_following(reference: np.ndarray, estimate: np.ndarray, rate: int,
                         band: tuple[float, float] = TRANSIENT_BAND,
                         estimate_band: tuple[float, float] | None = None) -> dict[str, float]:
@@ -129,7 +134,7 @@ def transient_following(reference: np.ndarray, estimate: np.ndarray, rate: int,
     if _silent(ref_band.sum(), ref_all.sum()):
         return {}
     ref = 10 * np.log10(ref_band + 1e-12)
-    est = 10 * np.log10(band_frame_power(estimate, rate, [estimate_band or band])[0] + 1e-12)
+    est = band_envelope_db(estimate, rate, estimate_band or band)
     onsets_ref, onsets_est = np.maximum(np.diff(ref), 0), np.maximum(np.diff(est), 0)
     return {"envelope": correlation(ref, est), "onsets": correlation(onsets_ref, onsets_est)}
 

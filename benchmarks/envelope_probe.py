@@ -36,7 +36,7 @@ import numpy as np
 from probe_report import rounded, summarise, write_report
 
 from apollo import Restorer, degrade, metrics
-from apollo.diagnostics import TRANSIENT_BAND, band_frame_power, correlation, transient_following
+from apollo.diagnostics import TRANSIENT_BAND, band_envelope_db, band_frame_power, correlation, transient_following
 from apollo.evaluate import make_excerpts
 
 RATE = 44100
@@ -53,7 +53,7 @@ def octave_envelopes(x: np.ndarray, cutoff: float) -> np.ndarray:
 
 def target_envelope(reference: np.ndarray) -> np.ndarray:
     """The reference's 8-16 kHz frame energy (dB), centred on its mean."""
-    return centred(10 * np.log10(band_frame_power(reference, RATE, [TRANSIENT_BAND])[0] + 1e-12))
+    return centred(band_envelope_db(reference, RATE))
 
 
 def centred(x: np.ndarray) -> np.ndarray:

@@ -20,17 +20,12 @@ import numpy as np
 from probe_report import rounded, summarise, write_report
 
 from apollo import Restorer, degrade, metrics
-from apollo.diagnostics import TRANSIENT_BAND, band_frame_power, correlation
+from apollo.diagnostics import band_envelope_db, correlation, transient_following
 from apollo.evaluate import make_excerpts
 
 RATE = 44100
 LAGS = range(-4, 5)
 SMOOTHING = (3, 5, 9, 17)
-
-
-def envelope(x: np.ndarray) -> np.ndarray:
-    """The 8-16 kHz frame energy in dB, as transient_following measures it."""
-    return 10 * np.log10(band_frame_power(x, RATE, [TRANSIENT_BAND])[0] + 1e-12)
 
 
 def lagged(reference: np.ndarray, estimate: np.ndarray, lag: int) -> float:
@@ -50,7 +45,7 @@ def smoothed(reference: np.ndarray, estimate: np.ndarray, frames: int) -> float:
 
 def timing_row(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     """r at lag 0, the best lag and its r, and r against each smoothing of the reference."""
-    ref, est = envelope(reference), envelope(estimate)
+    ref, est = band_envelope_db(reference, RATE), band_envelope_db(estimate, RATE)
     by_lag = {lag: lagged(ref, est, lag) for lag in LAGS}
     best = max(by_lag, key=by_lag.get)
     return {"r": by_lag[0], "best_lag": best, "r_best_lag": by_lag[best],
@@ -70,9 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     restorer = Restorer(args.checkpoint, device="cpu", threads=args.threads)
     rows = []
     for excerpt in make_excerpts(args.data, RATE, split=args.split):
-        coded = degrade.mp3(excerpt.audio, RATE, args.bitrate)
-        if envelope(excerpt.audio).max() < -100:  # no 8-16 kHz band to follow
+        if not transient_following(excerpt.audio, excerpt.audio, RATE):  # no 8-16 kHz band to follow
             continue
+        coded = degrade.mp3(excerpt.audio, RATE, args.bitrate)
         estimate, _ = metrics.align(excerpt.audio, restorer.restore(coded, RATE, bitrate=args.bitrate)[0],
                                     max_lag=2048)
         rows.append(rounded({"excerpt": excerpt.name, **timing_row(excerpt.audio, estimate)}))
